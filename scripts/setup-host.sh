@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian 12 machine (as root) for warren's tests and demo:
+# packages, usable /dev/fuse, and two unprivileged test users — one with a
+# subuid/subgid range, one without. Idempotent: safe to run again.
+set -euo pipefail
+
+[ "$(id -u)" = 0 ] || { echo "setup-host: run as root" >&2; exit 1; }
+
+PKGS=(uidmap squashfuse fuse3 fuse-overlayfs squashfs-tools squashfs-tools-ng
+      docker-registry skopeo umoci busybox-static debootstrap apache2-utils openssl
+      runc podman charliecloud python3-lark hyperfine procps psmisc util-linux
+      curl jq ca-certificates iproute2 libcap2-bin pkg-config)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-host: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# FUSE for unprivileged users (0600 on a fresh VM, 0666 on real distributions).
+[ -c /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
+chmod 0666 /dev/fuse
+
+# Test users. warren-ci has a range; warren-nosub has none (single-ID fallback).
+mkuser() {
+  id "$1" >/dev/null 2>&1 || useradd -m -s /bin/bash "$1"
+  local uid; uid=$(id -u "$1")
+  install -d -m 0700 -o "$1" -g "$(id -g "$1")" "/run/user/$uid"
+}
+mkuser warren-ci
+mkuser warren-nosub
+touch /etc/subuid /etc/subgid
+for f in /etc/subuid /etc/subgid; do
+  grep -q '^warren-ci:' "$f" || echo "warren-ci:300000:65536" >> "$f"
+  sed -i '/^warren-nosub:/d' "$f"
+done
+echo "setup-host: ok (users warren-ci with subids, warren-nosub without; /dev/fuse 0666)"

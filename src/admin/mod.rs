@@ -1,0 +1,1 @@
+//! Admin tools: subuid/subgid provisioning and `warren doctor`.

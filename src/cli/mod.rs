@@ -1,0 +1,110 @@
+//! Command-line interface: one file per command; this file parses and dispatches, and
+//! is the one place that prints errors (one line, `warren: what: why`).
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+
+pub mod admin;
+pub mod doctor;
+pub mod images;
+pub mod inspect;
+pub mod prune;
+pub mod ps;
+pub mod pull;
+pub mod rm;
+pub mod rmi;
+pub mod run;
+pub mod unshare;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "warren",
+    version,
+    about = "Rootless OCI containers for HPC batch jobs: pull, squash, run. No daemon, no root.",
+    after_help = "Configuration: /etc/warren/warren.toml, $XDG_CONFIG_HOME/warren/warren.toml, WARREN_* variables, then flags."
+)]
+pub struct Cli {
+    /// Print less: no progress, no notices.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Fetch an image and squash it into the store.
+    Pull(pull::Args),
+    /// List stored images.
+    Images(images::Args),
+    /// Print an image's config (env, entrypoint, cmd, workdir, user, labels) as JSON.
+    Inspect(inspect::Args),
+    /// Remove image tags (and the image when no tag is left).
+    Rmi(rmi::Args),
+    /// Delete store data nothing refers to.
+    Prune(prune::Args),
+    /// Run a command in a new rootless container.
+    Run(run::Args),
+    /// Run a command in the user namespace (inspect or delete subuid-owned files).
+    Unshare(unshare::Args),
+    /// List running containers.
+    Ps(ps::Args),
+    /// Stop and remove named containers.
+    Rm(rm::Args),
+    /// Cluster administration: subuid/subgid ranges.
+    Admin(admin::Args),
+    /// Check that this node can run rootless containers, and say how to fix it.
+    Doctor(doctor::Args),
+}
+
+/// What every command gets.
+pub struct Ctx {
+    pub config: Config,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+/// Parse, run, print errors as one line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warren: {e:#}");
+            return 2;
+        }
+    };
+    let ctx = Ctx {
+        config,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    let res = match cli.command {
+        Command::Pull(a) => pull::run(&ctx, a),
+        Command::Images(a) => images::run(&ctx, a),
+        Command::Inspect(a) => inspect::run(&ctx, a),
+        Command::Rmi(a) => rmi::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
+        Command::Unshare(a) => unshare::run(&ctx, a),
+        Command::Ps(a) => ps::run(&ctx, a),
+        Command::Rm(a) => rm::run(&ctx, a),
+        Command::Admin(a) => admin::run(&ctx, a),
+        Command::Doctor(a) => doctor::run(&ctx, a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warren: {}", one_line(&e));
+            1
+        }
+    }
+}
+
+/// The error chain on one line: `outer: inner: cause`.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}

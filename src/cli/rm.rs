@@ -1,0 +1,11 @@
+//! `warren rm`.
+
+use super::Ctx;
+use anyhow::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_ctx: &Ctx, _args: Args) -> Result<i32> {
+    anyhow::bail!("rm: not implemented yet")
+}

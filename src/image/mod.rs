@@ -1,0 +1,1 @@
+//! Turning layer blobs into one squashfs: decompress, flatten, squash.

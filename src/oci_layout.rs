@@ -1,0 +1,1 @@
+//! A local OCI image layout directory as an image source (`oci:DIR[:TAG]`).

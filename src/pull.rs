@@ -1,0 +1,1 @@
+//! The pull pipeline: reference → source → manifest → blobs → squashfs → store.

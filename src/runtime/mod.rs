@@ -1,0 +1,1 @@
+//! Running containers: user namespace, mounts, process.
