@@ -1,1 +1,3 @@
 //! Running containers: user namespace, mounts, process.
+
+pub mod probe;
