@@ -1,0 +1,1 @@
+//! `warren doctor` (placeholder while the checks are written).
