@@ -29,6 +29,8 @@ pub struct FileChange {
     pub changed: bool,
     /// Unified diff when changed.
     pub diff: Option<String>,
+    /// The backup written (`FILE-`), when the file existed and changed.
+    pub backup: Option<PathBuf>,
 }
 
 /// Result of `apply`.
@@ -50,11 +52,13 @@ fn read_text(p: &Path) -> Result<Option<String>> {
     }
 }
 
-/// Lock (unless `dry_run`), read both files, plan with `make_plan`, and write what changed.
+/// Lock (unless `dry_run`; waiting up to `lock_wait`, shadow waits
+/// [`subid_lock::LOCK_WAIT`]), read both files, plan with `make_plan`, and write what changed.
 /// A plan with errors writes nothing.
 pub fn apply(
     paths: &Paths,
     dry_run: bool,
+    lock_wait: std::time::Duration,
     make_plan: impl FnOnce(&SubIdFile, &SubIdFile) -> Result<Plan>,
 ) -> Result<Outcome> {
     let _lock = if dry_run {
@@ -62,7 +66,7 @@ pub fn apply(
     } else {
         Some(subid_lock::lock(
             &[&paths.subuid, &paths.subgid],
-            subid_lock::LOCK_WAIT,
+            lock_wait,
         )?)
     };
     // Read under the lock: what we append to is what is there now.
@@ -90,9 +94,10 @@ pub fn apply(
         let name = path.display().to_string();
         let d = diff::unified(&name, &format!("{name} (new)"), old_text, &new_text);
         let changed = d.is_some();
+        let mut backup_path = None;
         if changed && !dry_run {
             if old.is_some() {
-                backup(path)?;
+                backup_path = Some(backup(path)?);
             }
             replace(path, new_text.as_bytes())?;
         }
@@ -101,6 +106,7 @@ pub fn apply(
             added: new.len(),
             changed,
             diff: d,
+            backup: backup_path,
         });
     }
     let written = !dry_run && files.iter().any(|f| f.changed);
@@ -118,7 +124,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// `FILE-`: a copy of the current file with its owner, mode and times, as shadow makes.
-fn backup(path: &Path) -> Result<()> {
+fn backup(path: &Path) -> Result<PathBuf> {
     let meta = fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
     let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
     let target = sibling(path, "-");
@@ -144,7 +150,8 @@ fn backup(path: &Path) -> Result<()> {
     // SAFETY: valid C string and a two-element timespec array, as utimensat requires.
     unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
     fs::rename(&tmp, &target)
-        .with_context(|| format!("rename {} to {}", tmp.display(), target.display()))
+        .with_context(|| format!("rename {} to {}", tmp.display(), target.display()))?;
+    Ok(target)
 }
 
 /// Replace `path` atomically with `bytes`, mode 0644, owned by root when we are root.
@@ -223,7 +230,7 @@ mod tests {
             }
             Ok(p)
         };
-        let o = apply(&paths, false, mk).unwrap();
+        let o = apply(&paths, false, std::time::Duration::ZERO, mk).unwrap();
         assert!(o.written);
         assert_eq!(
             fs::read_to_string(&paths.subuid).unwrap(),
@@ -240,7 +247,7 @@ mod tests {
             .unwrap()
             .contains("+b:165536:65536"));
         assert!(!o.files[1].changed);
-        let o = apply(&paths, false, mk).unwrap();
+        let o = apply(&paths, false, std::time::Duration::ZERO, mk).unwrap();
         assert!(!o.written);
         assert!(o.files.iter().all(|f| !f.changed));
         let names: Vec<String> = fs::read_dir(d.path())

@@ -14,8 +14,9 @@
 
 use super::ids::IdSet;
 use super::logindefs::SubLimits;
+use crate::subid::SubIdEntry;
 use crate::subid::{SubIdFile, ID_LIMIT};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// How new ranges are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -141,13 +142,34 @@ fn validate(what: &'static str, l: &SubLimits) -> Result<(), ParamError> {
     Ok(())
 }
 
-/// Owners present in a file, for O(1) "does this user have an entry" (by name or UID).
-fn owners(f: &SubIdFile) -> HashSet<&str> {
-    f.entries.iter().map(|e| e.owner.as_str()).collect()
-}
+/// A file's entries by owner field, for O(1) lookups by name or UID (a linear
+/// `ranges_for` per user would be quadratic at 100,000 users).
+struct Index<'a>(HashMap<&'a str, Vec<&'a SubIdEntry>>);
 
-fn has(set: &HashSet<&str>, c: &Candidate, uid_s: &str) -> bool {
-    set.contains(c.owner.as_str()) || set.contains(uid_s)
+impl<'a> Index<'a> {
+    fn new(f: &'a SubIdFile) -> Self {
+        let mut m: HashMap<&str, Vec<&SubIdEntry>> = HashMap::with_capacity(f.entries.len());
+        for e in &f.entries {
+            m.entry(e.owner.as_str()).or_default().push(e);
+        }
+        Index(m)
+    }
+
+    fn has(&self, c: &Candidate, uid_s: &str) -> bool {
+        self.0.contains_key(c.owner.as_str()) || self.0.contains_key(uid_s)
+    }
+
+    /// The user's entries, by name then by UID (file order within each).
+    fn ranges_for(&self, c: &Candidate) -> Vec<&'a SubIdEntry> {
+        let mut v: Vec<&SubIdEntry> = self.0.get(c.owner.as_str()).cloned().unwrap_or_default();
+        if let Some(more) = self.0.get(c.uid.to_string().as_str()) {
+            if c.owner != c.uid.to_string() {
+                v.extend(more);
+            }
+        }
+        v.sort_by_key(|e| e.line);
+        v
+    }
 }
 
 fn occupancy(f: &SubIdFile, real: &IdSet) -> IdSet {
@@ -203,23 +225,24 @@ pub fn plan(
     users.sort_by(|a, b| (a.uid, &a.owner).cmp(&(b.uid, &b.owner)));
     users.dedup_by(|a, b| a.owner == b.owner);
 
-    let (own_u, own_g) = (owners(subuid), owners(subgid));
+    let (own_u, own_g) = (Index::new(subuid), Index::new(subgid));
     let mut occ_u = occupancy(subuid, &real.uids);
     let mut occ_g = occupancy(subgid, &real.gids);
     let mut out = Plan::default();
     let mut seen_uid: HashSet<u32> = HashSet::new();
+    let mut deferred: Vec<(&Candidate, bool, bool)> = Vec::new();
     // Joint first-fit cursor: gaps skipped once are too small for later users too.
     let mut cursor = params.sub_uid.min.min(params.sub_gid.min);
 
     for c in users {
         let uid_s = c.uid.to_string();
-        let need_u = !has(&own_u, c, &uid_s);
-        let need_g = !has(&own_g, c, &uid_s);
+        let need_u = !own_u.has(c, &uid_s);
+        let need_g = !own_g.has(c, &uid_s);
         if !need_u && !need_g {
             out.unchanged += 1;
             if params.strategy == Strategy::Deterministic {
-                note_if_differs(&mut out, params, c, subuid, Kind::Subuid);
-                note_if_differs(&mut out, params, c, subgid, Kind::Subgid);
+                note_if_differs(&mut out, params, c, &own_u, Kind::Subuid);
+                note_if_differs(&mut out, params, c, &own_g, Kind::Subgid);
             }
             continue;
         }
@@ -279,74 +302,132 @@ pub fn plan(
                 }
             }
             Strategy::FirstFit => {
-                let (lu, lg) = (&params.sub_uid, &params.sub_gid);
-                let found_u;
-                let found_g;
-                if need_u && need_g {
-                    match joint_fit(&occ_u, &occ_g, cursor, lu, lg) {
-                        Some(s) => {
-                            cursor = s;
-                            found_u = Some(s);
-                            found_g = Some(s);
-                        }
-                        None => {
-                            out.errors.push(remark(
-                                Kind::Subuid,
-                                format!(
-                                    "no free range of {} IDs left below {} in both files",
-                                    lu.count,
-                                    limit(lu)
-                                ),
-                            ));
-                            continue;
-                        }
-                    }
-                } else {
-                    // Only one is missing: reuse the other file's start when it is free.
-                    let (other, l, occ) = if need_u {
-                        (subgid.ranges_for(&c.owner, c.uid), lu, &occ_u)
-                    } else {
-                        (subuid.ranges_for(&c.owner, c.uid), lg, &occ_g)
-                    };
-                    let pref = other.first().map(|e| e.start).filter(|&s| {
-                        s >= l.min
-                            && s + l.count <= limit(l)
-                            && occ.overlap(s, s + l.count).is_none()
-                    });
-                    let s = pref.or_else(|| occ.first_fit(l.min, l.count, limit(l)));
-                    let kind = if need_u { Kind::Subuid } else { Kind::Subgid };
-                    if s.is_none() {
-                        out.errors.push(remark(
-                            kind,
-                            format!("no free range of {} IDs left below {}", l.count, limit(l)),
-                        ));
-                        continue;
-                    }
-                    found_u = if need_u { s } else { None };
-                    found_g = if need_g { s } else { None };
+                // A user missing only one file first tries the other file's start, before
+                // fresh allocations can take it; everyone else waits for the second pass.
+                if need_u != need_g
+                    && mirror(
+                        &mut out, &mut occ_u, &mut occ_g, params, c, &own_u, &own_g, need_u,
+                    )
+                {
+                    continue;
                 }
-                if let Some(s) = found_u {
-                    occ_u.insert(s, s + lu.count);
-                    out.subuid.push(NewEntry {
-                        owner: c.owner.clone(),
-                        uid: c.uid,
-                        start: s,
-                        count: lu.count,
-                    });
-                }
-                if let Some(s) = found_g {
-                    occ_g.insert(s, s + lg.count);
-                    out.subgid.push(NewEntry {
-                        owner: c.owner.clone(),
-                        uid: c.uid,
-                        start: s,
-                        count: lg.count,
-                    });
-                }
+                deferred.push((c, need_u, need_g));
             }
         }
     }
+    for (c, need_u, need_g) in deferred {
+        let (lu, lg) = (&params.sub_uid, &params.sub_gid);
+        let remark = |kind, message: String| Remark {
+            user: c.owner.clone(),
+            uid: c.uid,
+            kind,
+            message,
+        };
+        let (found_u, found_g);
+        if need_u && need_g {
+            match joint_fit(&occ_u, &occ_g, cursor, lu, lg) {
+                Some(s) => {
+                    cursor = s;
+                    (found_u, found_g) = (Some(s), Some(s));
+                }
+                None => {
+                    out.errors.push(remark(
+                        Kind::Subuid,
+                        format!(
+                            "no free range of {} IDs left below {} in both files",
+                            lu.count,
+                            limit(lu)
+                        ),
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            let (l, occ, kind) = if need_u {
+                (lu, &occ_u, Kind::Subuid)
+            } else {
+                (lg, &occ_g, Kind::Subgid)
+            };
+            let Some(s) = occ.first_fit(l.min, l.count, limit(l)) else {
+                out.errors.push(remark(
+                    kind,
+                    format!("no free range of {} IDs left below {}", l.count, limit(l)),
+                ));
+                continue;
+            };
+            (found_u, found_g) = if need_u {
+                (Some(s), None)
+            } else {
+                (None, Some(s))
+            };
+        }
+        if let Some(s) = found_u {
+            occ_u.insert(s, s + lu.count);
+            out.subuid.push(NewEntry {
+                owner: c.owner.clone(),
+                uid: c.uid,
+                start: s,
+                count: lu.count,
+            });
+        }
+        if let Some(s) = found_g {
+            occ_g.insert(s, s + lg.count);
+            out.subgid.push(NewEntry {
+                owner: c.owner.clone(),
+                uid: c.uid,
+                start: s,
+                count: lg.count,
+            });
+        }
+    }
+    out.subuid
+        .sort_by(|a, b| (a.uid, &a.owner).cmp(&(b.uid, &b.owner)));
+    out.subgid
+        .sort_by(|a, b| (a.uid, &a.owner).cmp(&(b.uid, &b.owner)));
     Ok(out)
+}
+
+/// Give a user missing one file the same start as in the other file, when free there.
+#[allow(clippy::too_many_arguments)]
+fn mirror(
+    out: &mut Plan,
+    occ_u: &mut IdSet,
+    occ_g: &mut IdSet,
+    params: &Params,
+    c: &Candidate,
+    subuid: &Index,
+    subgid: &Index,
+    need_u: bool,
+) -> bool {
+    let (other, l, occ, list) = if need_u {
+        (
+            subgid.ranges_for(c),
+            &params.sub_uid,
+            occ_u,
+            &mut out.subuid,
+        )
+    } else {
+        (
+            subuid.ranges_for(c),
+            &params.sub_gid,
+            occ_g,
+            &mut out.subgid,
+        )
+    };
+    let Some(s) = other.first().map(|e| e.start) else {
+        return false;
+    };
+    if s < l.min || s + l.count > limit(l) || occ.overlap(s, s + l.count).is_some() {
+        return false;
+    }
+    occ.insert(s, s + l.count);
+    list.push(NewEntry {
+        owner: c.owner.clone(),
+        uid: c.uid,
+        start: s,
+        count: l.count,
+    });
+    true
 }
 
 /// Lowest `s >= from` free for `lu.count` IDs in `u` and `lg.count` IDs in `g`.
@@ -362,7 +443,7 @@ fn joint_fit(u: &IdSet, g: &IdSet, from: u64, lu: &SubLimits, lg: &SubLimits) ->
     }
 }
 
-fn note_if_differs(out: &mut Plan, p: &Params, c: &Candidate, f: &SubIdFile, kind: Kind) {
+fn note_if_differs(out: &mut Plan, p: &Params, c: &Candidate, f: &Index, kind: Kind) {
     let l = if kind == Kind::Subuid {
         &p.sub_uid
     } else {
@@ -371,7 +452,7 @@ fn note_if_differs(out: &mut Plan, p: &Params, c: &Candidate, f: &SubIdFile, kin
     let Ok((s, n)) = deterministic_range(c.uid as u64, p.uid_min, l) else {
         return;
     };
-    let have = f.ranges_for(&c.owner, c.uid);
+    let have = f.ranges_for(c);
     if !have.iter().any(|e| e.start == s && e.count == n) {
         out.notes.push(Remark {
             user: c.owner.clone(),
