@@ -1,0 +1,326 @@
+//! `warren doctor` run for real, as unprivileged users, in deliberately crippled setups:
+//! a newuidmap without its setuid bit, a user without subordinate ranges, a FUSE device
+//! the user cannot open, a shared store users can write. Each must report the right
+//! FAIL with its fix. Needs root (to build the setups) and the users made by
+//! scripts/setup-host.sh; skips with a reason otherwise.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn prerequisites() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: doctor crippled-setup tests need root");
+        return false;
+    }
+    for u in ["warren-ci", "warren-nosub"] {
+        if nix::unistd::User::from_name(u).ok().flatten().is_none() {
+            eprintln!("SKIP: user {u} missing (run scripts/setup-host.sh)");
+            return false;
+        }
+    }
+    if !Path::new("/usr/bin/newuidmap").exists() {
+        eprintln!("SKIP: uidmap not installed");
+        return false;
+    }
+    true
+}
+
+/// A temp dir the test users can enter.
+fn shared_tmp() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Subid files with a range for warren-ci only.
+fn subid_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let (u, g) = (dir.join("subuid"), dir.join("subgid"));
+    for p in [&u, &g] {
+        fs::write(p, "warren-ci:100000:65536\n").unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    (u, g)
+}
+
+/// Run doctor (`--json`) as `user` (None: as root) with extra args and env.
+fn doctor(
+    user: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: &Path,
+) -> (Output, serde_json::Value) {
+    let (u, g) = subid_files(dir);
+    let bin = env!("CARGO_BIN_EXE_warren");
+    let mut c = match user {
+        Some(name) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", name, "--", bin]);
+            c
+        }
+        None => Command::new(bin),
+    };
+    c.args(["doctor", "--json", "--subuid"])
+        .arg(&u)
+        .arg("--subgid")
+        .arg(&g)
+        .args(args);
+    c.env("WARREN_CONFIG", "/dev/null")
+        .env_remove("XDG_RUNTIME_DIR");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o, v)
+}
+
+fn check<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id}: {v}"))
+}
+
+#[test]
+fn newuidmap_without_setuid_fails_with_fix() {
+    if !prerequisites() {
+        return;
+    }
+    let d = shared_tmp();
+    let copy = d.path().join("newuidmap");
+    fs::copy("/usr/bin/newuidmap", &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    let (o, v) = doctor(
+        Some("warren-ci"),
+        &["--newuidmap", copy.to_str().unwrap()],
+        &[],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "FAIL must exit 1");
+    let c = check(&v, "newuidmap");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("chmod u+s {}", copy.display())),
+        "{c}"
+    );
+    assert_eq!(check(&v, "newgidmap")["status"], "ok");
+    assert_eq!(check(&v, "subuid")["status"], "ok", "warren-ci has a range");
+    assert_eq!(v["summary"]["fail"], 1, "{v}");
+
+    // File capabilities instead of setuid are accepted (real xattr written by setcap).
+    if Command::new("setcap")
+        .arg("cap_setuid+ep")
+        .arg(&copy)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let (_, v) = doctor(
+            Some("warren-ci"),
+            &["--newuidmap", copy.to_str().unwrap()],
+            &[],
+            d.path(),
+        );
+        let c = check(&v, "newuidmap");
+        assert_eq!(c["status"], "ok", "{c}");
+        assert!(c["detail"].as_str().unwrap().contains("cap_setuid+ep"));
+    } else {
+        eprintln!("SKIP part: setcap unavailable");
+    }
+}
+
+#[test]
+fn user_without_subuid_fails_with_fix() {
+    if !prerequisites() {
+        return;
+    }
+    let d = shared_tmp();
+    let (o, v) = doctor(Some("warren-nosub"), &[], &[], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(v["user"], "warren-nosub");
+    for id in ["subuid", "subgid"] {
+        let c = check(&v, id);
+        assert_eq!(c["status"], "fail", "{c}");
+        assert!(
+            c["detail"].as_str().unwrap().contains("no ")
+                && c["detail"].as_str().unwrap().contains("warren-nosub")
+        );
+        let fix = c["fix"].as_str().unwrap();
+        assert!(
+            fix.contains("usermod --add-subuids") && fix.contains("warren-nosub"),
+            "{fix}"
+        );
+    }
+    // Root doctoring the same user gets the same verdict.
+    let (o, v) = doctor(None, &["--user", "warren-nosub"], &[], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(check(&v, "subuid")["status"], "fail");
+    assert_eq!(
+        v["uid"],
+        nix::unistd::User::from_name("warren-nosub")
+            .unwrap()
+            .unwrap()
+            .uid
+            .as_raw()
+    );
+}
+
+#[test]
+fn unreadable_fuse_device_fails_with_fix() {
+    if !prerequisites() {
+        return;
+    }
+    let d = shared_tmp();
+    // A private device node (same major/minor as /dev/fuse), so the real one is untouched.
+    let dev = d.path().join("fuse");
+    let made = nix::sys::stat::mknod(
+        &dev,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(10, 229),
+    );
+    if made.is_err() {
+        eprintln!("SKIP: cannot mknod in {}: {made:?}", d.path().display());
+        return;
+    }
+    fs::set_permissions(&dev, fs::Permissions::from_mode(0o600)).unwrap();
+    let devs = dev.to_str().unwrap();
+    let (o, v) = doctor(
+        Some("warren-ci"),
+        &[],
+        &[("WARREN_DOCTOR_FUSE_DEV", devs)],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let c = check(&v, "fuse_device");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("as root: chmod 0666 {devs}")),
+        "{c}"
+    );
+    // Root checking for the user opens it as the user (not as root).
+    let (_, v) = doctor(
+        None,
+        &["--user", "warren-ci", "--fuse-dev", devs],
+        &[],
+        d.path(),
+    );
+    assert_eq!(check(&v, "fuse_device")["status"], "fail");
+    // Fixed as the fix says: OK.
+    fs::set_permissions(&dev, fs::Permissions::from_mode(0o666)).unwrap();
+    let (_, v) = doctor(
+        Some("warren-ci"),
+        &[],
+        &[("WARREN_DOCTOR_FUSE_DEV", devs)],
+        d.path(),
+    );
+    assert_eq!(check(&v, "fuse_device")["status"], "ok", "{v}");
+    // Missing device.
+    let (_, v) = doctor(
+        Some("warren-ci"),
+        &["--fuse-dev", "/nonexistent/fuse"],
+        &[],
+        d.path(),
+    );
+    assert!(check(&v, "fuse_device")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("modprobe fuse"));
+}
+
+#[test]
+fn writable_shared_store_fails() {
+    if !prerequisites() {
+        return;
+    }
+    let d = shared_tmp();
+    let shared = d.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let (o, v) = doctor(
+        Some("warren-ci"),
+        &[],
+        &[("WARREN_STORE_SHARED", shared.to_str().unwrap())],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let c = check(&v, "shared_store");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(c["fix"].as_str().unwrap().contains("chmod go-w"));
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, v) = doctor(
+        Some("warren-ci"),
+        &[],
+        &[("WARREN_STORE_SHARED", shared.to_str().unwrap())],
+        d.path(),
+    );
+    assert_eq!(check(&v, "shared_store")["status"], "ok");
+}
+
+#[test]
+fn healthy_user_and_cli_surface() {
+    if !prerequisites() {
+        return;
+    }
+    let d = shared_tmp();
+    let (_, v) = doctor(Some("warren-ci"), &[], &[], d.path());
+    for id in [
+        "kernel",
+        "max_user_namespaces",
+        "newuidmap",
+        "newgidmap",
+        "subuid",
+        "subgid",
+    ] {
+        assert_eq!(check(&v, id)["status"], "ok", "{id}: {}", check(&v, id));
+    }
+    // The SPANK plugin does not exist yet: a clean WARN, not a failure.
+    assert_eq!(check(&v, "spank_plugin")["status"], "warn");
+    assert!(check(&v, "spank_plugin")["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("not installed"));
+    // The overlay probe's answer (or its error) is reported, never a FAIL.
+    assert_ne!(check(&v, "overlay")["status"], "fail");
+    // A user cannot doctor someone else.
+    let o = Command::new("runuser")
+        .args([
+            "-u",
+            "warren-ci",
+            "--",
+            env!("CARGO_BIN_EXE_warren"),
+            "doctor",
+            "--user",
+            "warren-nosub",
+        ])
+        .env("WARREN_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only root can check another user"));
+    let o = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["doctor", "--apparmor-profile"])
+        .output()
+        .unwrap();
+    let p = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        p.contains("userns,") && p.contains("profile warren /"),
+        "{p}"
+    );
+}
