@@ -223,7 +223,7 @@ fn plan(_ctx: &Ctx, a: PlanArgs) -> Result<i32> {
             "subgid_file": paths.subgid,
             "plan": plan,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json(&v)?;
         return Ok(code);
     }
     use std::io::Write;
@@ -278,7 +278,7 @@ fn check(a: CheckArgs) -> Result<i32> {
             "entries": { "subuid": u.entries.len(), "subgid": g.entries.len() },
             "findings": findings,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json(&v)?;
     } else {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -321,7 +321,7 @@ fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
     let code = i32::from(!outcome.plan.errors.is_empty());
     if a.plan.json {
         let v = serde_json::json!({ "dry_run": a.dry_run, "outcome": outcome });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json(&v)?;
         return Ok(code);
     }
     print_remarks(&outcome.plan, &paths);
@@ -361,4 +361,14 @@ fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
         println!("dry run: nothing written");
     }
     Ok(0)
+}
+
+/// Pretty JSON to stdout through a buffer (a 100,000-user report is tens of megabytes).
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
 }

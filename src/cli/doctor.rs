@@ -4,6 +4,7 @@
 use super::Ctx;
 use crate::admin::doctor::{self, apparmor, Options, Status};
 use anyhow::Result;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +68,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let (target, checks) = doctor::run(&ctx.config, &opts)?;
     let (ok, warn, fail) = doctor::summary(&checks);
+    // Buffered, with write errors (a closed pipe) reported instead of panicking.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
         let v = serde_json::json!({
             "user": target.name,
@@ -75,25 +78,31 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "summary": { "ok": ok, "warn": warn, "fail": fail },
             "checks": checks,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
     } else {
-        println!("warren doctor: user {} (UID {})", target.name, target.uid);
+        writeln!(
+            out,
+            "warren doctor: user {} (UID {})",
+            target.name, target.uid
+        )?;
         for c in &checks {
             if ctx.quiet && c.status == Status::Ok {
                 continue;
             }
-            println!("{} {:<26} {}", c.status.label(), c.id, c.detail);
+            writeln!(out, "{} {:<26} {}", c.status.label(), c.id, c.detail)?;
             if let Some(fix) = &c.fix {
                 let mut lines = fix.lines();
                 if let Some(first) = lines.next() {
-                    println!("     fix: {first}");
+                    writeln!(out, "     fix: {first}")?;
                 }
                 for l in lines {
-                    println!("          {l}");
+                    writeln!(out, "          {l}")?;
                 }
             }
         }
-        println!("{ok} OK, {warn} WARN, {fail} FAIL");
+        writeln!(out, "{ok} OK, {warn} WARN, {fail} FAIL")?;
     }
+    out.flush()?;
     Ok(i32::from(fail > 0))
 }

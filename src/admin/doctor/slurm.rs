@@ -38,7 +38,7 @@ pub struct Facts {
     pub conf_found: bool,
     /// Lines naming warren.
     pub lines: Vec<PluginLine>,
-    /// `slurmd -V` output (`slurm-wlm 22.05.8`), if slurmd is installed.
+    /// `slurmd -V` (or `scontrol --version`) output, e.g. `slurm-wlm 22.05.8`.
     pub slurm: Option<String>,
 }
 
@@ -112,14 +112,20 @@ fn scan(conf: &Path, depth: usize, out: &mut Vec<PluginLine>) {
 pub fn gather(opts: &Options) -> Facts {
     let mut lines = Vec::new();
     scan(&opts.plugstack, 0, &mut lines);
-    let slurm = crate::util::which("slurmd").and_then(|p| {
-        let o = std::process::Command::new(p)
-            .arg("-V")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .ok()?;
-        Some(String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
-    });
+    // slurmd on compute nodes; scontrol on login nodes (it needs a reachable config).
+    let slurm = [("slurmd", "-V"), ("scontrol", "--version")]
+        .iter()
+        .find_map(|(prog, arg)| {
+            let p = crate::util::which(prog)?;
+            let o = std::process::Command::new(p)
+                .arg(arg)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            version_number(&s).map(|_| s)
+        });
     Facts {
         plugstack: opts.plugstack.clone(),
         conf_found: opts.plugstack.is_file(),
