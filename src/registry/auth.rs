@@ -146,7 +146,9 @@ struct TokenKey {
     realm: String,
     service: Option<String>,
     scope: String,
-    user: Option<String>,
+    /// The whole credential (user and password): a token got with one password must not
+    /// be handed out for another.
+    cred: Option<String>,
 }
 
 fn cache() -> &'static Mutex<HashMap<TokenKey, (String, Instant)>> {
@@ -159,7 +161,7 @@ fn key(realm: &str, service: &Option<String>, scope: &str, cred: Option<&Credent
         realm: realm.to_string(),
         service: service.clone(),
         scope: scope.to_string(),
-        user: cred.map(|c| c.username.clone()),
+        cred: cred.map(|c| c.basic_header()),
     }
 }
 

@@ -201,22 +201,25 @@ impl Client {
     /// once), redirects. Returns a 2xx response (or one of `req.pass`); anything else is
     /// classified into a retryable or final failure.
     pub fn send(&self, req: &Req) -> Result<Response, Failure> {
-        // The header we send, and whether it was just obtained in answer to a challenge.
-        let mut fresh = false;
-        loop {
-            let header = self.auth_header(fresh)?;
+        // Round 0 sends what we know (nothing, Basic, or a cached token); a 401 teaches
+        // the scheme and round 1 tries a cached token or fresh credentials; a cached token
+        // refused gets one more round with a token fetched anew. A 401 to credentials or
+        // a token obtained just now is final.
+        let mut force_new_token = false;
+        for _round in 0..3 {
+            let (header, fresh) = self.auth_header(force_new_token)?;
             let (resp, same_origin) = self.send_probing(req, header.as_deref())?;
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED && same_origin {
+            if resp.status() == StatusCode::UNAUTHORIZED && same_origin {
                 if fresh {
-                    return Err(Failure::fatal(self.denied(&resp)));
+                    return Err(Failure::fatal(self.denied()));
                 }
                 self.learn_challenge(&resp, header.is_some())?;
-                fresh = true;
+                force_new_token = header.is_some();
                 continue;
             }
             return self.classify(resp, req);
         }
+        Err(Failure::fatal(self.denied()))
     }
 
     fn credential(&self) -> Result<Option<Credential>, Failure> {
@@ -242,28 +245,29 @@ impl Client {
         format!("repository:{}:pull", self.repository)
     }
 
-    /// The Authorization value for the next request, fetching a token if needed.
-    fn auth_header(&self, fresh: bool) -> Result<Option<String>, Failure> {
+    /// The Authorization value for the next request, and whether it is fresh (credentials,
+    /// or a token fetched just now) rather than a token from the cache.
+    fn auth_header(&self, force_new_token: bool) -> Result<(Option<String>, bool), Failure> {
         let scheme = match self.auth.lock() {
             Ok(g) => g.clone(),
             Err(_) => None,
         };
         match scheme {
-            None => Ok(None),
-            Some(Scheme::Basic) => Ok(self.credential()?.map(|c| c.basic_header())),
+            None => Ok((None, false)),
+            Some(Scheme::Basic) => Ok((self.credential()?.map(|c| c.basic_header()), true)),
             Some(Scheme::Bearer {
                 realm,
                 service,
                 scope,
             }) => {
                 let cred = self.credential()?;
-                if !fresh {
+                if !force_new_token {
                     if let Some(t) = auth::cached_token(&realm, &service, &scope, cred.as_ref()) {
-                        return Ok(Some(format!("Bearer {t}")));
+                        return Ok((Some(format!("Bearer {t}")), false));
                     }
                 }
                 let t = auth::fetch_token(&self.http, &realm, &service, &scope, cred.as_ref())?;
-                Ok(Some(format!("Bearer {t}")))
+                Ok((Some(format!("Bearer {t}")), true))
             }
         }
     }
@@ -316,7 +320,7 @@ impl Client {
     }
 
     /// The message for a 401 that survived fresh credentials or a fresh token.
-    fn denied(&self, _resp: &Response) -> anyhow::Error {
+    fn denied(&self) -> anyhow::Error {
         let scheme = self.auth.lock().ok().and_then(|g| g.clone());
         let cred = self.credential().ok().flatten();
         match (scheme, cred) {

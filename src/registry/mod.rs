@@ -81,7 +81,11 @@ impl RegistrySource {
         reference: &str,
         pinned: Option<&Digest>,
     ) -> Result<(Vec<u8>, Digest, Option<String>)> {
-        let what = format!("manifest {} at {}", reference, self.describe());
+        let what = if reference == self.r.manifest_reference() {
+            format!("manifest of {}", self.describe())
+        } else {
+            format!("manifest {reference} of {}", self.describe())
+        };
         self.client.with_retries(&what, |_| {
             let resp = self.client.send(&Req {
                 method: Method::GET,
@@ -170,7 +174,7 @@ impl Source for RegistrySource {
             return Ok(d.clone());
         }
         let reference = self.r.manifest_reference();
-        let what = format!("manifest {} at {}", reference, self.describe());
+        let what = format!("manifest of {}", self.describe());
         let head = self.client.with_retries(&what, |_| {
             let resp = self.client.send(&Req {
                 method: Method::HEAD,

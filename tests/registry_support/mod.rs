@@ -44,7 +44,10 @@ pub fn require(test: &str, addrs: &[&str]) -> bool {
         }
     }
     if addrs.contains(&BASIC) && !ca_file().exists() {
-        eprintln!("SKIP {test}: {} missing (run scripts/registry.sh start)", ca_file().display());
+        eprintln!(
+            "SKIP {test}: {} missing (run scripts/registry.sh start)",
+            ca_file().display()
+        );
         return false;
     }
     true
