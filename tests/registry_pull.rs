@@ -45,11 +45,16 @@ fn plain_busybox_resolve_and_fetch_all_blobs() {
     for (i, l) in img.manifest.layers().iter().enumerate() {
         let dest = dir.path().join(format!("layer{i}"));
         let last = Cell::new(0u64);
-        src.fetch_blob(l, &dest, &|n| last.set(n)).expect("fetch layer");
+        src.fetch_blob(l, &dest, &|n| last.set(n))
+            .expect("fetch layer");
         let (d, n) = file_digest(&dest);
         assert_eq!(d.to_string(), l.digest().to_string());
         assert_eq!(n, l.size());
-        assert_eq!(last.get(), l.size(), "progress reports the full size at the end");
+        assert_eq!(
+            last.get(),
+            l.size(),
+            "progress reports the full size at the end"
+        );
     }
 }
 
@@ -63,13 +68,22 @@ fn digest_reference_and_missing_image() {
         .unwrap();
     let pinned = open("", &format!("127.0.0.1:5000/test/busybox@{d}"));
     assert_eq!(pinned.current_digest().unwrap(), d);
-    assert_eq!(pinned.resolve(&Platform::host()).unwrap().manifest_digest, d);
+    assert_eq!(
+        pinned.resolve(&Platform::host()).unwrap().manifest_digest,
+        d
+    );
 
-    let e = open("[pull]\nretries = 2\n", "127.0.0.1:5000/test/nonexistent:latest")
-        .resolve(&Platform::host())
-        .unwrap_err();
+    let e = open(
+        "[pull]\nretries = 2\n",
+        "127.0.0.1:5000/test/nonexistent:latest",
+    )
+    .resolve(&Platform::host())
+    .unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("404") && msg.contains("test/nonexistent"), "{msg}");
+    assert!(
+        msg.contains("404") && msg.contains("test/nonexistent"),
+        "{msg}"
+    );
     let e = open("", "127.0.0.1:5000/test/busybox:no-such-tag")
         .current_digest()
         .unwrap_err();
@@ -90,7 +104,10 @@ fn multi_platform_index_oci_and_docker() {
             .expect("arm64");
         assert_eq!(a.top_digest, top);
         assert_eq!(b.top_digest, top);
-        assert_ne!(a.manifest_digest, top, "an index: the manifest is one level down");
+        assert_ne!(
+            a.manifest_digest, top,
+            "an index: the manifest is one level down"
+        );
         assert_ne!(a.manifest_digest, b.manifest_digest);
         let arch = |c: &[u8]| {
             let v: serde_json::Value = serde_json::from_slice(c).unwrap();
@@ -101,7 +118,8 @@ fn multi_platform_index_oci_and_docker() {
         // The arm64 layer holds /arch = "arm64\n" (gzip tar).
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("l");
-        src.fetch_blob(&b.manifest.layers()[0], &dest, &|_| {}).unwrap();
+        src.fetch_blob(&b.manifest.layers()[0], &dest, &|_| {})
+            .unwrap();
         let mut t = tar::Archive::new(flate2::read::GzDecoder::new(
             std::fs::File::open(&dest).unwrap(),
         ));
