@@ -54,7 +54,7 @@ pub fn content_range_ok(v: &str, start: u64, size: u64) -> bool {
         return false;
     };
     let total_ok = total.trim() == "*" || total.trim().parse::<u64>() == Ok(size);
-    a == start && b + 1 == size && total_ok
+    a == start && b.checked_add(1) == Some(size) && total_ok
 }
 
 fn io_fatal(what: &str, dest: &Path, e: std::io::Error) -> Failure {
@@ -286,5 +286,6 @@ mod tests {
         assert!(!content_range_ok("4-9/10", 4, 10));
         assert!(!content_range_ok("bytes x-9/10", 4, 10));
         assert!(!content_range_ok("", 4, 10));
+        assert!(!content_range_ok("bytes 4-18446744073709551615/10", 4, 10));
     }
 }
