@@ -524,11 +524,18 @@ fn server_ignoring_range_restarts_the_download() {
     let dir = tempfile::tempdir().unwrap();
     let (l, good) = layer(&*src, dir.path());
     let hex = l.digest().to_string();
-    p.add(&hex, Fault::Reset, 1);
+    p.add(&hex, Fault::Truncate, 1);
     p.add(&hex, Fault::IgnoreRange, 1);
     let dest = dir.path().join("blob");
     src.fetch_blob(&l, &dest, &|_| {}).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), good);
+    let seen = p.seen(&hex);
+    assert_eq!(
+        seen.len(),
+        3,
+        "the full 200 reply is used, no extra request: {seen:#?}"
+    );
+    assert!(seen[2].range.is_some(), "{seen:#?}");
 }
 
 #[test]
