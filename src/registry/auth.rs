@@ -21,7 +21,9 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// One challenge: the scheme (lowercase) and its parameters (keys lowercase).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
+    /// `basic`, `bearer`, … (lowercase).
     pub scheme: String,
+    /// Parameters such as `realm`, `service`, `scope` (names lowercase).
     pub params: BTreeMap<String, String>,
 }
 
@@ -114,10 +116,15 @@ pub fn parse_challenges(v: &str) -> Result<Vec<Challenge>, String> {
 /// How this client authenticates, learnt from the registry's challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
+    /// `Authorization: Basic` with the registry's credentials.
     Basic,
+    /// A token from the token server at `realm`.
     Bearer {
+        /// The token server's URL.
         realm: String,
+        /// The `service` parameter to pass on, if the challenge named one.
         service: Option<String>,
+        /// What access to ask for (`repository:NAME:pull`).
         scope: String,
     },
 }

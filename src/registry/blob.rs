@@ -22,7 +22,10 @@ const CHUNK: usize = 256 << 10;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Start {
     /// Download from the beginning (file emptied first if it had bytes).
-    Fresh { truncate: bool },
+    Fresh {
+        /// The file had bytes that are not a usable prefix.
+        truncate: bool,
+    },
     /// Continue from this offset with a Range request.
     Resume(u64),
     /// The file already has `size` bytes: verify them, no request needed.

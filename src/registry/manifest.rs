@@ -7,9 +7,13 @@ use crate::platform::Platform;
 use anyhow::{anyhow, bail, Result};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
+/// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker image manifest, schema 2.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list (schema 2).
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// The Accept header for manifest requests: all four types, or distribution 2.8 answers
