@@ -192,8 +192,12 @@ pub fn choose_platform(index: &ImageIndex, want: &Platform) -> Result<Descriptor
     if let Some(d) = loose {
         return Ok(d.clone());
     }
-    let mut avail: Vec<String> = index.manifests().iter().map(platform_string).collect();
-    avail.dedup();
+    let mut avail: Vec<String> = Vec::new();
+    for p in index.manifests().iter().map(platform_string) {
+        if !avail.contains(&p) {
+            avail.push(p);
+        }
+    }
     bail!(
         "no image for platform {want} in the index; available: {} (choose one with --platform)",
         if avail.is_empty() {
