@@ -21,6 +21,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BASIC_USER=warren BASIC_PASS=warren-pass
 TOKEN_USER=tokenuser TOKEN_PASS=tokenpass
 mkdir -p "$REG"
+# Debian's python3 has python3-cryptography (setup-host.sh); a PATH python may not.
+PY=python3
+[ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 
 up() { # url [curl args...]: any HTTP answer (401 included) means the server is up
   local code
@@ -100,7 +103,7 @@ auth:
 
 start_token() {
   if ! up http://127.0.0.1:5003/token; then
-    spawn token-server python3 "$HERE/registry-token-server.py" --listen 127.0.0.1:5003 \
+    spawn token-server "$PY" "$HERE/registry-token-server.py" --listen 127.0.0.1:5003 \
       --key "$CERTS/token.key" --cert "$CERTS/token.pem" --issuer warren-test-issuer \
       --users "$TOKEN_USER:$TOKEN_PASS" --log "$REG/token-requests.log"
     wait_up token-server http://127.0.0.1:5003/token
@@ -143,7 +146,7 @@ seed() {
     touch "$REG/data-token/.seeded"
   fi
   if ! has_manifest http://127.0.0.1:5000 test/multi docker; then
-    python3 "$HERE/registry-multiarch.py" 127.0.0.1:5000 test/multi >/dev/null
+    "$PY" "$HERE/registry-multiarch.py" 127.0.0.1:5000 test/multi >/dev/null
   fi
 }
 

@@ -50,4 +50,19 @@ fn credentials_from_registry_auth_file_and_docker_config() {
     .unwrap();
     src.resolve(&Platform::host())
         .expect("bearer with credentials from $DOCKER_CONFIG/config.json");
+
+    // WARREN_TLS_VERIFY=false: the TLS registry without its CA, like --tls-verify=false.
+    let no_ca = config("");
+    let r = ImageRef::parse("127.0.0.1:5001/test/busybox:latest").unwrap();
+    let e = open_source(&no_ca, &r)
+        .unwrap()
+        .resolve(&Platform::host())
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("certificate"), "{e:#}");
+    std::env::set_var("WARREN_TLS_VERIFY", "false");
+    open_source(&no_ca, &r)
+        .unwrap()
+        .resolve(&Platform::host())
+        .expect("WARREN_TLS_VERIFY=false skips verification");
+    std::env::remove_var("WARREN_TLS_VERIFY");
 }

@@ -42,6 +42,8 @@ enum Fault {
     ContentType(&'static str),
     /// 307 to the same path on the "other host" (127.0.0.2).
     RedirectOther,
+    /// Drop the Docker-Content-Digest header.
+    NoDigestHeader,
 }
 
 struct Rule {
@@ -362,6 +364,9 @@ fn handle(mut s: TcpStream, other_host: bool, sh: &Shared) -> std::io::Result<()
             body[mid] ^= 0xff;
         }
         Some(Fault::ExtraBytes) if ok => body.extend_from_slice(b"surplus"),
+        Some(Fault::NoDigestHeader) => {
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("docker-content-digest"));
+        }
         Some(Fault::ContentType(ct)) => {
             headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
             headers.push(("Content-Type".to_string(), ct.to_string()));
@@ -519,11 +524,18 @@ fn server_ignoring_range_restarts_the_download() {
     let dir = tempfile::tempdir().unwrap();
     let (l, good) = layer(&*src, dir.path());
     let hex = l.digest().to_string();
-    p.add(&hex, Fault::Reset, 1);
+    p.add(&hex, Fault::Truncate, 1);
     p.add(&hex, Fault::IgnoreRange, 1);
     let dest = dir.path().join("blob");
     src.fetch_blob(&l, &dest, &|_| {}).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), good);
+    let seen = p.seen(&hex);
+    assert_eq!(
+        seen.len(),
+        3,
+        "the full 200 reply is used, no extra request: {seen:#?}"
+    );
+    assert!(seen[2].range.is_some(), "{seen:#?}");
 }
 
 #[test]
@@ -535,7 +547,7 @@ fn oversized_blob_is_refused() {
     let src = open(&p, 5, vec![]);
     let dir = tempfile::tempdir().unwrap();
     let (l, _) = layer(&*src, dir.path());
-    p.add(&l.digest().to_string(), Fault::ExtraBytes, 1);
+    p.add(l.digest().as_ref(), Fault::ExtraBytes, 1);
     let dest = dir.path().join("blob");
     let e = src.fetch_blob(&l, &dest, &|_| {}).unwrap_err();
     assert!(format!("{e:#}").contains("refusing the blob"), "{e:#}");
@@ -607,4 +619,19 @@ fn redirect_to_other_host_gets_no_credentials() {
         "credentials leaked to the redirect target: {seen:#?}"
     );
     assert!(other.iter().all(|s| s.method == "GET"));
+}
+
+#[test]
+fn missing_digest_header_falls_back_to_get_and_hash() {
+    if skip("missing_digest_header_falls_back_to_get_and_hash") {
+        return;
+    }
+    let p = Proxy::start(None);
+    let want = open(&p, 3, vec![]).current_digest().unwrap();
+    p.add("/manifests/", Fault::NoDigestHeader, 2);
+    let src = open(&p, 3, vec![]);
+    assert_eq!(src.current_digest().unwrap(), want);
+    let seen = p.seen("/manifests/");
+    let methods: Vec<&str> = seen.iter().map(|s| s.method.as_str()).collect();
+    assert_eq!(methods, ["HEAD", "HEAD", "GET"], "{seen:#?}");
 }

@@ -233,3 +233,21 @@ fn connection_refused_is_a_clear_error() {
         "{msg}"
     );
 }
+
+#[test]
+fn mirror_serves_a_reference_under_its_own_name() {
+    if !require("mirror_serves_a_reference_under_its_own_name", &[PLAIN]) {
+        return;
+    }
+    let cfg = "[[registry]]\nhost = \"registry.example.invalid\"\nmirror = \"127.0.0.1:5000\"\n";
+    let src = open(cfg, "registry.example.invalid/test/busybox:latest");
+    assert_eq!(
+        src.describe(),
+        "registry.example.invalid/test/busybox:latest"
+    );
+    let direct = open("", "127.0.0.1:5000/test/busybox:latest")
+        .current_digest()
+        .unwrap();
+    assert_eq!(src.current_digest().unwrap(), direct);
+    assert_eq!(src.resolve(&Platform::host()).unwrap().top_digest, direct);
+}

@@ -21,7 +21,9 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// One challenge: the scheme (lowercase) and its parameters (keys lowercase).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
+    /// `basic`, `bearer`, … (lowercase).
     pub scheme: String,
+    /// Parameters such as `realm`, `service`, `scope` (names lowercase).
     pub params: BTreeMap<String, String>,
 }
 
@@ -76,8 +78,10 @@ pub fn parse_challenges(v: &str) -> Result<Vec<Challenge>, String> {
                             break;
                         }
                         Some(b'\\') if i + 1 < b.len() => {
-                            s.push(b[i + 1] as char);
-                            i += 2;
+                            // The escaped character may be multi-byte: copy it whole.
+                            let ch = v[i + 1..].chars().next().ok_or("bad UTF-8")?;
+                            s.push(ch);
+                            i += 1 + ch.len_utf8();
                         }
                         Some(_) => {
                             // Copy one UTF-8 character.
@@ -112,10 +116,15 @@ pub fn parse_challenges(v: &str) -> Result<Vec<Challenge>, String> {
 /// How this client authenticates, learnt from the registry's challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
+    /// `Authorization: Basic` with the registry's credentials.
     Basic,
+    /// A token from the token server at `realm`.
     Bearer {
+        /// The token server's URL.
         realm: String,
+        /// The `service` parameter to pass on, if the challenge named one.
         service: Option<String>,
+        /// What access to ask for (`repository:NAME:pull`).
         scope: String,
     },
 }
@@ -345,6 +354,31 @@ mod tests {
             None
         );
         assert!(parse_challenges("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn hostile_challenges_never_panic() {
+        assert_eq!(
+            parse_challenges("Bearer realm=\"\\é\"").unwrap()[0].params["realm"],
+            "é"
+        );
+        // Every prefix of a tricky header, and byte soup built from its pieces.
+        let tricky = "Bearer realm=\"h\\\"ü\\é\", service=ß,scope=\"a:b\" , Basic x=, =,\\\"";
+        for (i, _) in tricky.char_indices() {
+            let _ = parse_challenges(&tricky[..i]);
+        }
+        let pieces = ["Bearer", " ", "=", "\"", "\\", ",", "é", "realm", "x"];
+        let mut seed = 12345u64;
+        for _ in 0..5000 {
+            let mut s = String::new();
+            for _ in 0..12 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                s.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
+            }
+            let _ = parse_challenges(&s);
+        }
     }
 
     #[test]

@@ -22,7 +22,10 @@ const CHUNK: usize = 256 << 10;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Start {
     /// Download from the beginning (file emptied first if it had bytes).
-    Fresh { truncate: bool },
+    Fresh {
+        /// The file had bytes that are not a usable prefix.
+        truncate: bool,
+    },
     /// Continue from this offset with a Range request.
     Resume(u64),
     /// The file already has `size` bytes: verify them, no request needed.
@@ -54,7 +57,7 @@ pub fn content_range_ok(v: &str, start: u64, size: u64) -> bool {
         return false;
     };
     let total_ok = total.trim() == "*" || total.trim().parse::<u64>() == Ok(size);
-    a == start && b + 1 == size && total_ok
+    a == start && b.checked_add(1) == Some(size) && total_ok
 }
 
 fn io_fatal(what: &str, dest: &Path, e: std::io::Error) -> Failure {
@@ -286,5 +289,6 @@ mod tests {
         assert!(!content_range_ok("4-9/10", 4, 10));
         assert!(!content_range_ok("bytes x-9/10", 4, 10));
         assert!(!content_range_ok("", 4, 10));
+        assert!(!content_range_ok("bytes 4-18446744073709551615/10", 4, 10));
     }
 }

@@ -69,9 +69,11 @@ pub fn tls_verify_disabled_by_env() -> bool {
 
 /// A request for the retry/auth machinery.
 pub struct Req<'a> {
+    /// GET or HEAD.
     pub method: Method,
     /// Path and query under the endpoint, starting with `/v2/`.
     pub path: String,
+    /// Extra headers (Accept, Range); Authorization is added by the client.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Non-2xx statuses handed back to the caller instead of being errors (e.g. 416).
     pub pass: &'a [StatusCode],

@@ -24,7 +24,9 @@ const MAX_AUTH_FILE: u64 = 1 << 20;
 /// A user name and password (or token used as a password) for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
+    /// The user name.
     pub username: String,
+    /// The password or access token.
     pub password: String,
 }
 

@@ -7,9 +7,13 @@ use crate::platform::Platform;
 use anyhow::{anyhow, bail, Result};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
+/// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker image manifest, schema 2.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list (schema 2).
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// The Accept header for manifest requests: all four types, or distribution 2.8 answers
@@ -188,8 +192,12 @@ pub fn choose_platform(index: &ImageIndex, want: &Platform) -> Result<Descriptor
     if let Some(d) = loose {
         return Ok(d.clone());
     }
-    let mut avail: Vec<String> = index.manifests().iter().map(platform_string).collect();
-    avail.dedup();
+    let mut avail: Vec<String> = Vec::new();
+    for p in index.manifests().iter().map(platform_string) {
+        if !avail.contains(&p) {
+            avail.push(p);
+        }
+    }
     bail!(
         "no image for platform {want} in the index; available: {} (choose one with --platform)",
         if avail.is_empty() {
