@@ -21,7 +21,7 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The user's own writable store. Default: `$XDG_DATA_HOME/warren` (`~/.local/share/warren`).
@@ -30,16 +30,6 @@ pub struct StoreConfig {
     pub shared: Vec<PathBuf>,
     /// Keep compressed layer blobs after squashing (speeds up pulls of related images).
     pub keep_layers: bool,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            path: None,
-            shared: Vec::new(),
-            keep_layers: false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
