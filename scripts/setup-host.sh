@@ -7,7 +7,7 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "setup-host: run as root" >&2; exit 1; }
 
 PKGS=(uidmap squashfuse fuse3 fuse-overlayfs squashfs-tools squashfs-tools-ng
-      docker-registry skopeo umoci busybox-static debootstrap apache2-utils openssl
+      docker-registry skopeo umoci busybox-static debootstrap apache2-utils openssl python3 python3-cryptography
       runc podman charliecloud python3-lark hyperfine procps psmisc util-linux
       curl jq ca-certificates iproute2 libcap2-bin pkg-config)
 missing=()

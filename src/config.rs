@@ -21,7 +21,7 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The user's own writable store. Default: `$XDG_DATA_HOME/warren` (`~/.local/share/warren`).
@@ -30,16 +30,6 @@ pub struct StoreConfig {
     pub shared: Vec<PathBuf>,
     /// Keep compressed layer blobs after squashing (speeds up pulls of related images).
     pub keep_layers: bool,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            path: None,
-            shared: Vec::new(),
-            keep_layers: false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -385,5 +375,20 @@ mod tests {
         assert!(c.registry("127.0.0.1:5000").unwrap().http);
         assert!(c.registry("r.example").unwrap().insecure);
         assert!(c.registry("other").is_none());
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    /// The shipped example must parse and match the defaults it documents.
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config/warren.toml");
+        let c = super::Config::from_toml(text).unwrap();
+        let d = super::Config::default();
+        assert_eq!(c.pull.parallel, d.pull.parallel);
+        assert_eq!(c.pull.max_file_size, d.pull.max_file_size);
+        assert_eq!(c.run.env_allowlist, d.run.env_allowlist);
+        assert_eq!(c.store.keep_layers, d.store.keep_layers);
     }
 }

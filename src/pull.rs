@@ -1,8 +1,32 @@
 //! The pull pipeline: reference → source → manifest → blobs → squashfs → store.
+//!
+//! Blobs download in parallel (`pull.parallel`); each layer is decompressed and parsed
+//! (contents to an unlinked spool file) as soon as its blob is complete, on up to one
+//! thread per core, and the layers are applied in order as they become available. The
+//! flattened tree then streams into tar2sqfs. Nothing is extracted to disk.
+//!
+//! Concurrency: the image is built under `locks/image-HEX.lock` in the target store and
+//! each blob is downloaded under `locks/blob-HEX.lock`, so N pulls of one image (any
+//! users, any nodes sharing the store) download once, build once, and all succeed.
 
 use crate::config::Config;
-use crate::store::ImageEntry;
-use anyhow::Result;
+use crate::digest::Digest;
+use crate::image::flatten::Tree;
+use crate::image::spool::{Spool, SpoolReader};
+use crate::image::squash::{squash, SquashOptions};
+use crate::image::{layer, Limits};
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::source::{ResolvedImage, Source};
+use crate::store::layout::Store;
+use crate::store::lock::Lock;
+use crate::store::refs::RefRecord;
+use crate::store::{canonical_oci, publish, refs, ImageEntry, Stores};
+use anyhow::{bail, Context, Result};
+use oci_spec::image::Descriptor;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{mpsc, Condvar, Mutex};
 
 /// Options a caller can set for one pull.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +40,403 @@ pub struct PullOptions {
 
 /// Pull `image` (as typed) into the store, or answer from the store when the tag still
 /// resolves to the stored digest.
-pub fn pull(_cfg: &Config, image: &str, _opts: &PullOptions) -> Result<ImageEntry> {
-    anyhow::bail!("pull {image}: not implemented yet")
+pub fn pull(cfg: &Config, image: &str, opts: &PullOptions) -> Result<ImageEntry> {
+    let progress = Progress::new(opts.quiet);
+    pull_with(cfg, image, opts, &progress)
+}
+
+fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Result<ImageEntry> {
+    let reference = Reference::parse(image)?;
+    let platform = match opts.platform.as_deref().or(cfg.pull.platform.as_deref()) {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    };
+    let stores = Stores::open(cfg)?;
+    let (source, name, current) = open_source(cfg, &reference)?;
+    let wanted_store = if opts.shared { 1 } else { 0 };
+
+    // Cached: the tag still points where it did → one request and done.
+    if let Some((i, rec)) = stores.find_ref(&name) {
+        if rec.top == current && rec.platform == platform.to_string() {
+            if let Some(e) = stores.image(&rec.manifest) {
+                if !opts.shared || i == wanted_store {
+                    pr.line(&format!("{name}: up to date"));
+                    return Ok(e);
+                }
+            }
+        }
+    }
+
+    let target = stores.writable(opts.shared)?;
+    let resolved = source
+        .resolve(&platform)
+        .with_context(|| format!("resolve {}", source.describe()))?;
+    let rec = RefRecord {
+        name: name.clone(),
+        top: resolved.top_digest.clone(),
+        manifest: resolved.manifest_digest.clone(),
+        platform: platform.to_string(),
+    };
+    let md = &resolved.manifest_digest;
+    // Already in some store (a shared one: no copy unless asked to publish there).
+    let existing = if opts.shared {
+        target.image(md)
+    } else {
+        stores.image(md)
+    };
+    if let Some(e) = existing {
+        refs::write(&target, &rec)?;
+        pr.line(&format!("{name}: image {md} already stored"));
+        return Ok(e);
+    }
+
+    let _lock = Lock::exclusive(&target.lock_file("image", md))?;
+    if let Some(e) = target.image(md) {
+        // Someone else built it while we waited for the lock.
+        refs::write(&target, &rec)?;
+        return Ok(e);
+    }
+    publish::clean_stale_image(&target, md);
+    let stage = publish::stage_image(&target, md)?;
+    let built = build(
+        cfg,
+        source.as_ref(),
+        &stores,
+        &target,
+        &resolved,
+        &stage,
+        pr,
+    );
+    if let Err(e) = built {
+        let _ = std::fs::remove_dir_all(&stage);
+        return Err(e);
+    }
+    publish::publish_image(&target, &stage, md)?;
+    refs::write(&target, &rec)?;
+    if !cfg.store.keep_layers {
+        for l in resolved.manifest.layers() {
+            if let Ok(d) = Digest::parse(l.digest().as_ref()) {
+                publish::drop_blob(&target, &d)?;
+            }
+        }
+    }
+    target
+        .image(md)
+        .with_context(|| format!("image {md} vanished right after publishing"))
+}
+
+/// The source for a reference, its canonical tag name, and what it points at now.
+/// Short names try each configured registry in turn.
+fn open_source(cfg: &Config, r: &Reference) -> Result<(Box<dyn Source>, String, Digest)> {
+    match r {
+        Reference::OciLayout { dir, tag } => {
+            let src = crate::oci_layout::OciLayout::open(dir, tag.as_deref())?;
+            let cur = src.current_digest()?;
+            Ok((Box::new(src), canonical_oci(r), cur))
+        }
+        Reference::Registry(ir) => {
+            let mut last = None;
+            for c in ir.candidates(&cfg.pull.short_name_registries) {
+                let res = crate::registry::open_source(cfg, &c).and_then(|s| {
+                    let cur = s.current_digest().with_context(|| format!("look up {c}"))?;
+                    Ok((s, cur))
+                });
+                match res {
+                    Ok((s, cur)) => return Ok((s, c.to_string(), cur)),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                anyhow::anyhow!("{ir}: no registry to try (pull.short_name_registries is empty)")
+            }))
+        }
+    }
+}
+
+/// Layer media types we can read (compression is detected from the bytes anyway).
+fn check_layer_type(i: usize, l: &Descriptor) -> Result<()> {
+    let mt = l.media_type().to_string();
+    let ok = mt.starts_with("application/vnd.oci.image.layer.")
+        || mt.starts_with("application/vnd.docker.image.rootfs.");
+    let foreign = mt.contains("foreign") || mt.contains("nondistributable");
+    if !ok || foreign {
+        bail!(
+            "layer {} ({}): unsupported media type {mt:?}",
+            i + 1,
+            l.digest()
+        );
+    }
+    Ok(())
+}
+
+/// Fetch, flatten and squash into `stage`, and write config and manifest beside.
+fn build(
+    cfg: &Config,
+    source: &dyn Source,
+    stores: &Stores,
+    target: &Store,
+    img: &ResolvedImage,
+    stage: &Path,
+    pr: &Progress,
+) -> Result<()> {
+    let layers = img.manifest.layers();
+    for (i, l) in layers.iter().enumerate() {
+        check_layer_type(i, l)?;
+    }
+    let limits = Limits::from_config(&cfg.pull);
+    let spool_dir = std::env::temp_dir();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let downloads = Semaphore::new(cfg.pull.parallel);
+    let cpu = Semaphore::new(cpus);
+    let mut tree = Tree::new();
+    let mut spools: Vec<Option<SpoolReader>> = (0..layers.len()).map(|_| None).collect();
+    pr.start(layers);
+
+    std::thread::scope(|s| -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        for (i, desc) in layers.iter().enumerate() {
+            let tx = tx.clone();
+            let (downloads, cpu, limits, spool_dir) = (&downloads, &cpu, &limits, &spool_dir);
+            s.spawn(move || {
+                let r = (|| -> Result<_> {
+                    let d = Digest::parse(desc.digest().as_ref())?;
+                    let file = {
+                        let _g = downloads.acquire();
+                        obtain_blob(source, stores, target, desc, &d, &|n| pr.bytes(i, n))?
+                    };
+                    pr.unpacking(i);
+                    let _g = cpu.acquire();
+                    let mut spool = Spool::create(spool_dir)?;
+                    let reader = layer::open_decompressed(file)?;
+                    let parsed =
+                        layer::parse(reader, &mut spool, i as u32, limits, limits.max_entries)?;
+                    Ok((parsed, spool.finish()?))
+                })()
+                .with_context(|| format!("layer {} ({})", i + 1, desc.digest()));
+                let _ = tx.send((i, r));
+            });
+        }
+        drop(tx);
+        let mut ready: Vec<Option<layer::ParsedLayer>> = (0..layers.len()).map(|_| None).collect();
+        let mut next = 0;
+        let mut total = 0u64;
+        for (i, r) in rx {
+            let (parsed, sp) = r?;
+            ready[i] = Some(parsed);
+            spools[i] = Some(sp);
+            while next < layers.len() {
+                let Some(p) = ready[next].take() else { break };
+                total += p.entries.len() as u64;
+                if total > limits.max_entries {
+                    bail!(
+                        "image has more than {} entries (pull.max_entries)",
+                        limits.max_entries
+                    );
+                }
+                for dev in &p.dropped_devices {
+                    pr.note(&format!("layer {}: dropped device node {dev}", next + 1));
+                }
+                tree.apply(next as u32 + 1, p.entries)
+                    .with_context(|| format!("layer {} ({})", next + 1, layers[next].digest()))?;
+                pr.done(next);
+                next += 1;
+            }
+        }
+        Ok(())
+    })?;
+
+    let spools: Vec<SpoolReader> = spools.into_iter().flatten().collect();
+    if spools.len() != layers.len() {
+        bail!("internal: a layer was not processed");
+    }
+    pr.line(&format!("squashing {} paths", tree.len()));
+    let sqfs = stage.join("image.sqfs");
+    squash(
+        &tree,
+        &spools,
+        &sqfs,
+        &SquashOptions::from_config(&cfg.pull),
+    )?;
+    publish::seal_file(&sqfs)?;
+    for (name, bytes) in [
+        ("config.json", &img.config_bytes),
+        ("manifest.json", &img.manifest_bytes),
+    ] {
+        let p = stage.join(name);
+        std::fs::write(&p, bytes).with_context(|| format!("write {}", p.display()))?;
+        publish::seal_file(&p)?;
+    }
+    Ok(())
+}
+
+/// An open handle on blob `d`: from any store that has it, else downloaded into
+/// `target` under the blob's lock (waiting if another process is downloading it).
+fn obtain_blob(
+    source: &dyn Source,
+    stores: &Stores,
+    target: &Store,
+    desc: &Descriptor,
+    d: &Digest,
+    progress: &dyn Fn(u64),
+) -> Result<File> {
+    for s in &stores.stores {
+        if let Ok(f) = File::open(s.blob(d)) {
+            return Ok(f);
+        }
+    }
+    let _l = Lock::exclusive(&target.lock_file("blob", d))?;
+    if let Ok(f) = File::open(target.blob(d)) {
+        return Ok(f);
+    }
+    let partial = target.partial_blob(d);
+    if let Err(e) = source.fetch_blob(desc, &partial, progress) {
+        // Bytes that are all there but wrong cannot be resumed: start over next time.
+        if std::fs::metadata(&partial).is_ok_and(|m| m.len() >= desc.size()) {
+            let _ = std::fs::remove_file(&partial);
+        }
+        return Err(e).with_context(|| format!("download from {}", source.describe()));
+    }
+    let p = publish::publish_blob(target, &partial, d)?;
+    File::open(&p).with_context(|| format!("open {}", p.display()))
+}
+
+/// A counting semaphore (downloads at once, CPU-bound layers at once).
+struct Semaphore {
+    n: Mutex<usize>,
+    cv: Condvar,
+}
+
+struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    fn new(n: usize) -> Semaphore {
+        Semaphore {
+            n: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+    fn acquire(&self) -> Permit<'_> {
+        let mut n = self.n.lock().unwrap_or_else(|e| e.into_inner());
+        while *n == 0 {
+            n = self.cv.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.n.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// What the user sees: per-layer bars on a terminal, plain lines otherwise, nothing
+/// with `-q`. All on stderr (stdout carries the digest).
+enum Progress {
+    Quiet,
+    Plain,
+    Bars {
+        multi: indicatif::MultiProgress,
+        bars: Mutex<Vec<indicatif::ProgressBar>>,
+    },
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        use std::io::IsTerminal;
+        if quiet {
+            Progress::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Progress::Bars {
+                multi: indicatif::MultiProgress::new(),
+                bars: Mutex::new(Vec::new()),
+            }
+        } else {
+            Progress::Plain
+        }
+    }
+
+    fn line(&self, s: &str) {
+        match self {
+            Progress::Quiet => {}
+            Progress::Plain => eprintln!("{s}"),
+            Progress::Bars { multi, .. } => {
+                let _ = multi.println(s);
+            }
+        }
+    }
+
+    fn note(&self, s: &str) {
+        self.line(s)
+    }
+
+    fn start(&self, layers: &[Descriptor]) {
+        match self {
+            Progress::Quiet => {}
+            Progress::Plain => {
+                for (i, l) in layers.iter().enumerate() {
+                    eprintln!(
+                        "layer {}/{}: {} ({} bytes)",
+                        i + 1,
+                        layers.len(),
+                        l.digest(),
+                        l.size()
+                    );
+                }
+            }
+            Progress::Bars { multi, bars } => {
+                let style = indicatif::ProgressStyle::with_template(
+                    "{prefix} {bar:30} {bytes:>10}/{total_bytes:<10} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+                let mut v = bars.lock().unwrap_or_else(|e| e.into_inner());
+                for l in layers {
+                    let b = multi.add(indicatif::ProgressBar::new(l.size()));
+                    b.set_style(style.clone());
+                    let d = l.digest().to_string();
+                    b.set_prefix(d.chars().skip(7).take(12).collect::<String>());
+                    v.push(b);
+                }
+            }
+        }
+    }
+
+    fn bar(&self, i: usize) -> Option<indicatif::ProgressBar> {
+        match self {
+            Progress::Bars { bars, .. } => bars
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(i)
+                .cloned(),
+            _ => None,
+        }
+    }
+
+    fn bytes(&self, i: usize, n: u64) {
+        if let Some(b) = self.bar(i) {
+            b.set_position(n);
+        }
+    }
+
+    fn unpacking(&self, i: usize) {
+        if let Some(b) = self.bar(i) {
+            b.set_position(b.length().unwrap_or(0));
+            b.set_message("unpacking");
+        }
+    }
+
+    fn done(&self, i: usize) {
+        match self {
+            Progress::Plain => eprintln!("layer {}: applied", i + 1),
+            _ => {
+                if let Some(b) = self.bar(i) {
+                    b.finish_with_message("done");
+                }
+            }
+        }
+    }
 }

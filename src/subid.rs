@@ -97,7 +97,7 @@ fn parse_line(t: &str) -> Result<(&str, u64, u64), String> {
     if count == 0 {
         return Err("count is 0".into());
     }
-    if start.checked_add(count).map_or(true, |e| e > ID_LIMIT) {
+    if start.checked_add(count).is_none_or(|e| e > ID_LIMIT) {
         return Err(format!("range {start}+{count} passes the 32-bit ID limit"));
     }
     Ok((owner, start, count))

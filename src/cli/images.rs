@@ -1,11 +1,105 @@
 //! `warren images`.
 
 use super::Ctx;
+use crate::store::{refs, StoreKind, Stores};
 use anyhow::Result;
+use std::collections::HashSet;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Print a JSON array (stable keys: name, digest, size, store, store_path).
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_ctx: &Ctx, _args: Args) -> Result<i32> {
-    anyhow::bail!("images: not implemented yet")
+#[derive(serde::Serialize)]
+struct Row {
+    /// The tag, or null for an image no tag in its store names.
+    name: Option<String>,
+    digest: String,
+    /// Bytes of the squashfs file.
+    size: u64,
+    /// "user" or "shared".
+    store: &'static str,
+    store_path: String,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let stores = Stores::open(&ctx.config)?;
+    let mut rows = Vec::new();
+    for (i, s) in stores.stores.iter().enumerate() {
+        let kind = match stores.kind(i) {
+            StoreKind::User => "user",
+            StoreKind::Shared => "shared",
+        };
+        let mut named = HashSet::new();
+        for r in refs::list(s) {
+            // A tag may name an image kept in another store (pulled from a shared one).
+            let Some(e) = stores.image(&r.manifest) else {
+                continue;
+            };
+            named.insert(r.manifest.clone());
+            rows.push(Row {
+                name: Some(r.name),
+                digest: r.manifest.to_string(),
+                size: std::fs::metadata(&e.squashfs).map(|m| m.len()).unwrap_or(0),
+                store: kind,
+                store_path: s.root.display().to_string(),
+            });
+        }
+        for e in std::fs::read_dir(s.images_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let hex = e.file_name().to_string_lossy().into_owned();
+            let Ok(d) = crate::digest::Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            if named.contains(&d) {
+                continue;
+            }
+            if let Some(img) = s.image(&d) {
+                rows.push(Row {
+                    name: None,
+                    digest: d.to_string(),
+                    size: std::fs::metadata(&img.squashfs)
+                        .map(|m| m.len())
+                        .unwrap_or(0),
+                    store: kind,
+                    store_path: s.root.display().to_string(),
+                });
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    println!("{:<50} {:<19} {:>10}  STORE", "NAME", "DIGEST", "SIZE");
+    for r in rows {
+        println!(
+            "{:<50} {:<19} {:>10}  {}",
+            r.name.as_deref().unwrap_or("<none>"),
+            &r.digest[..19.min(r.digest.len())],
+            human(r.size),
+            r.store
+        );
+    }
+    Ok(0)
+}
+
+fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < U.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
 }

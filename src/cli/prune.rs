@@ -1,11 +1,29 @@
 //! `warren prune`.
 
 use super::Ctx;
+use crate::store::{gc, Stores};
 use anyhow::Result;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune the first shared store instead of your own (admins).
+    #[arg(long)]
+    pub shared: bool,
+}
 
-pub fn run(_ctx: &Ctx, _args: Args) -> Result<i32> {
-    anyhow::bail!("prune: not implemented yet")
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let stores = Stores::open(&ctx.config)?;
+    let store = stores.writable(a.shared)?;
+    let rep = gc::prune(&store, ctx.config.store.keep_layers, a.dry_run)?;
+    if !ctx.quiet {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        for p in &rep.removed {
+            println!("{verb} {}", p.display());
+        }
+        println!("{verb} {} items, {} bytes", rep.removed.len(), rep.bytes);
+    }
+    Ok(0)
 }

@@ -1,11 +1,64 @@
 //! `warren rmi`.
 
 use super::Ctx;
-use anyhow::Result;
+use crate::store::layout::Store;
+use crate::store::lock::Lock;
+use crate::store::{gc, refs, Stores};
+use anyhow::{bail, Result};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Remove from the first shared store instead of your own (admins).
+    #[arg(long)]
+    pub shared: bool,
+    /// Tags (as pulled) or digests; an image goes when its last tag goes.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
 
-pub fn run(_ctx: &Ctx, _args: Args) -> Result<i32> {
-    anyhow::bail!("rmi: not implemented yet")
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let stores = Stores::open(&ctx.config)?;
+    let store = stores.writable(a.shared)?;
+    for image in &a.images {
+        let by_name = stores
+            .candidate_names(image)
+            .into_iter()
+            .find(|n| refs::read(&store, n).is_some());
+        if let Some(n) = by_name {
+            untag(&store, &n)?;
+            continue;
+        }
+        // A digest or digest prefix: every tag naming it, then the image itself.
+        let Some(e) = stores.find(image)? else {
+            bail!("{image}: no such image in {}", store.root.display());
+        };
+        if store.image(&e.digest).is_none() {
+            bail!(
+                "{image}: image {} is not in {} (a shared store is read-only; admins use --shared)",
+                e.digest,
+                store.root.display()
+            );
+        }
+        for r in refs::list(&store)
+            .into_iter()
+            .filter(|r| r.manifest == e.digest)
+        {
+            untag(&store, &r.name)?;
+        }
+        if store.image(&e.digest).is_some() {
+            let _l = Lock::exclusive(&store.lock_file("image", &e.digest))?;
+            gc::remove_image_dir(&store, &e.digest)?;
+            println!("deleted {}", e.digest);
+        }
+    }
+    Ok(0)
+}
+
+fn untag(store: &Store, name: &str) -> Result<()> {
+    let gone = gc::rmi(store, name)?;
+    println!("untagged {name}");
+    if let Some(d) = gone {
+        println!("deleted {d}");
+    }
+    Ok(())
 }

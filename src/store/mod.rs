@@ -1,8 +1,20 @@
-//! The content-addressed image store (layout in docs/store.md).
+//! The content-addressed image store (layout in docs/store.md): the user's writable
+//! store plus shared read-only stores, searched in that order. Images are keyed by
+//! manifest digest, tags map to digests, blobs are cached by digest while a pull needs
+//! them. Writers stage under `tmp/` and rename into place under flock locks, so
+//! concurrent pulls from many users and nodes agree and readers never see half an image.
+
+pub mod gc;
+pub mod layout;
+pub mod lock;
+pub mod publish;
+pub mod refs;
 
 use crate::config::Config;
 use crate::digest::Digest;
-use anyhow::Result;
+use crate::reference::Reference;
+use anyhow::{bail, Result};
+use layout::Store;
 use std::path::PathBuf;
 
 /// A published image, as the runtime needs it.
@@ -17,15 +29,141 @@ pub struct ImageEntry {
 }
 
 /// The user's store plus the shared stores, searched in order.
-pub struct Stores {}
+pub struct Stores {
+    /// The user's store first, then `store.shared` in order.
+    pub stores: Vec<Store>,
+    /// Short-name search list, to turn `busybox` into candidate tags.
+    short_names: Vec<String>,
+}
+
+/// Which store an item was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    User,
+    Shared,
+}
 
 impl Stores {
-    pub fn open(_cfg: &Config) -> Result<Stores> {
-        anyhow::bail!("store: not implemented yet")
+    /// The configured stores; nothing is created (reading needs no write access).
+    pub fn open(cfg: &Config) -> Result<Stores> {
+        let mut stores = vec![Store::at(&crate::config::expand_tilde(&cfg.user_store()?))];
+        for s in &cfg.store.shared {
+            stores.push(Store::at(&crate::config::expand_tilde(s)));
+        }
+        Ok(Stores {
+            stores,
+            short_names: cfg.pull.short_name_registries.clone(),
+        })
+    }
+
+    /// The store `warren pull` writes to: the user's, or with `shared` the first shared.
+    pub fn writable(&self, shared: bool) -> Result<Store> {
+        let s = if shared {
+            match self.stores.get(1) {
+                Some(s) => s,
+                None => bail!("no shared store configured (store.shared in warren.toml)"),
+            }
+        } else {
+            &self.stores[0]
+        };
+        Store::create(&s.root)
+    }
+
+    /// Kind of store `i` in [`Stores::stores`].
+    pub fn kind(&self, i: usize) -> StoreKind {
+        if i == 0 {
+            StoreKind::User
+        } else {
+            StoreKind::Shared
+        }
+    }
+
+    /// The published image `d` from the first store that has it.
+    pub fn image(&self, d: &Digest) -> Option<ImageEntry> {
+        self.stores.iter().find_map(|s| s.image(d))
+    }
+
+    /// The first tag record named `name` (canonical form) in any store.
+    pub fn find_ref(&self, name: &str) -> Option<(usize, refs::RefRecord)> {
+        self.stores
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| refs::read(s, name).map(|r| (i, r)))
+    }
+
+    /// Canonical tag names `image` may mean, most specific first.
+    pub fn candidate_names(&self, image: &str) -> Vec<String> {
+        match Reference::parse(image) {
+            Ok(Reference::Registry(r)) => r
+                .candidates(&self.short_names)
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            Ok(r @ Reference::OciLayout { .. }) => vec![canonical_oci(&r)],
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Find an image by reference (as typed: tag, digest, short name) or by digest prefix.
-    pub fn find(&self, _image: &str) -> Result<Option<ImageEntry>> {
-        anyhow::bail!("store: not implemented yet")
+    pub fn find(&self, image: &str) -> Result<Option<ImageEntry>> {
+        for name in self.candidate_names(image) {
+            if let Some((_, rec)) = self.find_ref(&name) {
+                if let Some(e) = self.image(&rec.manifest) {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        if let Ok(Reference::Registry(r)) = Reference::parse(image) {
+            if let Some(d) = &r.digest {
+                if let Some(e) = self.image(d) {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        // A digest or an unambiguous prefix of one (at least 4 hex digits).
+        let hex = image.strip_prefix("sha256:").unwrap_or(image);
+        if hex.len() >= 4 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hex = hex.to_ascii_lowercase();
+            let mut found: Vec<Digest> = Vec::new();
+            for s in &self.stores {
+                for e in std::fs::read_dir(s.images_dir())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if n.starts_with(&hex) {
+                        if let Ok(d) = Digest::parse(&format!("sha256:{n}")) {
+                            if !found.contains(&d) {
+                                found.push(d);
+                            }
+                        }
+                    }
+                }
+            }
+            match found.len() {
+                0 => {}
+                1 => return Ok(self.image(&found[0])),
+                n => bail!("{image}: digest prefix matches {n} images; give more digits"),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `oci:/abs/dir:tag`: the tag name of a layout reference (the directory made absolute
+/// so the name means the same from any working directory).
+pub fn canonical_oci(r: &Reference) -> String {
+    match r {
+        Reference::OciLayout { dir, tag } => {
+            let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            let mut s = format!("oci:{}", abs.display());
+            if let Some(t) = tag {
+                s.push(':');
+                s.push_str(t);
+            }
+            s
+        }
+        Reference::Registry(r) => r.to_string(),
     }
 }

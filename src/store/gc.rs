@@ -1,0 +1,147 @@
+//! Removing things: `rmi` (a tag, then the image if no tag is left) and `prune`
+//! (images no tag refers to, blobs no kept image needs, debris in `tmp/` whose owner's
+//! lock is free).
+
+use super::layout::Store;
+use super::lock::Lock;
+use super::refs;
+use crate::digest::Digest;
+use anyhow::{Context, Result};
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+
+/// What prune removed (or would remove, dry run).
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    pub removed: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+/// Remove a directory tree atomically as seen by readers: rename it into `tmp/` first.
+pub fn remove_image_dir(store: &Store, d: &Digest) -> Result<()> {
+    let dir = store.image_dir(d);
+    let grave = store
+        .tmp()
+        .join(format!("dead-{}.{}", d.hex(), std::process::id()));
+    match fs::rename(&dir, &grave) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("remove {}", dir.display())),
+    }
+    crate::util::fsync_dir(&store.images_dir())?;
+    fs::remove_dir_all(&grave).with_context(|| format!("remove {}", grave.display()))
+}
+
+/// Remove tag `name`; then the image it named, if no other tag names it. Returns the
+/// image digest when the image went too.
+pub fn rmi(store: &Store, name: &str) -> Result<Option<Digest>> {
+    let rec = refs::read(store, name)
+        .with_context(|| format!("no tag {name} in {}", store.root.display()))?;
+    refs::remove(store, name)?;
+    let still = refs::list(store).iter().any(|r| r.manifest == rec.manifest);
+    if still {
+        return Ok(None);
+    }
+    let _l = Lock::exclusive(&store.lock_file("image", &rec.manifest))?;
+    remove_image_dir(store, &rec.manifest)?;
+    Ok(Some(rec.manifest))
+}
+
+fn size_of(p: &std::path::Path) -> u64 {
+    let Ok(m) = fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if m.is_dir() {
+        fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| size_of(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        m.len()
+    }
+}
+
+/// Prune one writable store. `keep_layers`: keep blobs of tagged images.
+pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneReport> {
+    let mut rep = PruneReport::default();
+    let drop = |p: PathBuf, rep: &mut PruneReport| -> Result<()> {
+        rep.bytes += size_of(&p);
+        if !dry_run {
+            let r = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            r.with_context(|| format!("remove {}", p.display()))?;
+        }
+        rep.removed.push(p);
+        Ok(())
+    };
+    let tagged: HashSet<Digest> = refs::list(store).into_iter().map(|r| r.manifest).collect();
+    // Images nobody tags.
+    let mut wanted_blobs = HashSet::new();
+    for e in fs::read_dir(store.images_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(d) = Digest::parse(&format!("sha256:{name}")) else {
+            continue;
+        };
+        if tagged.contains(&d) {
+            if keep_layers {
+                if let Ok(m) = fs::read(e.path().join("manifest.json")) {
+                    if let Ok(m) = serde_json::from_slice::<oci_spec::image::ImageManifest>(&m) {
+                        for l in m.layers() {
+                            wanted_blobs.insert(l.digest().to_string());
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(_l) = Lock::try_exclusive(&store.lock_file("image", &d))? {
+            drop(e.path(), &mut rep)?;
+        }
+    }
+    // Blobs nothing needs.
+    for e in fs::read_dir(store.root.join("blobs/sha256"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(d) = Digest::parse(&format!("sha256:{name}")) else {
+            continue;
+        };
+        if wanted_blobs.contains(&d.to_string()) {
+            continue;
+        }
+        if let Some(_l) = Lock::try_exclusive(&store.lock_file("blob", &d))? {
+            drop(e.path(), &mut rep)?;
+        }
+    }
+    // Debris whose owner is gone (its lock is free).
+    for e in fs::read_dir(store.tmp()).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let owner = name
+            .strip_prefix("img-")
+            .map(|r| ("image", r))
+            .or_else(|| name.strip_prefix("blob-").map(|r| ("blob", r)));
+        let free = match owner {
+            Some((kind, rest)) => {
+                match Digest::parse(&format!("sha256:{}", &rest[..rest.len().min(64)])) {
+                    Ok(d) => Lock::try_exclusive(&store.lock_file(kind, &d))?,
+                    Err(_) => None,
+                }
+            }
+            // dead-* (interrupted removals) and temp files of atomic writes.
+            None => Lock::try_exclusive(&store.root.join("locks/prune.lock"))?,
+        };
+        if let Some(_l) = free {
+            drop(e.path(), &mut rep)?;
+        }
+    }
+    Ok(rep)
+}

@@ -1,0 +1,93 @@
+//! Where things live in one store directory (docs/store.md):
+//!
+//! ```text
+//! STORE/blobs/sha256/HEX            layer blobs (kept only with store.keep_layers)
+//! STORE/images/HEX/image.sqfs       one image, keyed by its manifest digest
+//! STORE/images/HEX/config.json      its OCI image config, as served
+//! STORE/images/HEX/manifest.json    its manifest, as served
+//! STORE/refs/NAME.json              a tag → digests (NAME: the reference, '/' → %2F)
+//! STORE/locks/{blob,image}-HEX.lock flock files
+//! STORE/tmp/                        staging, same file system as the rest
+//! ```
+
+use crate::digest::Digest;
+use anyhow::{Context, Result};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// One store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+/// Directories in every store.
+const DIRS: [&str; 6] = ["blobs", "blobs/sha256", "images", "refs", "locks", "tmp"];
+
+impl Store {
+    /// A store to read; nothing is created.
+    pub fn at(root: &Path) -> Store {
+        Store {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// A store to write: its directories are created 0755 (whatever the umask, so that a
+    /// shared store is readable by every user).
+    pub fn create(root: &Path) -> Result<Store> {
+        let s = Store::at(root);
+        mkdir_0755(root)?;
+        for d in DIRS {
+            mkdir_0755(&root.join(d))?;
+        }
+        Ok(s)
+    }
+
+    pub fn blob(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    pub fn image_dir(&self, d: &Digest) -> PathBuf {
+        self.images_dir().join(d.hex())
+    }
+    pub fn refs_dir(&self) -> PathBuf {
+        self.root.join("refs")
+    }
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    pub fn lock_file(&self, kind: &str, d: &Digest) -> PathBuf {
+        self.root
+            .join("locks")
+            .join(format!("{kind}-{}.lock", d.hex()))
+    }
+    /// The download name of a blob: fixed, so a later pull resumes it.
+    pub fn partial_blob(&self, d: &Digest) -> PathBuf {
+        self.tmp().join(format!("blob-{}.partial", d.hex()))
+    }
+
+    /// The published image with manifest digest `d`, if complete.
+    pub fn image(&self, d: &Digest) -> Option<super::ImageEntry> {
+        let dir = self.image_dir(d);
+        let squashfs = dir.join("image.sqfs");
+        let config = dir.join("config.json");
+        (squashfs.is_file() && config.is_file()).then(|| super::ImageEntry {
+            digest: d.clone(),
+            squashfs,
+            config,
+        })
+    }
+}
+
+/// `mkdir` with mode 0755 exactly (umask-independent); an existing directory is fine.
+pub fn mkdir_0755(p: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o755).create(p) {
+        Ok(()) => fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("create directory {}", p.display())),
+    }
+}
