@@ -367,7 +367,7 @@ fn apply_refuses_on_errors_and_respects_locks() {
     assert!(!etc.join("subgid").exists());
 }
 
-/// A running `useradd --prefix` must wait for warren's lock; shows we lock as shadow does.
+/// `useradd --prefix` cannot take /etc/subuid while warren holds it: we lock as shadow does.
 #[test]
 fn useradd_is_excluded_while_apply_holds_the_lock() {
     if !is_root() || Command::new("useradd").arg("--help").output().is_err() {
@@ -382,21 +382,37 @@ fn useradd_is_excluded_while_apply_holds_the_lock() {
     let mut pw = fs::read_to_string(etc.join("passwd")).unwrap();
     pw.push_str("erin:x:1004:1004::/home/erin:/bin/bash\n");
     fs::write(etc.join("passwd"), pw).unwrap();
-    let (mut child, _err) = paused_apply(r.path(), 8);
-    // useradd locks passwd, then subuid: it must not get subuid while warren holds it.
+    // The pause applies to each file, so warren holds the locks for 2 × 12 s: longer than
+    // useradd's 15 one-second tries.
+    let (mut child, _err) = paused_apply(r.path(), 12);
     let t0 = std::time::Instant::now();
     let ua = Command::new("useradd")
         .args(["--prefix", r.path().to_str().unwrap(), "-M", "frank"])
         .output()
         .unwrap();
     let waited = t0.elapsed();
+    eprintln!(
+        "useradd returned after {waited:?}: {}",
+        String::from_utf8_lossy(&ua.stderr).trim()
+    );
     let _ = child.wait();
     let e = String::from_utf8_lossy(&ua.stderr);
-    // Either useradd waited until warren finished, or it gave up on the lock.
+    // useradd saw shadow's own lock file, held by warren, and gave up after its retries.
     assert!(
-        waited >= Duration::from_secs(4) || e.contains("lock"),
-        "useradd did not wait: {waited:?} {e}"
+        !ua.status.success(),
+        "useradd got the lock while warren held it"
     );
+    assert!(
+        e.contains("subuid.lock already used by PID") || e.contains("cannot lock"),
+        "{e}"
+    );
+    assert!(
+        waited >= Duration::from_secs(10),
+        "useradd did not retry: {waited:?}"
+    );
+    assert!(!fs::read_to_string(etc.join("passwd"))
+        .unwrap()
+        .contains("frank"));
     let u = fs::read_to_string(etc.join("subuid")).unwrap();
     assert!(u.contains("erin:362144:65536"), "{u}");
     assert!(crate_parse_ok(&u));
