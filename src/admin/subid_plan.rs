@@ -192,6 +192,12 @@ pub fn deterministic_range(uid: u64, uid_min: u64, l: &SubLimits) -> Result<(u64
             "UID {uid} is below UID_MIN {uid_min}: no deterministic range"
         ));
     }
+    if l.count == 0 || l.min > l.max {
+        return Err(format!(
+            "invalid limits: min {}, max {}, count {}",
+            l.min, l.max, l.count
+        ));
+    }
     let slots = (l.max - l.min + 1) / l.count;
     let off = uid - uid_min;
     if off >= slots {

@@ -1,6 +1,6 @@
 //! FUSE checks: the device usable by the user, squashfuse and fuse-overlayfs installed.
 
-use super::{as_user, version_line, Check, Options, Target};
+use super::{can_open_rw, version_line, Check, Options, Target};
 use crate::config::Config;
 use anyhow::Result;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -37,14 +37,7 @@ pub fn gather(cfg: &Config, opts: &Options, t: &Target) -> Result<Facts> {
         .ok()
         .filter(|m| m.file_type().is_char_device())
         .map(|m| m.mode() & 0o7777);
-    let usable = char_dev.is_some()
-        && as_user(t, || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&dev)
-                .is_ok()
-        })?;
+    let usable = char_dev.is_some() && can_open_rw(t, &dev)?;
     let tools = [
         ("squashfuse", &cfg.run.squashfuse, "squashfuse"),
         ("fuse_overlayfs", &cfg.run.fuse_overlayfs, "fuse-overlayfs"),

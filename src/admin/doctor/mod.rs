@@ -169,6 +169,8 @@ pub fn target(opts: &Options) -> Result<Target> {
 
 /// Run `f` as the target user (in a forked child when switching) and return its answer.
 /// Used for "can the user open /dev/fuse", "can the user write the shared store".
+/// `f` must not allocate (the child of a fork may only make async-signal-safe calls):
+/// prepare C strings before calling; see [`can_open_rw`] and [`can_access`].
 pub fn as_user(t: &Target, f: impl FnOnce() -> bool) -> Result<bool> {
     if !t.switch {
         return Ok(f());
@@ -198,6 +200,32 @@ pub fn as_user(t: &Target, f: impl FnOnce() -> bool) -> Result<bool> {
             other => bail!("check as UID {} failed: {other:?}", t.uid),
         },
     }
+}
+
+fn cpath(p: &std::path::Path) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+        .with_context(|| format!("path {} contains NUL", p.display()))
+}
+
+/// Whether the target user can open `p` read-write (no allocation in the child).
+pub fn can_open_rw(t: &Target, p: &std::path::Path) -> Result<bool> {
+    let c = cpath(p)?;
+    as_user(t, || {
+        // SAFETY: valid C string; the fd is closed at once.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY) };
+        if fd >= 0 {
+            // SAFETY: fd was just opened by us.
+            unsafe { libc::close(fd) };
+        }
+        fd >= 0
+    })
+}
+
+/// Whether the target user has `mode` (`libc::R_OK | libc::X_OK`, …) on `p`.
+pub fn can_access(t: &Target, p: &std::path::Path, mode: libc::c_int) -> Result<bool> {
+    let c = cpath(p)?;
+    // SAFETY: valid C string; access(2) only reads it.
+    as_user(t, || unsafe { libc::access(c.as_ptr(), mode) } == 0)
 }
 
 /// Run every check group for the target user.

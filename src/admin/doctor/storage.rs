@@ -1,10 +1,9 @@
 //! Storage checks: the user's store, shared stores (readable, never writable by users),
 //! and the runtime directory.
 
-use super::{as_user, Check, Target};
+use super::{can_access, Check, Target};
 use crate::config::Config;
 use anyhow::Result;
-use nix::unistd::AccessFlags;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -39,12 +38,8 @@ fn probe(t: &Target, p: &Path) -> Result<Dir> {
         .ok()
         .map(|m| (m.uid(), m.mode() & 0o7777));
     let (readable, writable) = if meta.is_some() {
-        let r = as_user(t, || {
-            nix::unistd::access(p, AccessFlags::R_OK | AccessFlags::X_OK).is_ok()
-        })?;
-        let w = as_user(t, || {
-            nix::unistd::access(p, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
-        })?;
+        let r = can_access(t, p, libc::R_OK | libc::X_OK)?;
+        let w = can_access(t, p, libc::W_OK | libc::X_OK)?;
         (r, w)
     } else {
         (false, false)
