@@ -10,6 +10,7 @@ use crate::subid;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
+/// `warren admin` arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
@@ -132,6 +133,7 @@ struct ApplyArgs {
     lock_timeout: u64,
 }
 
+/// Run `warren admin …`; returns the exit code (1 when refusals or check errors).
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     match *args.cmd {
         AdminCmd::Subid { cmd } => match cmd {

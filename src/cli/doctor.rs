@@ -11,6 +11,7 @@ use std::path::PathBuf;
 #[command(
     after_help = "Checks: kernel, native overlay probe, user namespace sysctls (upstream, Debian, Ubuntu AppArmor), newuidmap/newgidmap, the user's subuid/subgid ranges, /dev/fuse, squashfuse, fuse-overlayfs, stores, runtime dir, cgroups, the Slurm SPANK plugin."
 )]
+/// `warren doctor` arguments.
 pub struct Args {
     /// Check for this user instead of the caller (root only).
     #[arg(long, value_name = "NAME")]
@@ -49,6 +50,7 @@ pub struct Args {
     plugstack: PathBuf,
 }
 
+/// Run the checks and print them; returns 1 when any check FAILs.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.apparmor_profile {
         let exe = std::env::current_exe().unwrap_or_else(|_| "/usr/bin/warren".into());
