@@ -77,6 +77,18 @@ pub fn main() -> i32 {
             return 2;
         }
     };
+    if !matches!(
+        cli.command,
+        Command::Pull(_) | Command::Run(_) | Command::Unshare(_)
+    ) {
+        // Listing commands piped into `head` should end quietly like other Unix tools.
+        // Commands that feed pipes of their own (pull → squash tool) or exec containers
+        // keep Rust's SIG_IGN and handle EPIPE as an error instead.
+        // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let ctx = Ctx {
         config,
         quiet: cli.quiet,
