@@ -27,8 +27,8 @@ pub struct Cli {
     /// Print less: no progress, no notices.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Print more (repeat for more detail).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Print more (repeat for more detail). No short flag: `-v` is `run`'s bind mount.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
@@ -47,7 +47,7 @@ pub enum Command {
     /// Delete store data nothing refers to.
     Prune(prune::Args),
     /// Run a command in a new rootless container.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Run a command in the user namespace (inspect or delete subuid-owned files).
     Unshare(unshare::Args),
     /// List running containers.
@@ -88,7 +88,7 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect::run(&ctx, a),
         Command::Rmi(a) => rmi::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
-        Command::Run(a) => run::run(&ctx, a),
+        Command::Run(a) => run::run(&ctx, *a),
         Command::Unshare(a) => unshare::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Rm(a) => rm::run(&ctx, a),

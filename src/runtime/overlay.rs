@@ -1,0 +1,50 @@
+//! The writable layer: kernel overlayfs with `userxattr` (in the user namespace), or
+//! `fuse-overlayfs` where the kernel refuses.
+
+use super::{fuse, sys};
+use anyhow::{Context, Result};
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// Which overlay implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Native,
+    Fuse,
+}
+
+/// Kernel overlay on `target`. Paths must not contain `,`, `:` or `\` (the caller passes
+/// short relative names under its own staging directory).
+pub fn mount_native(lower: &Path, upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    sys::mount("overlay", target, "overlay", libc::MS_NODEV, Some(&data))
+}
+
+/// fuse-overlayfs on `target` (absolute paths); returns the daemon's PID.
+pub fn mount_fuse(
+    prog: &Path,
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<i32> {
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    fuse::mount_with_daemon(
+        target,
+        "fuse-overlayfs",
+        false,
+        prog,
+        &[OsStr::new("-f"), OsStr::new("-o"), OsStr::new(&opts)],
+    )
+    .with_context(|| format!("mount fuse-overlayfs ({})", prog.display()))
+}
