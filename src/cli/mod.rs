@@ -34,6 +34,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// `run` has many options; parsed once per process, so the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Fetch an image and squash it into the store.
@@ -47,7 +49,7 @@ pub enum Command {
     /// Delete store data nothing refers to.
     Prune(prune::Args),
     /// Run a command in a new rootless container.
-    Run(Box<run::Args>),
+    Run(run::Args),
     /// Run a command in the user namespace (inspect or delete subuid-owned files).
     Unshare(unshare::Args),
     /// List running containers.
@@ -88,7 +90,7 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect::run(&ctx, a),
         Command::Rmi(a) => rmi::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
-        Command::Run(a) => run::run(&ctx, *a),
+        Command::Run(a) => run::run(&ctx, a),
         Command::Unshare(a) => unshare::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Rm(a) => rm::run(&ctx, a),

@@ -17,10 +17,13 @@ const DAEMON_FD: i32 = 3;
 /// Mount a FUSE file system of type `fuse.SUBTYPE` on `target` and start `prog ARGS…
 /// /dev/fd/3` to serve it. Returns the daemon's PID (a child of the caller, killed by
 /// SIGKILL when the caller dies, deaf to terminal and job-control signals).
+/// `keep_caps`: the daemon keeps the caller's capabilities in the namespace (ambient), as
+/// fuse-overlayfs needs them to copy owners up when the caller's UID is not 0.
 pub fn mount_with_daemon(
     target: &Path,
     subtype: &str,
     read_only: bool,
+    keep_caps: bool,
     prog: &Path,
     args: &[&OsStr],
 ) -> io::Result<i32> {
@@ -60,6 +63,7 @@ pub fn mount_with_daemon(
     argv.push(std::ptr::null());
     // SAFETY: getpid cannot fail.
     let me = unsafe { libc::getpid() };
+    let last_cap = super::caps::last_cap();
 
     // SAFETY: the setup process is single-threaded; the child only calls async-signal-safe
     // functions before execv.
@@ -103,11 +107,17 @@ pub fn mount_with_daemon(
                 libc::_exit(1);
             }
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            // Quiet: fuse-overlayfs chatters ("unknown argument ignored"); a daemon that
+            // fails shows as a mount error (ENOTCONN) reported by warren.
             if null >= 0 {
                 libc::dup2(null, 0);
                 libc::dup2(null, 1);
+                libc::dup2(null, 2);
             }
             libc::syscall(libc::SYS_close_range, DAEMON_FD + 1, u32::MAX, 0);
+            if keep_caps && super::caps::raise_all_ambient(last_cap).is_err() {
+                libc::_exit(1);
+            }
             libc::chdir(c"/".as_ptr());
             libc::execv(cprog.as_ptr(), argv.as_ptr());
             libc::_exit(127);

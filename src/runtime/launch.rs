@@ -537,7 +537,9 @@ fn child(
             },
         );
         let g = passwd::group(&image_group, &spec.user.name, gid);
-        if writable {
+        // With the full range, write them into the writable layer (so useradd works);
+        // else (read-only, or unmapped owners of /etc) bind copies from the staging tmpfs.
+        if writable && !spec.map.single {
             resolve::ensure_in_root(&root, Path::new("/etc"), Kind::Dir)
                 .map_err(err("/etc in the container"))?;
             resolve::write_in_root(&root, Path::new("/etc/passwd"), p.as_bytes())
@@ -572,7 +574,7 @@ fn child(
         let _ = sys::write_all(
             rep,
             format!(
-                "Nread-only image has no mount point for {}: not mounted (use an overlay, or add them to the image)\n",
+                "Nno mount point for {} in the image and none can be created: not mounted\n",
                 skipped.join(", ")
             )
             .as_bytes(),

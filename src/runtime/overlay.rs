@@ -33,8 +33,10 @@ pub fn mount_fuse(
     work: &Path,
     target: &Path,
 ) -> Result<i32> {
+    // noacl: with ACLs on, fuse-overlayfs 1.10 answers EOPNOTSUPP to the kernel's ACL
+    // lookups over a squashfuse lower, and every non-root access fails.
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "noacl,lowerdir={},upperdir={},workdir={}",
         lower.display(),
         upper.display(),
         work.display()
@@ -43,6 +45,7 @@ pub fn mount_fuse(
         target,
         "fuse-overlayfs",
         false,
+        true,
         prog,
         &[OsStr::new("-f"), OsStr::new("-o"), OsStr::new(&opts)],
     )

@@ -200,8 +200,12 @@ pub fn apply(root: &OwnedFd, ops: &[Op], can_create: bool) -> Result<Vec<String>
                     .with_context(|| format!("mount {fstype} on {}", dst.display()))?;
             }
             Op::Symlink { dst, target } => {
-                let parent = resolve::open_in_root(root, dst.parent().unwrap_or(Path::new("/")))
-                    .with_context(|| format!("open {}", dst.display()))?;
+                // /dev was skipped (read-only image without /dev): so are its links.
+                let Ok(parent) =
+                    resolve::open_in_root(root, dst.parent().unwrap_or(Path::new("/")))
+                else {
+                    continue;
+                };
                 let name = sys::cpath(Path::new(dst.file_name().unwrap_or_default()))?;
                 let t = std::ffi::CString::new(*target)?;
                 let dir = sys::openat2(
@@ -214,7 +218,7 @@ pub fn apply(root: &OwnedFd, ops: &[Op], can_create: bool) -> Result<Vec<String>
                 // SAFETY: valid C strings and an open directory fd.
                 if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), name.as_ptr()) } != 0 {
                     let e = std::io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::EEXIST) {
+                    if !matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EROFS)) {
                         return Err(e).with_context(|| format!("symlink {}", dst.display()));
                     }
                 }
@@ -235,7 +239,11 @@ fn target(
     skipped: &mut Vec<String>,
 ) -> Result<Option<OwnedFd>> {
     // /dev and /tmp are tmpfs instances of ours: always writable.
-    let can_create = can_create || dst.starts_with("/dev/") || dst.starts_with("/tmp/");
+    let under = |d: &str| {
+        dst.to_str()
+            .is_some_and(|s| s.len() > d.len() && s.starts_with(d))
+    };
+    let can_create = can_create || under("/dev/") || under("/tmp/");
     let r = if can_create {
         resolve::ensure_in_root(root, dst, kind)
     } else {
@@ -243,7 +251,15 @@ fn target(
     };
     match r {
         Ok(fd) => Ok(Some(fd)),
-        Err(e) if optional && !can_create && e.raw_os_error() == Some(libc::ENOENT) => {
+        // Absent and not creatable here (read-only image, or a directory owned by an
+        // unmapped ID in the single-ID mode): skipped, and the user is told.
+        Err(e)
+            if optional
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+                ) =>
+        {
             skipped.push(dst.display().to_string());
             Ok(None)
         }

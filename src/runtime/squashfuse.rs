@@ -11,6 +11,7 @@ pub fn mount(prog: &Path, image: &Path, target: &Path) -> Result<i32> {
         target,
         "squashfuse",
         true,
+        false,
         prog,
         &[OsStr::new("-f"), image.as_os_str()],
     )
