@@ -103,7 +103,10 @@ pub fn mount_with_daemon(
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            if libc::dup2(dev.as_raw_fd(), DAEMON_FD) < 0 {
+            // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly in that case.
+            if dev.as_raw_fd() == DAEMON_FD {
+                libc::fcntl(DAEMON_FD, libc::F_SETFD, 0);
+            } else if libc::dup2(dev.as_raw_fd(), DAEMON_FD) < 0 {
                 libc::_exit(1);
             }
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
