@@ -504,6 +504,16 @@ fn child(
             merged
         }
     };
+    if spec.join.is_none() {
+        // The FUSE daemons stay in this mount namespace; the container moves to a copy.
+        // pivot_root changes the root of every process of its namespace whose root is the
+        // old one: a daemon rooted in its own file system deadlocks on its first path
+        // lookup (fuse-overlayfs resolves /proc/self/fd/N).
+        // SAFETY: unshare on the calling process.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(err("new mount namespace")(std::io::Error::last_os_error()));
+        }
+    }
     let writable = spec.writable != Writable::ReadOnly;
     let root = open_dir(&root_dir).map_err(err("open the container root"))?;
 

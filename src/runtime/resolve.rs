@@ -45,6 +45,13 @@ fn relative(path: &Path) -> &Path {
 /// Open `path` inside `root`, creating it (and missing parents, as 0755 directories) when
 /// absent. An existing object of the other kind is an error.
 pub fn ensure_in_root(root: &OwnedFd, path: &Path, kind: Kind) -> io::Result<OwnedFd> {
+    ensure_depth(root, path, kind, 0)
+}
+
+fn ensure_depth(root: &OwnedFd, path: &Path, kind: Kind, depth: u32) -> io::Result<OwnedFd> {
+    if depth > 40 {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
     match open_in_root(root, path) {
         Ok(fd) => return check_kind(fd, kind),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -61,7 +68,7 @@ pub fn ensure_in_root(root: &OwnedFd, path: &Path, kind: Kind) -> io::Result<Own
         }
     };
     let parent = match rel.parent() {
-        Some(p) if !p.as_os_str().is_empty() => ensure_in_root(root, p, Kind::Dir)?,
+        Some(p) if !p.as_os_str().is_empty() => ensure_depth(root, p, Kind::Dir, depth + 1)?,
         _ => open_in_root(root, Path::new("."))?,
     };
     // Reopen the parent as a real directory fd: *at calls need one.
@@ -100,6 +107,26 @@ pub fn ensure_in_root(root: &OwnedFd, path: &Path, kind: Kind) -> io::Result<Own
         // A racing creator or a dangling symlink: resolve again, inside the root.
         if e.raw_os_error() != Some(libc::EEXIST) {
             return Err(e);
+        }
+        let mut buf = [0u8; libc::PATH_MAX as usize];
+        // SAFETY: buf is valid for its length; readlinkat fails (EINVAL) on a non-link.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                cname.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_char,
+                buf.len(),
+            )
+        };
+        if n > 0 {
+            // Dangling link: create its target, still resolved inside the root.
+            use std::os::unix::ffi::OsStrExt;
+            let target = Path::new(std::ffi::OsStr::from_bytes(&buf[..n as usize]));
+            let next = match rel.parent() {
+                Some(p) if target.is_relative() => p.join(target),
+                _ => target.to_path_buf(),
+            };
+            return ensure_depth(root, &next, kind, depth + 1);
         }
     }
     check_kind(open_in_root(root, path)?, kind)

@@ -111,16 +111,24 @@ pub fn openat2(
     how.flags = flags;
     how.mode = mode;
     how.resolve = resolve;
-    // SAFETY: how and path are valid for the call; the kernel returns a new fd or -1.
-    let fd = check(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    })?;
+    // EAGAIN: a ".." walk raced with a mount or rename somewhere; the kernel asks to retry.
+    let mut tries = 0;
+    let fd = loop {
+        // SAFETY: how and path are valid for the call; the kernel returns a new fd or -1.
+        let r = check(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir,
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        });
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < 1000 => tries += 1,
+            r => break r?,
+        }
+    };
     // SAFETY: fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
