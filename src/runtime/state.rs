@@ -133,21 +133,35 @@ pub fn register(rundir: &Path, rec: &Record) -> Result<Registered> {
         }
     }
     let path = rundir.join("ctr").join(format!("{}.json", rec.id));
+    // Written and locked under a temporary name, then renamed: `list` never sees a record
+    // that is not yet locked (it would take it for stale and delete it).
+    let tmp = crate::util::temp_sibling(&path);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
-    // SAFETY: file is open; LOCK_EX on a fresh file cannot block on anyone.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("lock {}", path.display());
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
+    let res = (|| -> Result<()> {
+        // SAFETY: file is open; nobody else knows the temporary name.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!(
+                "lock {}: {}",
+                tmp.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        use std::io::Write;
+        (&file)
+            .write_all(&serde_json::to_vec(rec)?)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("rename to {}", path.display()))
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    use std::io::Write;
-    (&file)
-        .write_all(&serde_json::to_vec(rec)?)
-        .with_context(|| format!("write {}", path.display()))?;
     Ok(Registered { path, file })
 }
 
