@@ -13,7 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 fn sh(cmd: &str) -> bool {
-    Command::new("sh").args(["-ec", cmd]).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-ec", cmd])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn have(p: &str) -> bool {
@@ -34,7 +37,11 @@ fn median(n: usize, argv: &[String]) -> Result<f64, String> {
             .map_err(|e| format!("{}: {e}", argv[0]))?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if !o.status.success() {
-            return Err(format!("{} failed: {}", argv.join(" "), String::from_utf8_lossy(&o.stderr).trim()));
+            return Err(format!(
+                "{} failed: {}",
+                argv.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
         }
         if i >= 2 {
             v.push(ms); // the first two runs warm caches
@@ -66,13 +73,21 @@ fn build_image(dir: &Path) -> Result<(), String> {
         return Err("building the bench image failed".into());
     }
     // A tar of the same tree for podman (imported as a local image).
-    sh(&format!("tar -C {} -cf {}/rootfs.tar . && chmod 644 {}/rootfs.tar", r.display(), dir.display(), dir.display()));
+    sh(&format!(
+        "tar -C {} -cf {}/rootfs.tar . && chmod 644 {}/rootfs.tar",
+        r.display(),
+        dir.display(),
+        dir.display()
+    ));
     Ok(())
 }
 
 /// As root: become warren-ci (its IDs, its environment).
 fn drop_to(user: &str) -> Result<(), String> {
-    let out = Command::new("getent").args(["passwd", user]).output().map_err(|e| e.to_string())?;
+    let out = Command::new("getent")
+        .args(["passwd", user])
+        .output()
+        .map_err(|e| e.to_string())?;
     let line = String::from_utf8_lossy(&out.stdout).to_string();
     let f: Vec<&str> = line.trim().split(':').collect();
     if f.len() < 7 {
@@ -81,8 +96,14 @@ fn drop_to(user: &str) -> Result<(), String> {
     let (uid, gid): (u32, u32) = (f[2].parse().unwrap(), f[3].parse().unwrap());
     // SAFETY: plain credential syscalls in a single-threaded process.
     unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(gid, gid, gid) != 0 || libc::setresuid(uid, uid, uid) != 0 {
-            return Err(format!("become {user}: {}", std::io::Error::last_os_error()));
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(gid, gid, gid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
+        {
+            return Err(format!(
+                "become {user}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     std::env::set_var("HOME", f[5]);
@@ -105,7 +126,10 @@ fn s(v: &[&str]) -> Vec<String> {
 }
 
 fn main() {
-    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(30);
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(30);
     let dir = PathBuf::from("/var/tmp/warren-bench");
     let _ = std::fs::create_dir_all(&dir);
     let _ = sh(&format!("chmod 755 {}", dir.display()));
@@ -117,6 +141,11 @@ fn main() {
     }
     // SAFETY: getuid cannot fail.
     if unsafe { libc::getuid() } == 0 {
+        // Hand the bench dir to the user so it can remove it at the end.
+        sh(&format!(
+            "rm -rf {d}/rootfs; chown -R warren-ci: {d}",
+            d = dir.display()
+        ));
         if let Err(e) = drop_to("warren-ci") {
             println!("start bench: SKIP: {e}");
             return;
@@ -127,31 +156,90 @@ fn main() {
     let cfg = dir.join("config.json").display().to_string();
     let w = bin.display().to_string();
     let mut rows: Rows = Vec::new();
-    measure(&mut rows, "floor", s(&["unshare", "--user", "--map-root-user", "--mount", "true"]), n);
+    measure(
+        &mut rows,
+        "floor",
+        s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
+        n,
+    );
     let run = |img: &str, extra: &[&str]| {
         let mut v = s(&[&w, "run", "--squashfs", img, "--image-config", &cfg]);
         v.extend(s(extra));
         v.push("true".into());
         v
     };
-    measure(&mut rows, "warren run (first container, native overlay)", run(&img, &["--no-join", "--overlay", "native"]), n);
-    measure(&mut rows, "warren run --read-only (no overlay)", run(&img, &["--no-join", "--read-only"]), n);
-    measure(&mut rows, "warren run (fuse-overlayfs)", run(&img, &["--no-join", "--overlay", "fuse"]), n.min(15));
+    measure(
+        &mut rows,
+        "warren run (first container, native overlay)",
+        run(&img, &["--no-join", "--overlay", "native"]),
+        n,
+    );
+    measure(
+        &mut rows,
+        "warren run --read-only (no overlay)",
+        run(&img, &["--no-join", "--read-only"]),
+        n,
+    );
+    measure(
+        &mut rows,
+        "warren run (fuse-overlayfs)",
+        run(&img, &["--no-join", "--overlay", "fuse"]),
+        n.min(15),
+    );
     let holder = Command::new(&w)
-        .args(["run", "--squashfs", &img_h, "--image-config", &cfg, "--holder", "--name", "bench-holder"])
+        .args([
+            "run",
+            "--squashfs",
+            &img_h,
+            "--image-config",
+            &cfg,
+            "--holder",
+            "--name",
+            "bench-holder",
+        ])
         .stdout(Stdio::null())
         .status();
     if holder.is_ok_and(|s| s.success()) {
-        measure(&mut rows, "warren run (joins a holder)", run(&img_h, &[]), n);
-        measure(&mut rows, "warren run --read-only (joins a holder)", run(&img_h, &["--read-only"]), n);
-        let _ = Command::new(&w).args(["rm", "bench-holder"]).stdout(Stdio::null()).status();
+        measure(
+            &mut rows,
+            "warren run (joins a holder)",
+            run(&img_h, &[]),
+            n,
+        );
+        measure(
+            &mut rows,
+            "warren run --read-only (joins a holder)",
+            run(&img_h, &["--read-only"]),
+            n,
+        );
+        let _ = Command::new(&w)
+            .args(["rm", "bench-holder"])
+            .stdout(Stdio::null())
+            .status();
     } else {
-        rows.push(("warren run (joins a holder)".into(), String::new(), Err("holder did not start".into())));
+        rows.push((
+            "warren run (joins a holder)".into(),
+            String::new(),
+            Err("holder did not start".into()),
+        ));
     }
     if have("ch-run") {
-        measure(&mut rows, "ch-run on squashfs", s(&["ch-run", &img, "--", "true"]), n);
+        // Its squashfs mount point inside the bench dir (default /var/tmp/USER.ch/mnt).
+        let mnt = dir.join("ch-mnt");
+        let _ = std::fs::create_dir_all(&mnt);
+        let m = format!("--mount={}", mnt.display());
+        measure(
+            &mut rows,
+            "ch-run on squashfs",
+            s(&["ch-run", &m, &img, "--", "true"]),
+            n,
+        );
     } else {
-        rows.push(("ch-run on squashfs".into(), String::new(), Err("ch-run not installed".into())));
+        rows.push((
+            "ch-run on squashfs".into(),
+            String::new(),
+            Err("ch-run not installed".into()),
+        ));
     }
     if have("podman") {
         let ok = sh(&format!(
@@ -160,22 +248,52 @@ fn main() {
             d = dir.display()
         ));
         if ok {
-            measure(&mut rows, 
+            measure(
+                &mut rows,
                 "podman run --rm (rootless)",
-                s(&["podman", "run", "--rm", "--network=host", "localhost/warren-bench:latest", "true"]),
+                s(&[
+                    "podman",
+                    "run",
+                    "--rm",
+                    "--network=host",
+                    "localhost/warren-bench:latest",
+                    "true",
+                ]),
                 n.min(10),
             );
         } else {
-            rows.push(("podman run --rm (rootless)".into(), String::new(), Err("podman import failed".into())));
+            rows.push((
+                "podman run --rm (rootless)".into(),
+                String::new(),
+                Err("podman import failed".into()),
+            ));
         }
     } else {
-        rows.push(("podman run --rm (rootless)".into(), String::new(), Err("podman not installed".into())));
+        rows.push((
+            "podman run --rm (rootless)".into(),
+            String::new(),
+            Err("podman not installed".into()),
+        ));
+    }
+    if have("podman") {
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", "localhost/warren-bench:latest"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    // Everything the bench made.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        println!("note: could not remove {}: {e}", dir.display());
     }
     println!("container start, median of {n} runs after 2 warm-up runs (ms):");
     let floor = rows[0].2.clone().ok();
     for (name, cmd, r) in &rows {
         match (r, floor) {
-            (Ok(ms), Some(f)) => println!("{ms:>9.2}  {:>5.1}x floor  {name}\n           {cmd}", ms / f),
+            (Ok(ms), Some(f)) => println!(
+                "{ms:>9.2}  {:>5.1}x floor  {name}\n           {cmd}",
+                ms / f
+            ),
             (Ok(ms), None) => println!("{ms:>9.2}  {name}\n           {cmd}"),
             (Err(e), _) => println!("     SKIP  {name}: {e}"),
         }

@@ -186,8 +186,12 @@ pub fn list(rundir: &Path) -> Result<Vec<Record>> {
             let _ = fs::remove_file(&p);
             continue;
         }
-        if let Ok(r) = serde_json::from_reader::<_, Record>(&f) {
-            out.push(r);
+        // Read whole (from_reader on a File would issue one read per byte).
+        let mut text = String::new();
+        if std::io::Read::read_to_string(&mut &f, &mut text).is_ok() {
+            if let Ok(r) = serde_json::from_str::<Record>(&text) {
+                out.push(r);
+            }
         }
     }
     out.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
