@@ -241,6 +241,12 @@ fn main() {
             Err("ch-run not installed".into()),
         ));
     }
+    // Rootless podman leaves a pause process: stop it afterwards if the bench started it.
+    let pause_file = format!(
+        "{}/libpod/tmp/pause.pid",
+        std::env::var("XDG_RUNTIME_DIR").unwrap_or_default()
+    );
+    let pause_before = std::fs::read_to_string(&pause_file).ok();
     if have("podman") {
         let ok = sh(&format!(
             "mkdir -p $HOME/.config/containers && printf '[engine]\\nruntime = \"runc\"\\ncgroup_manager = \"cgroupfs\"\\nevents_logger = \"file\"\\n' > $HOME/.config/containers/containers.conf
@@ -281,6 +287,16 @@ fn main() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        if pause_before.is_none() {
+            if let Some(pid) = std::fs::read_to_string(&pause_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                // SAFETY: signalling the pause process this bench's podman started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = std::fs::remove_file(&pause_file);
+            }
+        }
     }
     // Everything the bench made.
     if let Err(e) = std::fs::remove_dir_all(&dir) {

@@ -13,7 +13,23 @@ fn assert_clean(f: &Fixture, what: &str) {
     ok(&f.cmd(&f.ci, &["ps"]).output().unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let procs = live_processes(f.ci.uid);
+        // warren, its FUSE daemons, and what the tests run in containers (other processes
+        // of the user, e.g. a podman pause process, are not ours to judge).
+        let procs: Vec<String> = live_processes(f.ci.uid)
+            .into_iter()
+            .filter(|p| {
+                [
+                    "warren",
+                    "squashfuse_ll",
+                    "fuse-overlayfs",
+                    "sleep",
+                    "sh",
+                    "busybox",
+                ]
+                .iter()
+                .any(|n| p.ends_with(&format!(" {n}")))
+            })
+            .collect();
         let mounts = leftover_mounts();
         let state = leftover_state(&f.rundir(&f.ci));
         if procs.is_empty() && mounts.is_empty() && state.is_empty() {
