@@ -246,7 +246,9 @@ fn main() {
         "{}/libpod/tmp/pause.pid",
         std::env::var("XDG_RUNTIME_DIR").unwrap_or_default()
     );
-    let pause_before = std::fs::read_to_string(&pause_file).ok();
+    let pause_before = std::fs::read_to_string(&pause_file)
+        .ok()
+        .filter(|p| Path::new(&format!("/proc/{}", p.trim())).exists());
     if have("podman") {
         let ok = sh(&format!(
             "mkdir -p $HOME/.config/containers && printf '[engine]\\nruntime = \"runc\"\\ncgroup_manager = \"cgroupfs\"\\nevents_logger = \"file\"\\n' > $HOME/.config/containers/containers.conf
