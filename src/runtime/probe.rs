@@ -121,14 +121,20 @@ fn probe_with(rundir: &Path, img: &Path, squashfuse: &Path) -> Result<OverlayPro
             for d in ["l", "u", "w", "r"] {
                 std::fs::create_dir(d)?;
             }
-            squashfuse::mount(squashfuse, img, Path::new("l"))?;
-            overlay::mount_native(
+            let daemon = squashfuse::mount(squashfuse, img, Path::new("l"))?;
+            let r = overlay::mount_native(
                 Path::new("l"),
                 Path::new("u"),
                 Path::new("w"),
                 Path::new("r"),
-            )?;
-            Ok(())
+            );
+            // Reap the daemon here: nobody else would (the caller is no subreaper).
+            // SAFETY: daemon is our child.
+            unsafe {
+                libc::kill(daemon, libc::SIGKILL);
+                libc::waitpid(daemon, std::ptr::null_mut(), 0);
+            }
+            Ok(r?)
         })();
         let msg = match res {
             Ok(()) => "native".to_string(),
