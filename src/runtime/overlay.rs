@@ -25,6 +25,19 @@ pub fn mount_native(lower: &Path, upper: &Path, work: &Path, target: &Path) -> s
     sys::mount("overlay", target, "overlay", libc::MS_NODEV, Some(&data))
 }
 
+/// A read-only kernel overlay of several lower layers (first on top), no upper layer.
+pub fn mount_readonly(lowers: &[&Path], target: &Path) -> std::io::Result<()> {
+    let l: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let data = format!("lowerdir={},userxattr", l.join(":"));
+    sys::mount(
+        "overlay",
+        target,
+        "overlay",
+        libc::MS_NODEV | libc::MS_RDONLY,
+        Some(&data),
+    )
+}
+
 /// fuse-overlayfs on `target` (absolute paths); returns the daemon's PID.
 pub fn mount_fuse(
     prog: &Path,
