@@ -266,6 +266,13 @@ fn read_only_root() {
         "{}",
         stderr(&o)
     );
+    // The image has no /proc, /dev, /sys, /home: a read-only skeleton overlay provides
+    // the mount points (kernel overlay back end), so the standard mounts are all there.
+    let out = ok(&f.run(
+        &f.ci,
+        &["--read-only", "--overlay", "native", "sh", "-c", "test -e /proc/self/status && test -c /dev/null && test -d /sys/kernel && id -un && test -d $HOME && echo ok"],
+    ));
+    assert_eq!(out, "warren-ci\nok\n");
 }
 
 #[test]
