@@ -457,14 +457,15 @@ fn child(
     for d in ["u", "w", "r", "j", "etc"] {
         std::fs::create_dir(d).map_err(err("staging directory"))?;
     }
+    let mut daemon = 0;
     if spec.join.is_none() {
         std::fs::create_dir(&lower).map_err(err("staging directory"))?;
-        squashfuse::mount(&spec.squashfuse, &spec.squashfs, &lower)
+        daemon = squashfuse::mount(&spec.squashfuse, &spec.squashfs, &lower)
             .map_err(|e| (125, format!("{e:#}")))?;
         times.push(("squashfuse", sys::monotonic_ns()));
     }
     if holder {
-        return holder_wait(spec, rep);
+        return holder_wait(spec, rep, daemon);
     }
 
     // 3. Writable layer.
@@ -811,7 +812,11 @@ fn identity(spec: &RunSpec, image_passwd: &str) -> Result<(u32, u32, PathBuf), C
 
 /// The holder's end of set-up: record itself, tell warren, detach, and wait for a
 /// termination signal. Its FUSE daemon dies with it.
-fn holder_wait(spec: &RunSpec, rep: RawFd) -> Result<std::convert::Infallible, ChildErr> {
+fn holder_wait(
+    spec: &RunSpec,
+    rep: RawFd,
+    daemon: i32,
+) -> Result<std::convert::Infallible, ChildErr> {
     let rec = state::Record {
         id: state::new_id(),
         name: spec.name.clone(),
@@ -855,6 +860,11 @@ fn holder_wait(spec: &RunSpec, rep: RawFd) -> Result<std::convert::Infallible, C
         libc::sigwait(&set, &mut sig);
     }
     reg.remove();
-    // SAFETY: exit now; the FUSE daemon gets SIGKILL from its parent-death signal.
-    unsafe { libc::_exit(0) }
+    // Stop and reap the daemon ourselves: once we are gone nobody may reap it.
+    // SAFETY: daemon is our child; then exit without running destructors.
+    unsafe {
+        libc::kill(daemon, libc::SIGKILL);
+        libc::waitpid(daemon, std::ptr::null_mut(), 0);
+        libc::_exit(0)
+    }
 }
