@@ -427,3 +427,30 @@ fn image_symlinks_are_not_followed_onto_the_host() {
         "mount point created on the host"
     );
 }
+
+#[test]
+fn a_host_terminal_passes_through() {
+    let Some(f) = fixture() else { return };
+    // script(1) gives warren a pseudo-terminal as stdin/stdout.
+    let inner = format!(
+        "{} run -t --squashfs {} --image-config {} sh -c 'tty; echo $TERM'",
+        f.bin.display(),
+        f.sqfs.display(),
+        f.config.display()
+    );
+    let o = run_support::host_cmd(&f.ci, &["script", "-qec", &inner, "/dev/null"])
+        .env_clear()
+        .env("HOME", &f.ci.home)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("TERM", "vt100")
+        .env("WARREN_CONFIG", "/nonexistent/warren.toml")
+        .output()
+        .unwrap();
+    let out = ok(&o);
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("vt100"), "{out}");
+    // Without a terminal, -t is refused in one line.
+    let o = f.run(&f.ci, &["-t", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a terminal"), "{}", stderr(&o));
+}

@@ -476,6 +476,8 @@ fn child(
     let ops = rootfs::plan(&rootfs::Plan {
         tty_gid: spec.map.maps_gid(5),
         root_mapped: spec.map.maps_uid(0) && spec.map.maps_gid(0),
+        // SAFETY: isatty on the standard descriptors is a harmless query.
+        host_pts: (0..3).any(|fd| unsafe { libc::isatty(fd) } == 1),
         tmp_size: &spec.tmpfs_size,
         home: spec.home.as_deref(),
         binds: &spec.binds,

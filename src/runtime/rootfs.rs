@@ -45,6 +45,9 @@ pub struct Plan<'a> {
     pub tty_gid: bool,
     /// UID and GID 0 are mapped: /dev and /tmp belong to root, as in any container.
     pub root_mapped: bool,
+    /// A standard stream is a host terminal: bind the host's /dev/pts and /dev/ptmx so it
+    /// keeps its name inside (`tty`, job control); else a new devpts instance.
+    pub host_pts: bool,
     pub tmp_size: &'a str,
     pub home: Option<&'a Path>,
     pub binds: &'a [Bind],
@@ -77,23 +80,30 @@ pub fn plan(p: &Plan) -> Vec<Op> {
         let p = format!("/dev/{n}");
         ops.push(bind(&p, &p, Kind::File, NOSUID, true));
     }
-    let mut pts = "newinstance,ptmxmode=0666,mode=0620".to_string();
-    if p.tty_gid {
-        pts.push_str(",gid=5");
+    let mut links = vec![];
+    if p.host_pts {
+        ops.push(bind("/dev/pts", "/dev/pts", Kind::Dir, NOSUID, true));
+        ops.push(bind("/dev/ptmx", "/dev/ptmx", Kind::File, NOSUID, true));
+    } else {
+        let mut pts = "newinstance,ptmxmode=0666,mode=0620".to_string();
+        if p.tty_gid {
+            pts.push_str(",gid=5");
+        }
+        ops.push(Op::Fs {
+            fstype: "devpts",
+            dst: "/dev/pts".into(),
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+            data: pts,
+        });
+        links.push(("/dev/ptmx", "pts/ptmx"));
     }
-    ops.push(Op::Fs {
-        fstype: "devpts",
-        dst: "/dev/pts".into(),
-        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
-        data: pts,
-    });
-    for (dst, target) in [
-        ("/dev/ptmx", "pts/ptmx"),
+    links.extend([
         ("/dev/fd", "/proc/self/fd"),
         ("/dev/stdin", "/proc/self/fd/0"),
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
-    ] {
+    ]);
+    for (dst, target) in links {
         ops.push(Op::Symlink {
             dst: dst.into(),
             target,
@@ -301,6 +311,7 @@ mod tests {
         let ops = plan(&Plan {
             tty_gid: false,
             root_mapped: true,
+            host_pts: false,
             tmp_size: "1g",
             home: Some(Path::new("/home/a")),
             binds: &binds,
