@@ -175,8 +175,10 @@ pub fn run(ctx: &Ctx, mut args: Args) -> Result<i32> {
     };
     let user = userns::HostUser::current();
     let plan = userns::plan(&user, identity)?;
-    if let (Some(n), false) = (&plan.notice, ctx.quiet) {
-        eprintln!("warren: {n}");
+    if !ctx.quiet {
+        for n in plan.problems.iter().chain(&plan.notice) {
+            eprintln!("warren: {n}");
+        }
     }
     let single = plan.map.single;
     let rundir = state::runtime_dir(cfg)?;

@@ -24,8 +24,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Identity::KeepId
     };
     let plan = userns::plan(&user, identity)?;
-    if let (Some(n), false) = (&plan.notice, ctx.quiet) {
-        eprintln!("warren: {n}");
+    if !ctx.quiet {
+        for n in plan.problems.iter().chain(&plan.notice) {
+            eprintln!("warren: {n}");
+        }
     }
     let argv = if args.command.is_empty() {
         vec![std::env::var("SHELL")

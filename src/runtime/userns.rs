@@ -52,6 +52,8 @@ pub struct MapPlan {
     pub map: IdMap,
     /// One line for the user when the map is degraded (single ID), else None.
     pub notice: Option<String>,
+    /// Malformed lines of the subid files, as `FILE:LINE: reason` (they are skipped).
+    pub problems: Vec<String>,
 }
 
 /// Read the subid files and choose the map for `user`.
@@ -105,6 +107,13 @@ pub fn plan_from(
     Ok(MapPlan {
         map: idmap::choose(identity, user.uid, user.gid, &ur, &gr),
         notice,
+        problems: su
+            .problems
+            .iter()
+            .map(|p| (subuid, p))
+            .chain(sg.problems.iter().map(|p| (subgid, p)))
+            .map(|(f, p)| format!("{}:{}: {} (line ignored)", f.display(), p.line, p.reason))
+            .collect(),
     })
 }
 
@@ -166,10 +175,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let su = d.path().join("subuid");
         let sg = d.path().join("subgid");
-        std::fs::write(&su, "alice:100000:65536\n").unwrap();
+        std::fs::write(&su, "alice:100000:65536\nbad line\n").unwrap();
         std::fs::write(&sg, "1001:100000:65536\n").unwrap();
         let p = plan_from(&user(1001), Identity::KeepId, &su, &sg).unwrap();
         assert!(!p.map.single && p.notice.is_none());
+        assert_eq!(p.problems.len(), 1);
+        assert!(p.problems[0].contains("subuid:2:"), "{:?}", p.problems);
         let p = plan_from(&user(2000), Identity::KeepId, &su, &sg).unwrap();
         assert!(p.map.single);
         assert!(p.notice.unwrap().contains("passwd GID 1001"));
