@@ -3,9 +3,9 @@
 
 use super::Ctx;
 use crate::runtime::idmap::Identity;
-use crate::runtime::image_config::ImageConfig;
-use crate::runtime::launch::{self, Mode, OverlayChoice, RunSpec, Writable};
-use crate::runtime::{env, holder, mounts, state, sys, userns};
+use crate::runtime::launch::{self, Mode, OverlayChoice, Writable};
+use crate::runtime::spec::{self, RunOptions};
+use crate::runtime::{state, sys};
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -167,125 +167,56 @@ pub fn run(ctx: &Ctx, mut args: Args) -> Result<i32> {
         bail!("--tty: stdin is not a terminal");
     }
     let (image, entry) = find_image(ctx, &mut args)?;
-    let ic = ImageConfig::read(&entry.config)?;
-    let identity = if args.remap_root {
-        Identity::RemapRoot
-    } else {
-        Identity::KeepId
+    let opts = RunOptions {
+        volumes: args.volume.clone(),
+        env: args.env.clone(),
+        env_files: args.env_file.clone(),
+        workdir: args.workdir.clone(),
+        identity: if args.remap_root {
+            Identity::RemapRoot
+        } else {
+            Identity::KeepId
+        },
+        mount_home: if args.mount_home {
+            Some(true)
+        } else if args.no_mount_home {
+            Some(false)
+        } else {
+            None
+        },
+        writable: if args.read_only {
+            Writable::ReadOnly
+        } else if let Some(d) = &args.writable_dir {
+            Writable::Dir(d.clone())
+        } else {
+            Writable::Tmpfs
+        },
+        overlay: args.overlay.map(|o| match o {
+            OverlayArg::Auto => OverlayChoice::Auto,
+            OverlayArg::Native => OverlayChoice::Native,
+            OverlayArg::Fuse => OverlayChoice::Fuse,
+        }),
+        name: args.name.clone(),
+        entrypoint: args.entrypoint.clone(),
+        command: args.command.clone(),
+        tty: args.tty,
+        fake_chown: args.fake_chown,
+        timing: args.timing,
+        mode: if args.holder {
+            Mode::Holder
+        } else {
+            Mode::Container
+        },
+        join: !args.no_join,
     };
-    let user = userns::HostUser::current();
-    let plan = userns::plan(&user, identity)?;
-    if !ctx.quiet {
-        for n in plan.problems.iter().chain(&plan.notice) {
-            eprintln!("warren: {n}");
-        }
-    }
-    let single = plan.map.single;
-    let rundir = state::runtime_dir(cfg)?;
-    let binds = args
-        .volume
-        .iter()
-        .map(|v| {
-            mounts::parse(v)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| b.resolve_source())
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let env_files = args
-        .env_file
-        .iter()
-        .map(|p| env::read_env_file(p))
-        .collect::<Result<Vec<_>>>()?;
     let host_env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let env = env::compose(
-        ic.env.as_deref().unwrap_or_default(),
-        &host_env,
-        &cfg.env_allowlist,
-        &env_files,
-        &args.env,
-    )?;
-    let mount_home = if args.mount_home {
-        true
-    } else if args.no_mount_home {
-        false
-    } else {
-        cfg.mount_home
-    };
-    let writable = if args.read_only {
-        Writable::ReadOnly
-    } else if let Some(d) = &args.writable_dir {
-        std::fs::create_dir_all(d).with_context(|| format!("--writable-dir {}", d.display()))?;
-        Writable::Dir(std::fs::canonicalize(d)?)
-    } else {
-        Writable::Tmpfs
-    };
-    let overlay = match args.overlay {
-        Some(OverlayArg::Auto) => OverlayChoice::Auto,
-        Some(OverlayArg::Native) => OverlayChoice::Native,
-        Some(OverlayArg::Fuse) => OverlayChoice::Fuse,
-        None => match cfg.overlay.as_str() {
-            "native" => OverlayChoice::Native,
-            "fuse" => OverlayChoice::Fuse,
-            _ => OverlayChoice::Auto,
-        },
-    };
-    let mode = if args.holder {
-        Mode::Holder
-    } else {
-        Mode::Container
-    };
-    let digest = entry.digest.to_string();
-    let join = if mode == Mode::Container && !args.no_join {
-        holder::find(&rundir, &digest, launch::identity_name(identity))?
-    } else {
-        None
-    };
-    if mode == Mode::Holder {
-        if let Some(h) = holder::find(&rundir, &digest, launch::identity_name(identity))? {
-            bail!(
-                "holder {} already keeps this image for this identity",
-                h.name.unwrap_or(h.id)
-            );
+    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &host_env)?;
+    if !ctx.quiet {
+        for n in &notices {
+            eprintln!("warren: {n}");
         }
-    }
-    let needs_fuse_overlay = writable != Writable::ReadOnly && overlay != OverlayChoice::Native;
-    let spec = RunSpec {
-        squashfs: entry.squashfs.clone(),
-        image,
-        digest,
-        argv: ic.argv(args.entrypoint.as_deref(), &args.command),
-        env,
-        workdir: args.workdir.clone().or(ic.working_dir.clone()),
-        image_user: ic.user.clone(),
-        identity,
-        map: plan.map,
-        writable,
-        overlay,
-        binds,
-        home: mount_home
-            .then(|| user.home.clone())
-            .filter(|h| h.is_dir() && h != std::path::Path::new("/")),
-        user,
-        rundir,
-        tmpfs_size: cfg.tmpfs_size.clone(),
-        squashfuse: launch::helper(&cfg.squashfuse, "mounting images")?,
-        fuse_overlayfs: if needs_fuse_overlay {
-            launch::helper(&cfg.fuse_overlayfs, "the FUSE overlay")
-                .unwrap_or_else(|_| PathBuf::from(&cfg.fuse_overlayfs))
-        } else {
-            PathBuf::from(&cfg.fuse_overlayfs)
-        },
-        fake_chown: args.fake_chown || (cfg.fake_chown && single),
-        timing: args.timing,
-        tty: args.tty,
-        name: args.name.clone(),
-        mode,
-        join,
-    };
-    if spec.mode == Mode::Container && spec.argv.is_empty() {
-        bail!("no command: the image has no Entrypoint or Cmd; give one after IMAGE");
     }
     let code = launch::run(cfg, &spec, t_start)?;
     if spec.mode == Mode::Holder && code == 0 && !ctx.quiet {

@@ -8,7 +8,8 @@
 //!   pivot_root; `resolve` does all in-root path work with openat2(RESOLVE_IN_ROOT).
 //! * `image_config`, `env`, `passwd` (pure): what the process gets.
 //! * `process` (exec, signals, exit codes, reaping), `caps`, `seccomp` (fake chown).
-//! * `launch` ties the steps together; `holder` keeps namespaces for later containers;
+//! * `spec` turns caller options (CLI flags, later the Slurm plugin) and a stored image into
+//!   a `RunSpec`; `launch` executes it; `holder` keeps namespaces for later containers;
 //!   `unshare` runs a command in the user's namespace; `state` is the runtime directory.
 
 pub mod caps;
@@ -26,6 +27,7 @@ pub mod process;
 pub mod resolve;
 pub mod rootfs;
 pub mod seccomp;
+pub mod spec;
 pub mod squashfuse;
 pub mod state;
 pub mod sys;
