@@ -249,10 +249,35 @@ fn main() {
     let pause_before = std::fs::read_to_string(&pause_file)
         .ok()
         .filter(|p| Path::new(&format!("/proc/{}", p.trim())).exists());
+    // Podman's configuration and storage live in the bench dir (LAB.md settings), not in
+    // the user's home: CONTAINERS_CONF and CONTAINERS_STORAGE_CONF point there.
+    let pdir = dir.join("podman");
+    // Podman also writes under $HOME whatever its configuration says: note what existed.
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let podman_home: Vec<PathBuf> = [".config/cni", ".local/share/containers"]
+        .iter()
+        .map(|p| home.join(p))
+        .filter(|p| !p.exists())
+        .collect();
     if have("podman") {
+        let _ = std::fs::create_dir_all(&pdir);
+        let conf = pdir.join("containers.conf");
+        let storage = pdir.join("storage.conf");
+        let _ = std::fs::write(
+            &conf,
+            "[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        );
+        let _ = std::fs::write(
+            &storage,
+            format!(
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                pdir.display()
+            ),
+        );
+        std::env::set_var("CONTAINERS_CONF", &conf);
+        std::env::set_var("CONTAINERS_STORAGE_CONF", &storage);
         let ok = sh(&format!(
-            "mkdir -p $HOME/.config/containers && printf '[engine]\\nruntime = \"runc\"\\ncgroup_manager = \"cgroupfs\"\\nevents_logger = \"file\"\\n' > $HOME/.config/containers/containers.conf
-             podman import -q {d}/rootfs.tar localhost/warren-bench:latest >/dev/null 2>&1",
+            "podman import -q {d}/rootfs.tar localhost/warren-bench:latest >/dev/null 2>&1",
             d = dir.display()
         ));
         if ok {
@@ -283,24 +308,34 @@ fn main() {
             Err("podman not installed".into()),
         ));
     }
-    if have("podman") {
-        let _ = Command::new("podman")
-            .args(["rmi", "-f", "localhost/warren-bench:latest"])
+    if have("podman") && pause_before.is_none() {
+        if let Some(pid) = std::fs::read_to_string(&pause_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: signalling the pause process this bench's podman started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = std::fs::remove_file(&pause_file);
+        }
+    }
+    // Everything the bench made; podman's storage holds files of subordinate IDs, which
+    // only the user namespace can delete: `warren unshare` is the tool for that.
+    if pdir.exists() {
+        let _ = Command::new(&bin)
+            .args(["unshare", "rm", "-rf"])
+            .arg(&pdir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if pause_before.is_none() {
-            if let Some(pid) = std::fs::read_to_string(&pause_file)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-            {
-                // SAFETY: signalling the pause process this bench's podman started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                let _ = std::fs::remove_file(&pause_file);
-            }
-        }
     }
-    // Everything the bench made.
+    for p in &podman_home {
+        let _ = Command::new(&bin)
+            .args(["unshare", "rm", "-rf"])
+            .arg(p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         println!("note: could not remove {}: {e}", dir.display());
     }
