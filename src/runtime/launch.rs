@@ -870,3 +870,88 @@ fn holder_wait(
         libc::_exit(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_parse() {
+        let r = parse_reports(b"Tfork 10\nTuserns 25\nPnative\nPEINVAL: bad\nNhello there\nE127 exec x: not found\nR\ngarbage\n");
+        assert!(matches!(&r[0], Report::Time(n, 10) if n == "fork"));
+        assert!(matches!(&r[1], Report::Time(n, 25) if n == "userns"));
+        assert!(matches!(&r[2], Report::Probe(OverlayProbe::Native)));
+        assert!(matches!(&r[3], Report::Probe(OverlayProbe::Unsupported(w)) if w == "EINVAL: bad"));
+        assert!(matches!(&r[4], Report::Notice(n) if n == "hello there"));
+        assert!(matches!(&r[5], Report::Error(127, m) if m == "exec x: not found"));
+        assert!(matches!(&r[6], Report::Ready));
+        assert_eq!(r.len(), 7);
+    }
+
+    fn spec_with(identity: Identity, image_user: Option<&str>) -> RunSpec {
+        RunSpec {
+            squashfs: "/i".into(),
+            image: "i".into(),
+            digest: "d".into(),
+            argv: vec![],
+            env: Default::default(),
+            workdir: None,
+            image_user: image_user.map(String::from),
+            identity,
+            map: super::super::idmap::choose(
+                identity,
+                1001,
+                1001,
+                &[(100000, 65536)],
+                &[(100000, 65536)],
+            ),
+            writable: Writable::Tmpfs,
+            overlay: OverlayChoice::Auto,
+            binds: vec![],
+            home: None,
+            user: HostUser {
+                uid: 1001,
+                gid: 1001,
+                name: "a".into(),
+                passwd_gid: Some(1001),
+                home: "/home/a".into(),
+                gecos: String::new(),
+                shell: "/bin/sh".into(),
+            },
+            rundir: "/r".into(),
+            tmpfs_size: "1m".into(),
+            squashfuse: "s".into(),
+            fuse_overlayfs: "f".into(),
+            fake_chown: false,
+            timing: false,
+            tty: false,
+            name: None,
+            mode: Mode::Container,
+            join: None,
+        }
+    }
+
+    #[test]
+    fn process_identity() {
+        let pw = "root:x:0:0:root:/root:/bin/sh\napache:x:48:48::/var/www:/bin/false\n";
+        let id = |i, u| identity(&spec_with(i, u), pw).unwrap();
+        assert_eq!(
+            id(Identity::KeepId, Some("apache")),
+            (1001, 1001, "/home/a".into())
+        );
+        assert_eq!(id(Identity::RemapRoot, None), (0, 0, "/root".into()));
+        assert_eq!(
+            id(Identity::RemapRoot, Some("apache")),
+            (48, 48, "/var/www".into())
+        );
+        assert_eq!(
+            id(Identity::RemapRoot, Some("apache:7")),
+            (48, 7, "/var/www".into())
+        );
+        assert_eq!(
+            id(Identity::RemapRoot, Some("4242")),
+            (4242, 4242, "/".into())
+        );
+        assert!(identity(&spec_with(Identity::RemapRoot, Some("nosuch")), pw).is_err());
+    }
+}
