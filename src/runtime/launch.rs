@@ -587,6 +587,7 @@ fn child(
             }
         }
     }
+    times.push(("passwd", sys::monotonic_ns()));
     let mut skipped = rootfs::apply(&root, &ops, writable).map_err(|e| (125, format!("{e:#}")))?;
     skipped.extend(rootfs::apply(&root, &extra_binds, false).map_err(|e| (125, format!("{e:#}")))?);
     if !skipped.is_empty() {
