@@ -254,9 +254,11 @@ fn main() {
     let pdir = dir.join("podman");
     // Podman also writes under $HOME whatever its configuration says: note what existed.
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let run = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").unwrap_or_default());
     let podman_home: Vec<PathBuf> = [".config/cni", ".local/share/containers"]
         .iter()
         .map(|p| home.join(p))
+        .chain(["containers", "libpod", "runc"].iter().map(|p| run.join(p)))
         .filter(|p| !p.exists())
         .collect();
     if have("podman") {
