@@ -106,6 +106,11 @@ pub fn build(
     };
     let needs_fuse_overlay = writable != Writable::ReadOnly && overlay != OverlayChoice::Native;
     let single = plan.map.single;
+    if opts.fake_chown && !single {
+        notices.push(
+            "--fake-chown ignored: you have a subordinate ID range, so chown really works".into(),
+        );
+    }
     let mount_home = opts.mount_home.unwrap_or(cfg.mount_home);
     let argv = ic.argv(opts.entrypoint.as_deref(), &opts.command);
     if opts.mode == Mode::Container && argv.is_empty() {
@@ -137,7 +142,8 @@ pub fn build(
         } else {
             PathBuf::from(&cfg.fuse_overlayfs)
         },
-        fake_chown: opts.fake_chown || (cfg.fake_chown && single),
+        // Only in the single-ID mode: with a real range chown must really work.
+        fake_chown: (opts.fake_chown || cfg.fake_chown) && single,
         timing: opts.timing,
         tty: opts.tty,
         name: opts.name.clone(),
