@@ -27,13 +27,15 @@ pub struct Cli {
     /// Print less: no progress, no notices.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Print more (repeat for more detail).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Print more (repeat for more detail). No short flag: `-v` is `run`'s bind mount.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
 
+// `run` has many options; parsed once per process, so the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Fetch an image and squash it into the store.

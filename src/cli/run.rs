@@ -1,11 +1,226 @@
-//! `warren run`.
+//! `warren run`: parse the options, find (or pull) the image, build the run spec and
+//! hand it to `runtime::launch`.
 
 use super::Ctx;
-use anyhow::Result;
+use crate::runtime::idmap::Identity;
+use crate::runtime::launch::{self, Mode, OverlayChoice, Writable};
+use crate::runtime::spec::{self, RunOptions};
+use crate::runtime::{state, sys};
+use crate::store::ImageEntry;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+/// When to pull.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+/// Overlay back end.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverlayArg {
+    Auto,
+    Native,
+    Fuse,
+}
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(
+    after_help = "Identity: by default you keep your own UID/GID inside (files you write to \
+bind mounts are yours on the host); --remap-root makes you UID 0 inside. See docs/run.md."
+)]
+pub struct Args {
+    /// Bind mount SRC:DST[:ro|rw] (repeatable).
+    #[arg(
+        short = 'v',
+        long = "volume",
+        visible_alias = "mount",
+        value_name = "SRC:DST[:ro|rw]"
+    )]
+    pub volume: Vec<String>,
+    /// Set K=V (or pass K from the host) after the image env and the host allowlist.
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read K=V lines from a file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside (default: the image's).
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// You are UID/GID 0 inside (your subordinate range maps 1..N).
+    #[arg(long, conflicts_with = "keep_uid")]
+    pub remap_root: bool,
+    /// You keep your own UID/GID inside (default).
+    #[arg(long)]
+    pub keep_uid: bool,
+    /// Bind your home directory (default from run.mount_home).
+    #[arg(long, conflicts_with = "no_mount_home")]
+    pub mount_home: bool,
+    /// Do not bind your home directory.
+    #[arg(long)]
+    pub no_mount_home: bool,
+    /// Writable root on a private tmpfs overlay, discarded at exit (default).
+    #[arg(long, conflicts_with_all = ["read_only", "writable_dir"])]
+    pub writable: bool,
+    /// Read-only root: the image itself, no overlay.
+    #[arg(long, conflicts_with = "writable_dir")]
+    pub read_only: bool,
+    /// Keep the writable layer in DIR (DIR/upper, DIR/work), reused across runs.
+    #[arg(long, value_name = "DIR")]
+    pub writable_dir: Option<PathBuf>,
+    /// Overlay back end (default from run.overlay).
+    #[arg(long, value_enum)]
+    pub overlay: Option<OverlayArg>,
+    /// Name (for warren ps / rm).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Accepted for Podman compatibility: containers never outlive their run.
+    #[arg(long)]
+    pub rm: bool,
+    /// Pull policy.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+    /// Replace the image's entrypoint ("" to clear it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// The command uses the terminal: requires stdin to be one; sets TERM if unset.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Accepted for Podman compatibility (stdin is always passed through).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Make chown/setuid-family calls succeed without effect (single-ID mode).
+    #[arg(long)]
+    pub fake_chown: bool,
+    /// Print a per-step start-up breakdown to stderr.
+    #[arg(long, env = "WARREN_TIMING")]
+    pub timing: bool,
+    /// Start a namespace holder for IMAGE (needs --name) and return; later runs of the
+    /// same image join it. Stop it with `warren rm NAME`.
+    #[arg(long, requires = "name")]
+    pub holder: bool,
+    /// Do not join a running holder of the same image.
+    #[arg(long)]
+    pub no_join: bool,
+    /// (testing) Run this squashfs file directly instead of a stored image.
+    #[arg(long, hide = true, requires = "image_config")]
+    pub squashfs: Option<PathBuf>,
+    /// (testing) The OCI image config JSON for --squashfs.
+    #[arg(long, hide = true, requires = "squashfs")]
+    pub image_config: Option<PathBuf>,
+    /// Image reference (tag, digest or short name), or the first word of the command with --squashfs.
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Command and arguments (default: the image's entrypoint and cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
 
-pub fn run(_ctx: &Ctx, _args: Args) -> Result<i32> {
-    anyhow::bail!("run: not implemented yet")
+fn find_image(ctx: &Ctx, args: &mut Args) -> Result<(String, ImageEntry)> {
+    if let (Some(sq), Some(cf)) = (args.squashfs.clone(), args.image_config.clone()) {
+        // With --squashfs there is no IMAGE: a positional word is the command.
+        if let Some(first) = args.image.take() {
+            args.command.insert(0, first);
+        }
+        let sq =
+            std::fs::canonicalize(&sq).with_context(|| format!("--squashfs {}", sq.display()))?;
+        let digest = crate::digest::Digest::of(format!("file:{}", sq.display()).as_bytes());
+        let name = sq.display().to_string();
+        return Ok((
+            name,
+            ImageEntry {
+                digest,
+                squashfs: sq,
+                config: cf,
+            },
+        ));
+    }
+    let Some(image) = args.image.clone() else {
+        bail!("run: no IMAGE given");
+    };
+    let opts = crate::pull::PullOptions {
+        quiet: ctx.quiet,
+        ..Default::default()
+    };
+    let entry = match args.pull {
+        PullPolicy::Always => crate::pull::pull(&ctx.config, &image, &opts)?,
+        PullPolicy::Missing => match crate::store::Stores::open(&ctx.config)?.find(&image)? {
+            Some(e) => e,
+            None => crate::pull::pull(&ctx.config, &image, &opts)?,
+        },
+        PullPolicy::Never => crate::store::Stores::open(&ctx.config)?
+            .find(&image)?
+            .with_context(|| format!("image {image} is not in the store and --pull=never"))?,
+    };
+    Ok((image, entry))
+}
+
+pub fn run(ctx: &Ctx, mut args: Args) -> Result<i32> {
+    let t_start = sys::monotonic_ns();
+    let cfg = &ctx.config.run;
+    if let Some(n) = &args.name {
+        state::check_name(n)?;
+    }
+    if args.tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("--tty: stdin is not a terminal");
+    }
+    let (image, entry) = find_image(ctx, &mut args)?;
+    let opts = RunOptions {
+        volumes: args.volume.clone(),
+        env: args.env.clone(),
+        env_files: args.env_file.clone(),
+        workdir: args.workdir.clone(),
+        identity: if args.remap_root {
+            Identity::RemapRoot
+        } else {
+            Identity::KeepId
+        },
+        mount_home: if args.mount_home {
+            Some(true)
+        } else if args.no_mount_home {
+            Some(false)
+        } else {
+            None
+        },
+        writable: if args.read_only {
+            Writable::ReadOnly
+        } else if let Some(d) = &args.writable_dir {
+            Writable::Dir(d.clone())
+        } else {
+            Writable::Tmpfs
+        },
+        overlay: args.overlay.map(|o| match o {
+            OverlayArg::Auto => OverlayChoice::Auto,
+            OverlayArg::Native => OverlayChoice::Native,
+            OverlayArg::Fuse => OverlayChoice::Fuse,
+        }),
+        name: args.name.clone(),
+        entrypoint: args.entrypoint.clone(),
+        command: args.command.clone(),
+        tty: args.tty,
+        fake_chown: args.fake_chown,
+        timing: args.timing,
+        mode: if args.holder {
+            Mode::Holder
+        } else {
+            Mode::Container
+        },
+        join: !args.no_join,
+    };
+    let host_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &host_env)?;
+    if !ctx.quiet {
+        for n in &notices {
+            eprintln!("warren: {n}");
+        }
+    }
+    let code = launch::run(cfg, &spec, t_start)?;
+    if spec.mode == Mode::Holder && code == 0 && !ctx.quiet {
+        println!("{}", args.name.unwrap_or_default());
+    }
+    Ok(code)
 }

@@ -1,3 +1,35 @@
-//! Running containers: user namespace, mounts, process.
+//! Running containers: user namespace, mounts, process. One file per job:
+//!
+//! * `idmap` (pure) chooses the UID/GID maps; `userns` writes them (newuidmap/newgidmap
+//!   or a single-ID self map) and detects the GID mismatch newgidmap refuses.
+//! * `fuse`, `squashfuse`, `overlay`: the image mount and the writable layer;
+//!   `probe` decides and caches whether kernel overlayfs works.
+//! * `mounts` (pure) parses `-v`; `rootfs` plans and performs the standard mounts and
+//!   pivot_root; `resolve` does all in-root path work with openat2(RESOLVE_IN_ROOT).
+//! * `image_config`, `env`, `passwd` (pure): what the process gets.
+//! * `process` (exec, signals, exit codes, reaping), `caps`, `seccomp` (fake chown).
+//! * `spec` turns caller options (CLI flags, later the Slurm plugin) and a stored image into
+//!   a `RunSpec`; `launch` executes it; `holder` keeps namespaces for later containers;
+//!   `unshare` runs a command in the user's namespace; `state` is the runtime directory.
 
+pub mod caps;
+pub mod env;
+pub mod fuse;
+pub mod holder;
+pub mod idmap;
+pub mod image_config;
+pub mod launch;
+pub mod mounts;
+pub mod overlay;
+pub mod passwd;
 pub mod probe;
+pub mod process;
+pub mod resolve;
+pub mod rootfs;
+pub mod seccomp;
+pub mod spec;
+pub mod squashfuse;
+pub mod state;
+pub mod sys;
+pub mod unshare;
+pub mod userns;

@@ -1,0 +1,356 @@
+//! Container start benchmark (harness = false): median wall time of
+//!   floor   `unshare --user --map-root-user --mount true`
+//!   warren  `warren run IMG true`            (first container of the image, warm cache)
+//!   join    `warren run IMG true`            (joins a namespace holder of IMG)
+//!   ch-run  `ch-run IMG.sqfs -- true`        (Charliecloud on a squashfs of the same tree)
+//!   podman  `podman run --rm --network=host IMG true` (rootless)
+//! As root it builds the image, then drops to the user `warren-ci` (a subuid range);
+//! otherwise it runs as the calling user. Unavailable peers are skipped with the reason.
+//!   cargo bench --bench start [-- ITERATIONS]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn sh(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-ec", cmd])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn have(p: &str) -> bool {
+    sh(&format!("command -v {p} >/dev/null"))
+}
+
+/// Median of `n` runs in ms, or the error of the first failing run.
+fn median(n: usize, argv: &[String]) -> Result<f64, String> {
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + 2 {
+        let t = Instant::now();
+        let o = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("{}: {e}", argv[0]))?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if !o.status.success() {
+            return Err(format!(
+                "{} failed: {}",
+                argv.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        if i >= 2 {
+            v.push(ms); // the first two runs warm caches
+        }
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Ok(v[v.len() / 2])
+}
+
+fn build_image(dir: &Path) -> Result<(), String> {
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("busybox-static not installed")?;
+    let r = dir.join("rootfs");
+    let ok = sh(&format!(
+        "R={r}; rm -rf $R; mkdir -p $R/bin $R/etc $R/tmp $R/root $R/dev $R/proc $R/sys $R/home $R/run $R/mnt $R/var/tmp
+         cp {bb} $R/bin/busybox; for a in sh true ls cat id; do ln -sf busybox $R/bin/$a; done
+         printf 'root:x:0:0:root:/root:/bin/sh\\n' > $R/etc/passwd; printf 'root:x:0:\\n' > $R/etc/group
+         touch $R/etc/hosts $R/etc/resolv.conf $R/etc/hostname; chmod 1777 $R/tmp
+         mksquashfs $R {d}/img.sqfs -comp zstd -noappend -quiet -no-progress >/dev/null
+         cp {d}/img.sqfs {d}/img-holder.sqfs; chmod 644 {d}/*.sqfs
+         printf '%s' '{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{\"Env\":[\"PATH=/bin\"],\"Cmd\":[\"/bin/sh\"]}}}}' > {d}/config.json
+         chmod 644 {d}/config.json",
+        r = r.display(),
+        d = dir.display()
+    ));
+    if !ok {
+        return Err("building the bench image failed".into());
+    }
+    // A tar of the same tree for podman (imported as a local image).
+    sh(&format!(
+        "tar -C {} -cf {}/rootfs.tar . && chmod 644 {}/rootfs.tar",
+        r.display(),
+        dir.display(),
+        dir.display()
+    ));
+    Ok(())
+}
+
+/// As root: become warren-ci (its IDs, its environment).
+fn drop_to(user: &str) -> Result<(), String> {
+    let out = Command::new("getent")
+        .args(["passwd", user])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let f: Vec<&str> = line.trim().split(':').collect();
+    if f.len() < 7 {
+        return Err(format!("user {user} missing (scripts/setup-host.sh)"));
+    }
+    let (uid, gid): (u32, u32) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+    // SAFETY: plain credential syscalls in a single-threaded process.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(gid, gid, gid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
+        {
+            return Err(format!(
+                "become {user}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    std::env::set_var("HOME", f[5]);
+    std::env::set_var("USER", user);
+    std::env::set_var("XDG_RUNTIME_DIR", format!("/run/user/{uid}"));
+    std::env::set_var("WARREN_CONFIG", "/nonexistent/warren.toml");
+    std::env::set_current_dir("/").map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+type Rows = Vec<(String, String, Result<f64, String>)>;
+
+fn measure(rows: &mut Rows, name: &str, argv: Vec<String>, n: usize) {
+    let r = median(n, &argv);
+    rows.push((name.to_string(), argv.join(" "), r));
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(30);
+    let dir = PathBuf::from("/var/tmp/warren-bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = sh(&format!("chmod 755 {}", dir.display()));
+    let bin = dir.join("warren");
+    std::fs::copy(env!("CARGO_BIN_EXE_warren"), &bin).expect("copy warren");
+    if let Err(e) = build_image(&dir) {
+        println!("start bench: SKIP: {e}");
+        return;
+    }
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        // Hand the bench dir to the user so it can remove it at the end.
+        sh(&format!(
+            "rm -rf {d}/rootfs; chown -R warren-ci: {d}",
+            d = dir.display()
+        ));
+        if let Err(e) = drop_to("warren-ci") {
+            println!("start bench: SKIP: {e}");
+            return;
+        }
+    }
+    let img = dir.join("img.sqfs").display().to_string();
+    let img_h = dir.join("img-holder.sqfs").display().to_string();
+    let cfg = dir.join("config.json").display().to_string();
+    let w = bin.display().to_string();
+    let mut rows: Rows = Vec::new();
+    measure(
+        &mut rows,
+        "floor",
+        s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
+        n,
+    );
+    let run = |img: &str, extra: &[&str]| {
+        let mut v = s(&[&w, "run", "--squashfs", img, "--image-config", &cfg]);
+        v.extend(s(extra));
+        v.push("true".into());
+        v
+    };
+    measure(
+        &mut rows,
+        "warren run (first container, native overlay)",
+        run(&img, &["--no-join", "--overlay", "native"]),
+        n,
+    );
+    measure(
+        &mut rows,
+        "warren run --read-only (no overlay)",
+        run(&img, &["--no-join", "--read-only"]),
+        n,
+    );
+    measure(
+        &mut rows,
+        "warren run (fuse-overlayfs)",
+        run(&img, &["--no-join", "--overlay", "fuse"]),
+        n.min(15),
+    );
+    let holder = Command::new(&w)
+        .args([
+            "run",
+            "--squashfs",
+            &img_h,
+            "--image-config",
+            &cfg,
+            "--holder",
+            "--name",
+            "bench-holder",
+        ])
+        .stdout(Stdio::null())
+        .status();
+    if holder.is_ok_and(|s| s.success()) {
+        measure(
+            &mut rows,
+            "warren run (joins a holder)",
+            run(&img_h, &[]),
+            n,
+        );
+        measure(
+            &mut rows,
+            "warren run --read-only (joins a holder)",
+            run(&img_h, &["--read-only"]),
+            n,
+        );
+        let _ = Command::new(&w)
+            .args(["rm", "bench-holder"])
+            .stdout(Stdio::null())
+            .status();
+    } else {
+        rows.push((
+            "warren run (joins a holder)".into(),
+            String::new(),
+            Err("holder did not start".into()),
+        ));
+    }
+    if have("ch-run") {
+        // Its squashfs mount point inside the bench dir (default /var/tmp/USER.ch/mnt).
+        let mnt = dir.join("ch-mnt");
+        let _ = std::fs::create_dir_all(&mnt);
+        let m = format!("--mount={}", mnt.display());
+        measure(
+            &mut rows,
+            "ch-run on squashfs",
+            s(&["ch-run", &m, &img, "--", "true"]),
+            n,
+        );
+    } else {
+        rows.push((
+            "ch-run on squashfs".into(),
+            String::new(),
+            Err("ch-run not installed".into()),
+        ));
+    }
+    // Rootless podman leaves a pause process: stop it afterwards if the bench started it.
+    let pause_file = format!(
+        "{}/libpod/tmp/pause.pid",
+        std::env::var("XDG_RUNTIME_DIR").unwrap_or_default()
+    );
+    let pause_before = std::fs::read_to_string(&pause_file)
+        .ok()
+        .filter(|p| Path::new(&format!("/proc/{}", p.trim())).exists());
+    // Podman's configuration and storage live in the bench dir (LAB.md settings), not in
+    // the user's home: CONTAINERS_CONF and CONTAINERS_STORAGE_CONF point there.
+    let pdir = dir.join("podman");
+    // Podman also writes under $HOME whatever its configuration says: note what existed.
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let run = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").unwrap_or_default());
+    let podman_home: Vec<PathBuf> = [".config/cni", ".local/share/containers"]
+        .iter()
+        .map(|p| home.join(p))
+        .chain(["containers", "libpod", "runc"].iter().map(|p| run.join(p)))
+        .filter(|p| !p.exists())
+        .collect();
+    if have("podman") {
+        let _ = std::fs::create_dir_all(&pdir);
+        let conf = pdir.join("containers.conf");
+        let storage = pdir.join("storage.conf");
+        let _ = std::fs::write(
+            &conf,
+            "[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        );
+        let _ = std::fs::write(
+            &storage,
+            format!(
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                pdir.display()
+            ),
+        );
+        std::env::set_var("CONTAINERS_CONF", &conf);
+        std::env::set_var("CONTAINERS_STORAGE_CONF", &storage);
+        let ok = sh(&format!(
+            "podman import -q {d}/rootfs.tar localhost/warren-bench:latest >/dev/null 2>&1",
+            d = dir.display()
+        ));
+        if ok {
+            measure(
+                &mut rows,
+                "podman run --rm (rootless)",
+                s(&[
+                    "podman",
+                    "run",
+                    "--rm",
+                    "--network=host",
+                    "localhost/warren-bench:latest",
+                    "true",
+                ]),
+                n.min(10),
+            );
+        } else {
+            rows.push((
+                "podman run --rm (rootless)".into(),
+                String::new(),
+                Err("podman import failed".into()),
+            ));
+        }
+    } else {
+        rows.push((
+            "podman run --rm (rootless)".into(),
+            String::new(),
+            Err("podman not installed".into()),
+        ));
+    }
+    if have("podman") && pause_before.is_none() {
+        if let Some(pid) = std::fs::read_to_string(&pause_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: signalling the pause process this bench's podman started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = std::fs::remove_file(&pause_file);
+        }
+    }
+    // Everything the bench made; podman's storage holds files of subordinate IDs, which
+    // only the user namespace can delete: `warren unshare` is the tool for that.
+    if pdir.exists() {
+        let _ = Command::new(&bin)
+            .args(["unshare", "rm", "-rf"])
+            .arg(&pdir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    for p in &podman_home {
+        let _ = Command::new(&bin)
+            .args(["unshare", "rm", "-rf"])
+            .arg(p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        println!("note: could not remove {}: {e}", dir.display());
+    }
+    println!("container start, median of {n} runs after 2 warm-up runs (ms):");
+    let floor = rows[0].2.clone().ok();
+    for (name, cmd, r) in &rows {
+        match (r, floor) {
+            (Ok(ms), Some(f)) => println!(
+                "{ms:>9.2}  {:>5.1}x floor  {name}\n           {cmd}",
+                ms / f
+            ),
+            (Ok(ms), None) => println!("{ms:>9.2}  {name}\n           {cmd}"),
+            (Err(e), _) => println!("     SKIP  {name}: {e}"),
+        }
+    }
+}

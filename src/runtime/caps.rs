@@ -1,0 +1,125 @@
+//! Capabilities of the container's process inside its user namespace: none for a
+//! non-root user; Podman's default set for root; all (ambient) for `warren unshare`.
+
+use std::io;
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct Header {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Data {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Podman's default capabilities for root in a container (bit numbers).
+pub const DEFAULT_ROOT: [u32; 11] = [
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    18, // SYS_CHROOT
+    31, // SETFCAP
+];
+
+/// Highest capability the kernel knows (read before pivot_root; host /proc).
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+fn set(eff: u64, perm: u64, inh: u64) -> io::Result<()> {
+    let mut h = Header {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let d = [
+        Data {
+            effective: eff as u32,
+            permitted: perm as u32,
+            inheritable: inh as u32,
+        },
+        Data {
+            effective: (eff >> 32) as u32,
+            permitted: (perm >> 32) as u32,
+            inheritable: (inh >> 32) as u32,
+        },
+    ];
+    // SAFETY: header and two data structs as capset(2) v3 expects.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Limit the bounding set to `keep` (bit numbers), clear ambient, and set
+/// effective/permitted to `keep` (or to nothing when `drop_all`).
+pub fn restrict(keep: &[u32], last: u32, drop_all: bool) -> io::Result<()> {
+    let mut mask = 0u64;
+    for c in 0..=last {
+        if keep.contains(&c) {
+            mask |= 1 << c;
+            continue;
+        }
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if drop_all {
+        set(0, 0, 0)
+    } else {
+        set(mask, mask, 0)
+    }
+}
+
+/// Make every capability ambient, so a non-root command keeps them across exec
+/// (`warren unshare`: delete files owned by subordinate IDs as yourself).
+pub fn raise_all_ambient(last: u32) -> io::Result<()> {
+    let all: u64 = if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    };
+    set(all, all, all)?;
+    for c in 0..=last {
+        // SAFETY: prctl with integer arguments.
+        if unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                c as libc::c_ulong,
+                0,
+                0,
+            )
+        } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

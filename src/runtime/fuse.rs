@@ -1,0 +1,130 @@
+//! Mounting a FUSE file system ourselves and handing the connection to its daemon
+//! (`squashfuse_ll`, `fuse-overlayfs`) through libfuse's `/dev/fd/N` mountpoint: no
+//! `fusermount3`, no setuid helper, and the daemon lives exactly as long as its parent.
+//!
+//! Runs in the container's setup process (already inside the user + mount namespace).
+
+use super::sys;
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The daemon's end of /dev/fuse, always this descriptor number in the daemon.
+const DAEMON_FD: i32 = 3;
+
+/// Mount a FUSE file system of type `fuse.SUBTYPE` on `target` and start `prog ARGS…
+/// /dev/fd/3` to serve it. Returns the daemon's PID (a child of the caller, killed by
+/// SIGKILL when the caller dies, deaf to terminal and job-control signals).
+/// `keep_caps`: the daemon keeps the caller's capabilities in the namespace (ambient), as
+/// fuse-overlayfs needs them to copy owners up when the caller's UID is not 0.
+pub fn mount_with_daemon(
+    target: &Path,
+    subtype: &str,
+    read_only: bool,
+    keep_caps: bool,
+    prog: &Path,
+    args: &[&OsStr],
+) -> io::Result<i32> {
+    // SAFETY: open with a constant path; returns a new fd or -1.
+    let raw = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd we own.
+    let dev = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let data = format!(
+        "fd={},rootmode=40000,user_id={uid},group_id={gid},allow_other,default_permissions",
+        dev.as_raw_fd()
+    );
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    sys::mount(
+        subtype,
+        target,
+        &format!("fuse.{subtype}"),
+        flags,
+        Some(&data),
+    )?;
+
+    // Everything the child needs is prepared before fork: no allocation after it.
+    let cprog = sys::cpath(prog)?;
+    let mut cargs: Vec<CString> = vec![cprog.clone()];
+    for a in args {
+        cargs.push(CString::new(a.as_bytes())?);
+    }
+    cargs.push(CString::new(format!("/dev/fd/{DAEMON_FD}"))?);
+    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    let last_cap = super::caps::last_cap();
+
+    // SAFETY: the setup process is single-threaded; the child only calls async-signal-safe
+    // functions before execv.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: all calls below are async-signal-safe syscalls on valid arguments.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::getppid() != me {
+                libc::_exit(1);
+            }
+            // Own process group: Ctrl-C on the terminal must not reach the daemon, and
+            // ignored signals stay ignored (libfuse only hooks signals left at default).
+            libc::setpgid(0, 0);
+            for s in [
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+                libc::SIGTSTP,
+                libc::SIGTTIN,
+                libc::SIGTTOU,
+            ] {
+                libc::signal(s, libc::SIG_IGN);
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly in that case.
+            if dev.as_raw_fd() == DAEMON_FD {
+                libc::fcntl(DAEMON_FD, libc::F_SETFD, 0);
+            } else if libc::dup2(dev.as_raw_fd(), DAEMON_FD) < 0 {
+                libc::_exit(1);
+            }
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            // Quiet: fuse-overlayfs chatters ("unknown argument ignored"); a daemon that
+            // fails shows as a mount error (ENOTCONN) reported by warren.
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+                libc::dup2(null, 2);
+            }
+            libc::syscall(libc::SYS_close_range, DAEMON_FD + 1, u32::MAX, 0);
+            if keep_caps && super::caps::raise_all_ambient(last_cap).is_err() {
+                libc::_exit(1);
+            }
+            libc::chdir(c"/".as_ptr());
+            libc::execv(cprog.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    Ok(pid)
+}

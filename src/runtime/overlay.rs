@@ -1,0 +1,66 @@
+//! The writable layer: kernel overlayfs with `userxattr` (in the user namespace), or
+//! `fuse-overlayfs` where the kernel refuses.
+
+use super::{fuse, sys};
+use anyhow::{Context, Result};
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// Which overlay implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Native,
+    Fuse,
+}
+
+/// Kernel overlay on `target`. Paths must not contain `,`, `:` or `\` (the caller passes
+/// short relative names under its own staging directory).
+pub fn mount_native(lower: &Path, upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    sys::mount("overlay", target, "overlay", libc::MS_NODEV, Some(&data))
+}
+
+/// A read-only kernel overlay of several lower layers (first on top), no upper layer.
+pub fn mount_readonly(lowers: &[&Path], target: &Path) -> std::io::Result<()> {
+    let l: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let data = format!("lowerdir={},userxattr", l.join(":"));
+    sys::mount(
+        "overlay",
+        target,
+        "overlay",
+        libc::MS_NODEV | libc::MS_RDONLY,
+        Some(&data),
+    )
+}
+
+/// fuse-overlayfs on `target` (absolute paths); returns the daemon's PID.
+pub fn mount_fuse(
+    prog: &Path,
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<i32> {
+    // noacl: with ACLs on, fuse-overlayfs 1.10 answers EOPNOTSUPP to the kernel's ACL
+    // lookups over a squashfuse lower, and every non-root access fails.
+    let opts = format!(
+        "noacl,lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    fuse::mount_with_daemon(
+        target,
+        "fuse-overlayfs",
+        false,
+        true,
+        prog,
+        &[OsStr::new("-f"), OsStr::new("-o"), OsStr::new(&opts)],
+    )
+    .with_context(|| format!("mount fuse-overlayfs ({})", prog.display()))
+}

@@ -1,0 +1,154 @@
+//! From what a caller asks for (`RunOptions`: the CLI's flags, or the Slurm plugin's
+//! options) and a stored image to the complete `RunSpec` that `launch` executes: ID map,
+//! environment, bind mounts, writable layer, helpers, holder to join.
+
+use super::env;
+use super::holder;
+use super::idmap::Identity;
+use super::image_config::ImageConfig;
+use super::launch::{self, Mode, OverlayChoice, RunSpec, Writable};
+use super::{mounts, state, userns};
+use crate::config::RunConfig;
+use crate::store::ImageEntry;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// What the caller asks for; `None` means "the configured default".
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `SRC:DST[:ro|rw]` specs.
+    pub volumes: Vec<String>,
+    /// `K=V` or `K` (host value).
+    pub env: Vec<String>,
+    pub env_files: Vec<PathBuf>,
+    pub workdir: Option<String>,
+    pub identity: Identity,
+    pub mount_home: Option<bool>,
+    pub writable: Writable,
+    pub overlay: Option<OverlayChoice>,
+    pub name: Option<String>,
+    pub entrypoint: Option<String>,
+    pub command: Vec<String>,
+    pub tty: bool,
+    pub fake_chown: bool,
+    pub timing: bool,
+    pub mode: Mode,
+    /// Join a running holder of the same image and identity when there is one.
+    pub join: bool,
+}
+
+/// Build the spec; also returns the notices to show the user (degraded maps, malformed
+/// subid lines).
+pub fn build(
+    cfg: &RunConfig,
+    image: String,
+    entry: &ImageEntry,
+    opts: &RunOptions,
+    host_env: &[(String, String)],
+) -> Result<(RunSpec, Vec<String>)> {
+    let ic = ImageConfig::read(&entry.config)?;
+    let user = userns::HostUser::current();
+    let plan = userns::plan(&user, opts.identity)?;
+    let mut notices = plan.problems.clone();
+    notices.extend(plan.notice.clone());
+    let rundir = state::runtime_dir(cfg)?;
+    let binds = opts
+        .volumes
+        .iter()
+        .map(|v| {
+            mounts::parse(v)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| b.resolve_source())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let env_files = opts
+        .env_files
+        .iter()
+        .map(|p| env::read_env_file(p))
+        .collect::<Result<Vec<_>>>()?;
+    let env = env::compose(
+        ic.env.as_deref().unwrap_or_default(),
+        host_env,
+        &cfg.env_allowlist,
+        &env_files,
+        &opts.env,
+    )?;
+    let writable = match &opts.writable {
+        Writable::Dir(d) => {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("--writable-dir {}", d.display()))?;
+            Writable::Dir(
+                std::fs::canonicalize(d)
+                    .with_context(|| format!("--writable-dir {}", d.display()))?,
+            )
+        }
+        w => w.clone(),
+    };
+    let overlay = opts.overlay.unwrap_or(match cfg.overlay.as_str() {
+        "native" => OverlayChoice::Native,
+        "fuse" => OverlayChoice::Fuse,
+        _ => OverlayChoice::Auto,
+    });
+    let digest = entry.digest.to_string();
+    let identity = launch::identity_name(opts.identity);
+    let join = match opts.mode {
+        Mode::Container if opts.join => holder::find(&rundir, &digest, identity)?,
+        Mode::Container => None,
+        Mode::Holder => {
+            if let Some(h) = holder::find(&rundir, &digest, identity)? {
+                bail!(
+                    "holder {} already keeps this image for this identity",
+                    h.name.unwrap_or(h.id)
+                );
+            }
+            None
+        }
+    };
+    let needs_fuse_overlay = writable != Writable::ReadOnly && overlay != OverlayChoice::Native;
+    let single = plan.map.single;
+    if opts.fake_chown && !single {
+        notices.push(
+            "--fake-chown ignored: you have a subordinate ID range, so chown really works".into(),
+        );
+    }
+    let mount_home = opts.mount_home.unwrap_or(cfg.mount_home);
+    let argv = ic.argv(opts.entrypoint.as_deref(), &opts.command);
+    if opts.mode == Mode::Container && argv.is_empty() {
+        bail!("no command: the image has no Entrypoint or Cmd; give one after IMAGE");
+    }
+    let spec = RunSpec {
+        squashfs: entry.squashfs.clone(),
+        image,
+        digest,
+        argv,
+        env,
+        workdir: opts.workdir.clone().or(ic.working_dir.clone()),
+        image_user: ic.user.clone(),
+        identity: opts.identity,
+        map: plan.map,
+        writable,
+        overlay,
+        binds,
+        home: mount_home
+            .then(|| user.home.clone())
+            .filter(|h| h.is_dir() && h != Path::new("/")),
+        user,
+        rundir,
+        tmpfs_size: cfg.tmpfs_size.clone(),
+        squashfuse: launch::helper(&cfg.squashfuse, "mounting images")?,
+        fuse_overlayfs: if needs_fuse_overlay {
+            launch::helper(&cfg.fuse_overlayfs, "the FUSE overlay")
+                .unwrap_or_else(|_| PathBuf::from(&cfg.fuse_overlayfs))
+        } else {
+            PathBuf::from(&cfg.fuse_overlayfs)
+        },
+        // Only in the single-ID mode: with a real range chown must really work.
+        fake_chown: (opts.fake_chown || cfg.fake_chown) && single,
+        timing: opts.timing,
+        tty: opts.tty,
+        name: opts.name.clone(),
+        mode: opts.mode.clone(),
+        join,
+    };
+    Ok((spec, notices))
+}
