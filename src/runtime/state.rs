@@ -176,7 +176,7 @@ pub fn list(rundir: &Path) -> Result<Vec<Record>> {
     };
     for ent in rd.flatten() {
         let p = ent.path();
-        if p.extension().map_or(true, |x| x != "json") {
+        if p.extension().is_none_or(|x| x != "json") {
             continue;
         }
         let Ok(f) = File::open(&p) else { continue };
