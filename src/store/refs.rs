@@ -2,7 +2,7 @@
 
 use super::layout::Store;
 use crate::digest::Digest;
-use crate::util::atomic_write;
+use crate::util::{fsync_parent, temp_sibling};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -44,11 +44,23 @@ pub fn read(store: &Store, name: &str) -> Option<RefRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Write (replace) the record atomically, mode 0644.
+/// Write (replace) the record atomically, mode 0644 whatever the umask (a shared
+/// store's tags must be readable by every user).
 pub fn write(store: &Store, rec: &RefRecord) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(rec)?;
-    atomic_write(&path(store, &rec.name), &bytes, 0o644)
-        .with_context(|| format!("record tag {}", rec.name))
+    let dest = path(store, &rec.name);
+    let tmp = temp_sibling(&dest);
+    let res = (|| -> Result<()> {
+        std::fs::write(&tmp, &bytes).with_context(|| format!("write {}", tmp.display()))?;
+        super::publish::seal_file(&tmp)?;
+        std::fs::rename(&tmp, &dest)
+            .with_context(|| format!("rename {} to {}", tmp.display(), dest.display()))?;
+        fsync_parent(&dest)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("record tag {}", rec.name))
 }
 
 /// Remove a record; false if there was none.
