@@ -145,9 +145,36 @@ torture() {
   push "$L" latest test/torture:latest
 }
 
+# A Debian image from debootstrap (minbase), cleaned like an official image; with
+# $2 packages added (python: python3, the ~200 MB benchmark image). Built as root so
+# the layer keeps the real owners.
+rootfs_image() { # name include
+  local name=$1 include=${2:-} L=$OCI/$1 R=$STATE/rootfs-$1
+  if [ ! -f "$L/.done" ]; then
+    [ "$(id -u)" = 0 ] || { echo "test-images: $name needs root (debootstrap)" >&2; return 1; }
+    rm -rf "$L" "$R"; mkdir -p "$STATE/debootstrap-cache"
+    debootstrap --variant=minbase ${include:+--include=$include} \
+      --cache-dir="$STATE/debootstrap-cache" bookworm "$R" http://deb.debian.org/debian >"$STATE/debootstrap-$name.log"
+    rm -rf "$R"/dev/* "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin \
+      "$R"/var/cache/apt/archives/*.deb "$R"/var/cache/ldconfig/aux-cache "$R"/tmp/* "$R"/var/tmp/*
+    find "$R/var/log" -type f -delete
+    umoci init --layout "$L"
+    umoci new --image "$L:latest"
+    umoci insert --image "$L:latest" "$R" /
+    umoci config --image "$L:latest" --config.cmd /bin/bash \
+      --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --config.label org.opencontainers.image.title="warren-test-$name"
+    rm -rf "$R"
+    touch "$L/.done"
+  fi
+  push "$L" latest "test/$name:latest"
+}
+
 case "${1:-all}" in
   busybox) busybox ;;
   torture) torture ;;
+  debian) rootfs_image debian ;;
+  python) rootfs_image python python3 ;;
   all) busybox; torture ;;
   layout)
     [ "${2:-}" = torture ] && [ -n "${3:-}" ] || { echo "usage: test-images.sh layout torture DIR" >&2; exit 2; }
