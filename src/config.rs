@@ -387,3 +387,18 @@ mod tests {
         assert!(c.registry("other").is_none());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    /// The shipped example must parse and match the defaults it documents.
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config/warren.toml");
+        let c = super::Config::from_toml(text).unwrap();
+        let d = super::Config::default();
+        assert_eq!(c.pull.parallel, d.pull.parallel);
+        assert_eq!(c.pull.max_file_size, d.pull.max_file_size);
+        assert_eq!(c.run.env_allowlist, d.run.env_allowlist);
+        assert_eq!(c.store.keep_layers, d.store.keep_layers);
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12, as root:
+#   bash scripts/test.sh
+# Installs what the tests need (scripts/setup-host.sh), starts the local registries
+# (scripts/registry.sh), builds the test images (scripts/test-images.sh), then runs
+# formatting, lint and every test. Rootless paths are exercised as the unprivileged
+# users warren-ci (with a subuid range) and warren-nosub (without).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "test.sh: run as root (it installs packages and creates test users)" >&2; exit 1; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null || { echo "test.sh: cargo not found (install Rust: rustup or Debian's cargo)" >&2; exit 1; }
+
+bash scripts/setup-host.sh
+
+# Build where the unprivileged test users can execute the binary (a clone under /root
+# is not traversable for them).
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/warren-target}
+mkdir -p "$CARGO_TARGET_DIR" && chmod 0755 "$CARGO_TARGET_DIR"
+export WARREN_TEST_STATE=${WARREN_TEST_STATE:-/var/tmp/warren-test}
+
+cleanup() { bash scripts/registry.sh stop || true; }
+trap cleanup EXIT
+bash scripts/registry.sh start
+bash scripts/test-images.sh all
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -q -- -D warnings
+echo "== cargo test"
+cargo test --all-targets --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
+
+# Nothing may be left behind by the tests.
+left=$(grep -cE 'fuse\.(squashfuse|fuse-overlayfs)|squashfuse|fuse-overlayfs| overlay ' /proc/self/mountinfo || true)
+procs=$(pgrep -c -f 'squashfuse|fuse-overlayfs' || true)
+if [ "${left:-0}" -gt 0 ] || [ "${procs:-0}" -gt 0 ]; then
+  echo "test.sh: leftovers after tests: $left mounts, $procs FUSE processes" >&2
+  grep -E 'squashfuse|fuse-overlayfs|overlay' /proc/self/mountinfo >&2 || true
+  exit 1
+fi
+echo "test.sh: all tests passed, nothing left behind"
