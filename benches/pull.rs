@@ -69,7 +69,8 @@ fn main() {
         .unwrap_or(3);
     let skip = std::env::var("WARREN_BENCH_SKIP").unwrap_or_default();
     let warren = env!("CARGO_BIN_EXE_warren");
-    let work = PathBuf::from("/var/tmp/warren-bench");
+    // Private to this run: other benches use /var/tmp too.
+    let work = PathBuf::from(format!("/var/tmp/warren-bench-pull.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let reference = format!("{PLAIN}/{image}:latest");
@@ -78,13 +79,20 @@ fn main() {
         return;
     }
     let cfg = work.join("warren.toml");
-    std::fs::write(&cfg, format!("[store]\npath = \"{}/store\"\n", work.display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[store]\npath = \"{}/store\"\n", work.display()),
+    )
+    .unwrap();
     let mut rows: Vec<Row> = Vec::new();
 
     // warren: cold, then cached.
     let mut cold = Vec::new();
     let mut cached = Vec::new();
-    let pull = format!("WARREN_CONFIG={} {warren} pull -q {reference} >/dev/null", cfg.display());
+    let pull = format!(
+        "WARREN_CONFIG={} {warren} pull -q {reference} >/dev/null",
+        cfg.display()
+    );
     for _ in 0..runs {
         let _ = std::fs::remove_dir_all(work.join("store"));
         cold.push(timed(&pull).expect("warren pull"));
@@ -92,8 +100,16 @@ fn main() {
             cached.push(timed(&pull).expect("warren pull (cached)"));
         }
     }
-    rows.push(Row { what: "warren pull (cold store)".into(), cmd: format!("warren pull {reference}"), times: cold });
-    rows.push(Row { what: "warren pull (cached re-pull)".into(), cmd: format!("warren pull {reference}"), times: cached });
+    rows.push(Row {
+        what: "warren pull (cold store)".into(),
+        cmd: format!("warren pull {reference}"),
+        times: cold,
+    });
+    rows.push(Row {
+        what: "warren pull (cached re-pull)".into(),
+        cmd: format!("warren pull {reference}"),
+        times: cached,
+    });
 
     // skopeo + umoci + mksquashfs.
     if !skip.contains("skopeo") {
@@ -116,7 +132,11 @@ fn main() {
         }
         let _ = std::fs::remove_dir_all(&d);
         if !t.is_empty() {
-            rows.push(Row { what: "skopeo copy + umoci unpack + mksquashfs -comp zstd".into(), cmd, times: t });
+            rows.push(Row {
+                what: "skopeo copy + umoci unpack + mksquashfs -comp zstd".into(),
+                cmd,
+                times: t,
+            });
         }
     }
 
@@ -160,34 +180,57 @@ fn charliecloud(work: &Path, image: &str, runs: usize) -> Result<Row, String> {
         ))?;
     }
     let st = work.join("ch");
+    // TLS verified against the test CA; /usr/bin first so ch-image finds Debian's
+    // python3 with lark; --no-cache: its default build cache is git.
     let cmd = format!(
-        "rm -rf {st} && mkdir -p {st} && export CH_IMAGE_USERNAME={USER} CH_IMAGE_PASSWORD={PASS} \
-         && ch-image -s {st}/storage --tls-no-verify --auth --no-cache pull {tls_ref} >/dev/null \
-         && ch-convert -s {st}/storage -i ch-image -o squash {tls_ref} {st}/img.sqfs >/dev/null",
-        st = st.display()
+        "rm -rf {st} && mkdir -p {st} && export CH_IMAGE_STORAGE={st}/storage \
+         REQUESTS_CA_BUNDLE={ca} CH_IMAGE_USERNAME={USER} CH_IMAGE_PASSWORD={PASS} \
+         PATH=/usr/bin:/bin:$PATH USER=${{USER:-$(id -un)}} \
+         && ch-image --auth --no-cache pull {tls_ref} >/dev/null \
+         && ch-convert -i ch-image -o squash {tls_ref} {st}/img.sqfs >/dev/null",
+        st = st.display(),
+        ca = "/var/tmp/warren-test/registry/certs/ca.pem",
     );
     let mut t = Vec::new();
     for _ in 0..runs {
         t.push(timed(&cmd)?);
     }
     let _ = std::fs::remove_dir_all(&st);
-    Ok(Row { what: "charliecloud: ch-image pull + ch-convert -o squash".into(), cmd, times: t })
+    Ok(Row {
+        what: "charliecloud: ch-image pull + ch-convert -o squash".into(),
+        cmd,
+        times: t,
+    })
 }
 
-fn backends(work: &Path, cfg: &Path, warren: &str, reference: &str, runs: usize) -> Result<Vec<Row>, String> {
+fn backends(
+    work: &Path,
+    cfg: &Path,
+    warren: &str,
+    reference: &str,
+    runs: usize,
+) -> Result<Vec<Row>, String> {
     let b = work.join("backends");
     std::fs::create_dir_all(&b).map_err(|e| e.to_string())?;
     let b = b.display();
     // The flattened tree as warren squashed it, back as one tar.
     let _ = std::fs::remove_dir_all(work.join("store"));
-    sh(&format!("WARREN_CONFIG={} {warren} pull -q {reference} > {b}/digest", cfg.display()))?;
+    sh(&format!(
+        "WARREN_CONFIG={} {warren} pull -q {reference} > {b}/digest",
+        cfg.display()
+    ))?;
     let digest = std::fs::read_to_string(format!("{b}/digest")).map_err(|e| e.to_string())?;
-    let sqfs = work.join("store/images").join(digest.trim().trim_start_matches("sha256:")).join("image.sqfs");
+    let sqfs = work
+        .join("store/images")
+        .join(digest.trim().trim_start_matches("sha256:"))
+        .join("image.sqfs");
     sh(&format!("sqfs2tar -r . {} > {b}/flat.tar", sqfs.display()))?;
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let t2s = format!("tar2sqfs -q -f -c zstd -X level=3 -j {jobs} {b}/t2s.sqfs < {b}/flat.tar");
     let mks = format!(
-        "rm -rf {b}/root && mkdir {b}/root && tar -C {b}/root --numeric-owner --xattrs --xattrs-include='*' -xpf {b}/flat.tar \
+        "rm -rf {b}/root && mkdir {b}/root && tar -C {b}/root --numeric-owner -xpf {b}/flat.tar \
          && mksquashfs {b}/root {b}/mks.sqfs -comp zstd -Xcompression-level 3 -processors {jobs} -noappend -quiet >/dev/null"
     );
     let mut rows = Vec::new();
@@ -199,7 +242,11 @@ fn backends(work: &Path, cfg: &Path, warren: &str, reference: &str, runs: usize)
         for _ in 0..runs {
             t.push(timed(&cmd)?);
         }
-        rows.push(Row { what: what.into(), cmd, times: t });
+        rows.push(Row {
+            what: what.into(),
+            cmd,
+            times: t,
+        });
     }
     sh(&format!("ls -l {b}/t2s.sqfs {b}/mks.sqfs >&2"))?;
     Ok(rows)

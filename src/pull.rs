@@ -272,6 +272,7 @@ fn build(
     if spools.len() != layers.len() {
         bail!("internal: a layer was not processed");
     }
+    pr.finish_layers();
     pr.line(&format!("squashing {} paths", tree.len()));
     let sqfs = stage.join("image.sqfs");
     squash(
@@ -447,6 +448,13 @@ impl Progress {
         if let Some(b) = self.bar(i) {
             b.set_position(b.length().unwrap_or(0));
             b.set_message("unpacking");
+        }
+    }
+
+    /// Take the bars off the terminal (the digest goes to stdout next).
+    fn finish_layers(&self) {
+        if let Progress::Bars { multi, .. } = self {
+            let _ = multi.clear();
         }
     }
 

@@ -40,7 +40,13 @@ fn from_dir(root: &Path) -> BTreeMap<String, Node> {
             }
             ('d', String::new())
         } else if ft.is_symlink() {
-            ('l', std::fs::read_link(&p).unwrap().to_string_lossy().into_owned())
+            (
+                'l',
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
         } else if ft.is_file() {
             ('f', sha256_hex(&std::fs::read(&p).unwrap()))
         } else if ft.is_fifo() {
@@ -48,7 +54,16 @@ fn from_dir(root: &Path) -> BTreeMap<String, Node> {
         } else {
             continue; // devices: dropped by warren's rule, compared separately
         };
-        out.insert(rel, (kind, m.mode() & 0o7777, m.uid() as u64, m.gid() as u64, what));
+        out.insert(
+            rel,
+            (
+                kind,
+                m.mode() & 0o7777,
+                m.uid() as u64,
+                m.gid() as u64,
+                what,
+            ),
+        );
     }
     out
 }
@@ -70,14 +85,29 @@ fn debian_matches_gnu_tar_extraction() {
 
     // The oracle: GNU tar extracts each layer in order (one layer here).
     let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.store().join("images").join(d.trim().trim_start_matches("sha256:")).join("manifest.json")).unwrap(),
+        &std::fs::read(
+            env.store()
+                .join("images")
+                .join(d.trim().trim_start_matches("sha256:"))
+                .join("manifest.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 1, "the oracle handles one layer (no whiteouts)");
+    assert_eq!(
+        layers.len(),
+        1,
+        "the oracle handles one layer (no whiteouts)"
+    );
     let root = env.path().join("tar-root");
     std::fs::create_dir(&root).unwrap();
-    let blob = layout.join("blobs/sha256").join(layers[0]["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+    let blob = layout.join("blobs/sha256").join(
+        layers[0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
     let st = std::process::Command::new("tar")
         .args(["--numeric-owner", "-xpzf"])
         .arg(&blob)
@@ -93,9 +123,16 @@ fn debian_matches_gnu_tar_extraction() {
     got_cmp.remove(".");
     let missing: Vec<_> = want.keys().filter(|k| !got_cmp.contains_key(*k)).collect();
     let extra: Vec<_> = got_cmp.keys().filter(|k| !want.contains_key(*k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
     for (p, w) in &want {
         assert_eq!(&got_cmp[p], w, "{p}");
     }
-    assert!(want.len() > 3000, "a whole distribution: {} paths", want.len());
+    assert!(
+        want.len() > 3000,
+        "a whole distribution: {} paths",
+        want.len()
+    );
 }
