@@ -19,7 +19,8 @@ struct Row {
     digest: String,
     /// Bytes of the squashfs file.
     size: u64,
-    /// "user" or "shared".
+    /// Where the image's files are: "user" or "shared" (a tag in the user's store may
+    /// name an image kept in a shared store).
     store: &'static str,
     store_path: String,
 }
@@ -27,15 +28,21 @@ struct Row {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
     let mut rows = Vec::new();
+    let kind_of = |i: usize| match stores.kind(i) {
+        StoreKind::User => "user",
+        StoreKind::Shared => "shared",
+    };
     for (i, s) in stores.stores.iter().enumerate() {
-        let kind = match stores.kind(i) {
-            StoreKind::User => "user",
-            StoreKind::Shared => "shared",
-        };
+        let kind = kind_of(i);
         let mut named = HashSet::new();
         for r in refs::list(s) {
             // A tag may name an image kept in another store (pulled from a shared one).
-            let Some(e) = stores.image(&r.manifest) else {
+            let Some((j, e)) = stores
+                .stores
+                .iter()
+                .enumerate()
+                .find_map(|(j, st)| st.image(&r.manifest).map(|e| (j, e)))
+            else {
                 continue;
             };
             named.insert(r.manifest.clone());
@@ -43,8 +50,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 name: Some(r.name),
                 digest: r.manifest.to_string(),
                 size: std::fs::metadata(&e.squashfs).map(|m| m.len()).unwrap_or(0),
-                store: kind,
-                store_path: s.root.display().to_string(),
+                store: kind_of(j),
+                store_path: stores.stores[j].root.display().to_string(),
             });
         }
         for e in std::fs::read_dir(s.images_dir())
