@@ -57,8 +57,8 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     let wanted_store = if opts.shared { 1 } else { 0 };
 
     // Cached: the tag still points where it did → one request and done.
-    if let Some((i, rec)) = stores.find_ref(&name) {
-        if rec.top == current && rec.platform == platform.to_string() {
+    if let Some((i, rec)) = stores.find_ref(&name, &platform.to_string()) {
+        if rec.top == current {
             let found = if opts.shared {
                 (i == wanted_store)
                     .then(|| stores.stores[i].image(&rec.manifest))

@@ -113,3 +113,48 @@ fn pull_busybox_from_registry() {
         serde_json::from_str(&env.ok(&["inspect", "127.0.0.1:5000/test/busybox"])).unwrap();
     assert_eq!(v["cmd"], serde_json::json!(["/bin/sh"]));
 }
+
+#[test]
+fn one_tag_per_platform() {
+    if !registry_up() {
+        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start seeds test/multi)");
+    }
+    let env = Env::new();
+    let r = "127.0.0.1:5000/test/multi:latest";
+    let o = env.run(&["pull", "-q", "--platform", "linux/amd64", r]);
+    if !o.status.success() {
+        skip!("test/multi not pullable here: {}", stderr(&o));
+    }
+    let amd = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let arm = env
+        .ok(&["pull", "-q", "--platform", "linux/arm64", r])
+        .trim()
+        .to_string();
+    assert_ne!(amd, arm);
+    let rows: serde_json::Value = serde_json::from_str(&env.ok(&["images", "--json"])).unwrap();
+    let mut got: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["platform"].as_str().unwrap().to_string(),
+                r["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("linux/amd64".to_string(), amd.clone()),
+            ("linux/arm64".to_string(), arm.clone())
+        ]
+    );
+    // Both stay cached; rmi takes the tag on every platform and both images.
+    let o = env.run(&["pull", "--platform", "linux/amd64", r]);
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    let out = env.ok(&["rmi", r]);
+    assert!(out.contains(&amd) && out.contains(&arm), "{out}");
+    assert!(!env.sqfs(&amd).exists() && !env.sqfs(&arm).exists());
+}

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print a JSON array (stable keys: name, digest, size, store, store_path).
+    /// Print a JSON array (stable keys: name, platform, digest, size, store, store_path).
     #[arg(long)]
     pub json: bool,
 }
@@ -16,6 +16,8 @@ pub struct Args {
 struct Row {
     /// The tag, or null for an image no tag in its store names.
     name: Option<String>,
+    /// `os/arch[/variant]` the tag was pulled for (null for untagged images).
+    platform: Option<String>,
     digest: String,
     /// Bytes of the squashfs file.
     size: u64,
@@ -48,6 +50,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             named.insert(r.manifest.clone());
             rows.push(Row {
                 name: Some(r.name),
+                platform: Some(r.platform),
                 digest: r.manifest.to_string(),
                 size: std::fs::metadata(&e.squashfs).map(|m| m.len()).unwrap_or(0),
                 store: kind_of(j),
@@ -69,6 +72,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             if let Some(img) = s.image(&d) {
                 rows.push(Row {
                     name: None,
+                    platform: None,
                     digest: d.to_string(),
                     size: std::fs::metadata(&img.squashfs)
                         .map(|m| m.len())
@@ -83,11 +87,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
-    println!("{:<50} {:<19} {:>10}  STORE", "NAME", "DIGEST", "SIZE");
+    println!(
+        "{:<50} {:<15} {:<19} {:>10}  STORE",
+        "NAME", "PLATFORM", "DIGEST", "SIZE"
+    );
     for r in rows {
         println!(
-            "{:<50} {:<19} {:>10}  {}",
+            "{:<50} {:<15} {:<19} {:>10}  {}",
             r.name.as_deref().unwrap_or("<none>"),
+            r.platform.as_deref().unwrap_or("-"),
             &r.digest[..19.min(r.digest.len())],
             human(r.size),
             r.store
