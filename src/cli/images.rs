@@ -27,6 +27,7 @@ struct Row {
     store_path: String,
 }
 
+/// List tags and untagged images of every store.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
     let mut rows = Vec::new();

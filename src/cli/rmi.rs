@@ -16,6 +16,7 @@ pub struct Args {
     pub images: Vec<String>,
 }
 
+/// Remove tags, and images no tag names any more.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
     let store = stores.writable(a.shared)?;

@@ -4,10 +4,15 @@
 //! them. Writers stage under `tmp/` and rename into place under flock locks, so
 //! concurrent pulls from many users and nodes agree and readers never see half an image.
 
+/// Removing tags, images, unused blobs and debris (`rmi`, `prune`).
 pub mod gc;
+/// Paths inside one store directory.
 pub mod layout;
+/// flock-based locks.
 pub mod lock;
+/// Atomic publication of blobs and images.
 pub mod publish;
+/// Tag records.
 pub mod refs;
 
 use crate::config::Config;
