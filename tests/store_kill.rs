@@ -57,25 +57,18 @@ fn assert_consistent(env: &Env) {
     }
 }
 
-#[test]
-fn kill_9_mid_pull_then_pull_again() {
-    if !have("tar2sqfs") || !have("sqfs2tar") {
-        skip!("squashfs-tools-ng not installed");
-    }
-    let env = Env::new();
-    let layout = env.path().join("big");
-    let files = big_layout(&layout);
-    env.give(&layout);
-    let spec = format!("oci:{}", layout.display());
+/// Kill pulls of `spec` at several points of a full pull's duration, then pull again
+/// and check the files.
+fn kill_and_resume(env: &Env, spec: &str, files: &[(String, String)]) {
     // Time one full pull to spread the kills over it, then start from scratch.
     let t0 = Instant::now();
-    env.ok(&["pull", "-q", &spec]);
+    env.ok(&["pull", "-q", spec]);
     let full = t0.elapsed();
     eprintln!("one pull: {full:?}");
     std::fs::remove_dir_all(env.store()).unwrap();
     for frac in [0.05, 0.2, 0.4, 0.6, 0.8, 0.95] {
         let mut child = env
-            .cmd(&["pull", "-q", &spec])
+            .cmd(&["pull", "-q", spec])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -85,7 +78,7 @@ fn kill_9_mid_pull_then_pull_again() {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
-        assert_consistent(&env);
+        assert_consistent(env);
         let tmp: Vec<_> = std::fs::read_dir(env.store().join("tmp"))
             .into_iter()
             .flatten()
@@ -102,10 +95,10 @@ fn kill_9_mid_pull_then_pull_again() {
     }
     // Let an orphaned tar2sqfs (reading from the dead pull's pipe) see EOF and exit.
     std::thread::sleep(Duration::from_millis(200));
-    let d = env.ok(&["pull", "-q", &spec]);
-    assert_consistent(&env);
+    let d = env.ok(&["pull", "-q", spec]);
+    assert_consistent(env);
     let got = read_sqfs(&env.sqfs(&d));
-    for (name, sum) in &files {
+    for (name, sum) in files {
         assert_eq!(&sha256_hex(&got[name].data), sum, "{name}");
     }
     let tmp: Vec<_> = std::fs::read_dir(env.store().join("tmp"))
@@ -114,4 +107,43 @@ fn kill_9_mid_pull_then_pull_again() {
         .map(|e| e.file_name())
         .collect();
     assert!(tmp.is_empty(), "stale staging not cleaned: {tmp:?}");
+}
+
+#[test]
+fn kill_9_mid_pull_then_pull_again() {
+    if !have("tar2sqfs") || !have("sqfs2tar") {
+        skip!("squashfs-tools-ng not installed");
+    }
+    let env = Env::new();
+    let layout = env.path().join("big");
+    let files = big_layout(&layout);
+    env.give(&layout);
+    kill_and_resume(&env, &format!("oci:{}", layout.display()), &files);
+}
+
+/// The same through the registry source (resumed downloads use Range requests).
+#[test]
+fn kill_9_mid_registry_pull_then_pull_again() {
+    if !have("tar2sqfs") || !have("sqfs2tar") || !have("skopeo") {
+        skip!("squashfs-tools-ng or skopeo not installed");
+    }
+    if !registry_up() {
+        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start)");
+    }
+    let env = Env::new();
+    let layout = env.path().join("big");
+    let files = big_layout(&layout);
+    let st = std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg("docker://127.0.0.1:5000/test/killme:latest")
+        .status()
+        .unwrap();
+    assert!(st.success(), "skopeo copy to the registry");
+    let probe = env.run(&["pull", "-q", "127.0.0.1:5000/test/killme:latest"]);
+    if stderr(&probe).contains("not implemented yet") {
+        skip!("the registry source is not implemented in this build");
+    }
+    std::fs::remove_dir_all(env.store()).unwrap();
+    kill_and_resume(&env, "127.0.0.1:5000/test/killme:latest", &files);
 }
