@@ -30,7 +30,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -q -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
+cargo test --lib --bins --tests --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
 
 # Nothing may be left behind by the tests.
 left=$(grep -cE 'fuse\.(squashfuse|fuse-overlayfs)|squashfuse|fuse-overlayfs| overlay ' /proc/self/mountinfo || true)

@@ -26,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use oci_spec::image::Descriptor;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
 /// Options a caller can set for one pull.
@@ -56,13 +57,18 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     let wanted_store = if opts.shared { 1 } else { 0 };
 
     // Cached: the tag still points where it did → one request and done.
-    if let Some((i, rec)) = stores.find_ref(&name) {
-        if rec.top == current && rec.platform == platform.to_string() {
-            if let Some(e) = stores.image(&rec.manifest) {
-                if !opts.shared || i == wanted_store {
-                    pr.line(&format!("{name}: up to date"));
-                    return Ok(e);
-                }
+    if let Some((i, rec)) = stores.find_ref(&name, &platform.to_string()) {
+        if rec.top == current {
+            let found = if opts.shared {
+                (i == wanted_store)
+                    .then(|| stores.stores[i].image(&rec.manifest))
+                    .flatten()
+            } else {
+                stores.image(&rec.manifest)
+            };
+            if let Some(e) = found {
+                pr.line(&format!("{name}: up to date"));
+                return Ok(e);
             }
         }
     }
@@ -190,6 +196,8 @@ fn build(
         .unwrap_or(1);
     let downloads = Semaphore::new(cfg.pull.parallel);
     let cpu = Semaphore::new(cpus);
+    // Set when a layer fails: the others stop before their next expensive step.
+    let abort = AtomicBool::new(false);
     let mut tree = Tree::new();
     let mut spools: Vec<Option<SpoolReader>> = (0..layers.len()).map(|_| None).collect();
     pr.start(layers);
@@ -198,16 +206,23 @@ fn build(
         let (tx, rx) = mpsc::channel();
         for (i, desc) in layers.iter().enumerate() {
             let tx = tx.clone();
-            let (downloads, cpu, limits, spool_dir) = (&downloads, &cpu, &limits, &spool_dir);
+            let (downloads, cpu, limits, spool_dir, abort) =
+                (&downloads, &cpu, &limits, &spool_dir, &abort);
             s.spawn(move || {
                 let r = (|| -> Result<_> {
                     let d = Digest::parse(desc.digest().as_ref())?;
                     let file = {
                         let _g = downloads.acquire();
+                        if abort.load(Ordering::Relaxed) {
+                            bail!("abandoned: another layer failed");
+                        }
                         obtain_blob(source, stores, target, desc, &d, &|n| pr.bytes(i, n))?
                     };
                     pr.unpacking(i);
                     let _g = cpu.acquire();
+                    if abort.load(Ordering::Relaxed) {
+                        bail!("abandoned: another layer failed");
+                    }
                     let mut spool = Spool::create(spool_dir)?;
                     let reader = layer::open_decompressed(file)?;
                     let parsed =
@@ -222,14 +237,19 @@ fn build(
         let mut ready: Vec<Option<layer::ParsedLayer>> = (0..layers.len()).map(|_| None).collect();
         let mut next = 0;
         let mut total = 0u64;
+        let fail = |e: anyhow::Error| {
+            abort.store(true, Ordering::Relaxed);
+            e
+        };
         for (i, r) in rx {
-            let (parsed, sp) = r?;
+            let (parsed, sp) = r.map_err(fail)?;
             ready[i] = Some(parsed);
             spools[i] = Some(sp);
             while next < layers.len() {
                 let Some(p) = ready[next].take() else { break };
                 total += p.entries.len() as u64;
                 if total > limits.max_entries {
+                    abort.store(true, Ordering::Relaxed);
                     bail!(
                         "image has more than {} entries (pull.max_entries)",
                         limits.max_entries
@@ -239,7 +259,8 @@ fn build(
                     pr.note(&format!("layer {}: dropped device node {dev}", next + 1));
                 }
                 tree.apply(next as u32 + 1, p.entries)
-                    .with_context(|| format!("layer {} ({})", next + 1, layers[next].digest()))?;
+                    .with_context(|| format!("layer {} ({})", next + 1, layers[next].digest()))
+                    .map_err(fail)?;
                 pr.done(next);
                 next += 1;
             }
@@ -251,6 +272,7 @@ fn build(
     if spools.len() != layers.len() {
         bail!("internal: a layer was not processed");
     }
+    pr.finish_layers();
     pr.line(&format!("squashing {} paths", tree.len()));
     let sqfs = stage.join("image.sqfs");
     squash(
@@ -426,6 +448,13 @@ impl Progress {
         if let Some(b) = self.bar(i) {
             b.set_position(b.length().unwrap_or(0));
             b.set_message("unpacking");
+        }
+    }
+
+    /// Take the bars off the terminal (the digest goes to stdout next).
+    fn finish_layers(&self) {
+        if let Progress::Bars { multi, .. } = self {
+            let _ = multi.clear();
         }
     }
 

@@ -136,6 +136,118 @@ fn torture_from_oci_layout() {
     }
 }
 
+/// Unmounts on drop, so a failed assertion leaves no mount behind.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fusermount")
+            .arg("-u")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// What the runtime will see: mount the squashfs with squashfuse as the pulling user
+/// and stat through the kernel.
+#[test]
+fn torture_through_squashfuse() {
+    if !have("squashfuse_ll") || !have("fusermount") {
+        skip!("squashfuse not installed");
+    }
+    let env = Env::new();
+    let layout = env.path().join("torture");
+    if let Err(why) = torture_layout(&layout) {
+        skip!("{why}");
+    }
+    env.give(&layout);
+    let digest = env.ok(&["pull", "-q", &format!("oci:{}", layout.display())]);
+    let mnt = env.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    env.give(&mnt);
+    // Run squashfuse as the same user as warren (setpriv via a `warren`-less command).
+    let as_user = |prog: &str, args: &[&std::ffi::OsStr]| {
+        let mut c = match env.user {
+            Some((u, g)) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={u}"),
+                    &format!("--regid={g}"),
+                    "--clear-groups",
+                    "--",
+                    prog,
+                ]);
+                c
+            }
+            None => std::process::Command::new(prog),
+        };
+        c.args(args);
+        c.output().unwrap()
+    };
+    let img = env.sqfs(&digest);
+    // squashfuse_ll, as the runtime uses: it exposes the squashfs inode numbers.
+    let o = as_user("squashfuse_ll", &[img.as_os_str(), mnt.as_os_str()]);
+    if !o.status.success() {
+        skip!("squashfuse cannot mount here: {}", stderr(&o));
+    }
+    let _m = Mount(mnt.clone());
+    // Only the mounting user may enter a FUSE mount (no allow_other): stat as that user.
+    let run = |prog: &str, args: &[&str]| {
+        let args: Vec<std::ffi::OsString> =
+            args.iter().map(|a| mnt.join(a).into_os_string()).collect();
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let o = as_user(prog, &refs);
+        assert!(o.status.success(), "{prog}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let st = |p: &str| {
+        let o = as_user(
+            "stat",
+            &[
+                "-c".as_ref(),
+                "%u %g %a %i %h %F".as_ref(),
+                mnt.join(p).as_os_str(),
+            ],
+        );
+        assert!(o.status.success(), "stat {p}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let field = |p: &str, i: usize| st(p).split(' ').nth(i).unwrap().to_string();
+    assert_eq!(
+        st("big-owner"),
+        format!("200000 200001 644 {} 1 regular file", field("big-owner", 3))
+    );
+    assert_eq!(field("huge-owner", 0), "3000000");
+    assert_eq!(field("apache", 0), "48");
+    assert_eq!(field("bin/suid", 2), "4755");
+    assert_eq!(field("bin/sgid", 2), "2755");
+    assert_eq!(field("secret", 2), "0");
+    assert_eq!(field("ro", 2), "555");
+    assert!(st("fifo").ends_with("fifo"), "{}", st("fifo"));
+    assert_eq!(
+        field("hl/a", 3),
+        field("hl/b", 3),
+        "hard link shares the inode"
+    );
+    assert_eq!(field("hl/a", 4), "2");
+    assert_eq!(run("readlink", &["abs-sym"]), "/etc/passwd");
+    assert_eq!(run("cat", &["xl-link"]), "version 1");
+    if have("getfattr") {
+        let o = as_user(
+            "getfattr",
+            &[
+                "--absolute-names".as_ref(),
+                "-n".as_ref(),
+                "security.capability".as_ref(),
+                "-e".as_ref(),
+                "hex".as_ref(),
+                mnt.join("cap").as_os_str(),
+            ],
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("0x0100000200040000"), "{out} {}", stderr(&o));
+    }
+}
+
 #[test]
 fn torture_from_registry() {
     if !registry_up() {

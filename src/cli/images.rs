@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print a JSON array (stable keys: name, digest, size, store, store_path).
+    /// Print a JSON array (stable keys: name, platform, digest, size, store, store_path).
     #[arg(long)]
     pub json: bool,
 }
@@ -16,35 +16,46 @@ pub struct Args {
 struct Row {
     /// The tag, or null for an image no tag in its store names.
     name: Option<String>,
+    /// `os/arch[/variant]` the tag was pulled for (null for untagged images).
+    platform: Option<String>,
     digest: String,
     /// Bytes of the squashfs file.
     size: u64,
-    /// "user" or "shared".
+    /// Where the image's files are: "user" or "shared" (a tag in the user's store may
+    /// name an image kept in a shared store).
     store: &'static str,
     store_path: String,
 }
 
+/// List tags and untagged images of every store.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
     let mut rows = Vec::new();
+    let kind_of = |i: usize| match stores.kind(i) {
+        StoreKind::User => "user",
+        StoreKind::Shared => "shared",
+    };
     for (i, s) in stores.stores.iter().enumerate() {
-        let kind = match stores.kind(i) {
-            StoreKind::User => "user",
-            StoreKind::Shared => "shared",
-        };
+        let kind = kind_of(i);
         let mut named = HashSet::new();
         for r in refs::list(s) {
             // A tag may name an image kept in another store (pulled from a shared one).
-            let Some(e) = stores.image(&r.manifest) else {
+            let Some((j, e)) = stores
+                .stores
+                .iter()
+                .enumerate()
+                .find_map(|(j, st)| st.image(&r.manifest).map(|e| (j, e)))
+            else {
                 continue;
             };
             named.insert(r.manifest.clone());
             rows.push(Row {
                 name: Some(r.name),
+                platform: Some(r.platform),
                 digest: r.manifest.to_string(),
                 size: std::fs::metadata(&e.squashfs).map(|m| m.len()).unwrap_or(0),
-                store: kind,
-                store_path: s.root.display().to_string(),
+                store: kind_of(j),
+                store_path: stores.stores[j].root.display().to_string(),
             });
         }
         for e in std::fs::read_dir(s.images_dir())
@@ -62,6 +73,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             if let Some(img) = s.image(&d) {
                 rows.push(Row {
                     name: None,
+                    platform: None,
                     digest: d.to_string(),
                     size: std::fs::metadata(&img.squashfs)
                         .map(|m| m.len())
@@ -76,11 +88,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
-    println!("{:<50} {:<19} {:>10}  STORE", "NAME", "DIGEST", "SIZE");
+    println!(
+        "{:<50} {:<15} {:<19} {:>10}  STORE",
+        "NAME", "PLATFORM", "DIGEST", "SIZE"
+    );
     for r in rows {
         println!(
-            "{:<50} {:<19} {:>10}  {}",
+            "{:<50} {:<15} {:<19} {:>10}  {}",
             r.name.as_deref().unwrap_or("<none>"),
+            r.platform.as_deref().unwrap_or("-"),
             &r.digest[..19.min(r.digest.len())],
             human(r.size),
             r.store

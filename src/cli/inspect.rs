@@ -10,6 +10,7 @@ pub struct Args {
     pub image: String,
 }
 
+/// Print the selected fields of the image config as JSON.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
     let e = stores.find(&a.image)?.with_context(|| {

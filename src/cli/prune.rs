@@ -14,6 +14,7 @@ pub struct Args {
     pub shared: bool,
 }
 
+/// Remove what nothing refers to, or list it with `--dry-run`.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
     let store = stores.writable(a.shared)?;

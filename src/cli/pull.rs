@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 REGISTRY#NAME (enroot), or oci:DIR[:TAG] (a local OCI layout).\n\
 Prints the image's manifest digest on stdout when done."
 )]
+/// Arguments of `warren pull`.
 pub struct Args {
     /// Platform to pull from a multi-platform image, `os/arch[/variant]`.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -24,6 +25,7 @@ pub struct Args {
     pub image: String,
 }
 
+/// Pull, print the manifest digest.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let shared = match a.store.as_deref() {
         None | Some("user") => a.shared,

@@ -16,6 +16,7 @@ pub struct Args {
     pub images: Vec<String>,
 }
 
+/// Remove tags, and images no tag names any more.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
     let store = stores.writable(a.shared)?;
@@ -23,7 +24,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         let by_name = stores
             .candidate_names(image)
             .into_iter()
-            .find(|n| refs::read(&store, n).is_some());
+            .find(|n| !refs::named(&store, n).is_empty());
         if let Some(n) = by_name {
             untag(&store, &n)?;
             continue;
@@ -57,7 +58,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 fn untag(store: &Store, name: &str) -> Result<()> {
     let gone = gc::rmi(store, name)?;
     println!("untagged {name}");
-    if let Some(d) = gone {
+    for d in gone {
         println!("deleted {d}");
     }
     Ok(())

@@ -285,6 +285,7 @@ impl Tree {
         self.nodes.len()
     }
 
+    /// Never: the root is always there.
     pub fn is_empty(&self) -> bool {
         false
     }

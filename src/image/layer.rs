@@ -233,3 +233,117 @@ mod tests {
         assert_eq!(detect(b""), Compression::Plain);
     }
 }
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    fn header(path: &str, t: EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path).unwrap();
+        h.set_entry_type(t);
+        h.set_size(size);
+        h.set_mode(0o4755);
+        h.set_uid(1);
+        h.set_gid(2);
+        h.set_mtime(5);
+        h.set_cksum();
+        h
+    }
+
+    fn parse_bytes(tar: &[u8], limits: Limits) -> Result<ParsedLayer> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path()).unwrap();
+        parse(tar, &mut spool, 0, &limits, limits.max_entries)
+    }
+
+    const BIG: Limits = Limits {
+        max_entries: 100,
+        max_file_size: 1 << 20,
+    };
+
+    #[test]
+    fn pax_overrides_devices_and_whiteouts() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("uid", &b"3000000"[..]),
+            ("gid", &b"3000001"[..]),
+            ("mtime", &b"1700000000.5"[..]),
+            ("SCHILY.xattr.security.capability", &[1u8, 0, 0, 2][..]),
+        ])
+        .unwrap();
+        b.append(&header("./bin/x", EntryType::Regular, 3), &b"abc"[..])
+            .unwrap();
+        let mut dev = header("dev/null", EntryType::Char, 0);
+        dev.set_device_major(1).unwrap();
+        dev.set_device_minor(3).unwrap();
+        dev.set_cksum();
+        b.append(&dev, &[][..]).unwrap();
+        b.append(&header("gone", EntryType::Char, 0), &[][..])
+            .unwrap();
+        b.append(&header("d/.wh..wh..opq", EntryType::Regular, 0), &[][..])
+            .unwrap();
+        b.append(&header("d/.wh.f", EntryType::Regular, 0), &[][..])
+            .unwrap();
+        b.append(&header("p", EntryType::Fifo, 0), &[][..]).unwrap();
+        let p = parse_bytes(&b.into_inner().unwrap(), BIG).unwrap();
+        assert_eq!(p.dropped_devices, ["/dev/null"]);
+        let e: Vec<(String, &Kind)> = p
+            .entries
+            .iter()
+            .map(|e| (String::from_utf8_lossy(&e.path).into_owned(), &e.kind))
+            .collect();
+        assert_eq!(e[0].0, "bin/x");
+        assert!(matches!(e[0].1, Kind::File(DataRef { len: 3, .. })));
+        assert_eq!(
+            (
+                p.entries[0].meta.uid,
+                p.entries[0].meta.gid,
+                p.entries[0].meta.mtime
+            ),
+            (3000000, 3000001, 1700000000)
+        );
+        assert_eq!(p.entries[0].meta.mode, 0o4755);
+        assert_eq!(
+            p.entries[0].meta.xattrs,
+            vec![(b"security.capability".to_vec(), vec![1u8, 0, 0, 2])]
+        );
+        assert_eq!(e[1], ("gone".into(), &Kind::Whiteout));
+        assert_eq!(e[2], ("d".into(), &Kind::Opaque));
+        assert_eq!(e[3], ("d/f".into(), &Kind::Whiteout));
+        assert_eq!(e[4], ("p".into(), &Kind::Fifo));
+        // The PAX record applied to one entry only.
+        assert_eq!(p.entries[4].meta.uid, 1);
+    }
+
+    #[test]
+    fn limits_and_reserved_names() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&header("a", EntryType::Regular, 10), &[0u8; 10][..])
+            .unwrap();
+        let t = b.into_inner().unwrap();
+        let e = parse_bytes(
+            &t,
+            Limits {
+                max_entries: 100,
+                max_file_size: 9,
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{e:#}").contains("max_file_size"), "{e:#}");
+
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&header(".wh..wh.x", EntryType::Regular, 0), &[][..])
+            .unwrap();
+        let e = parse_bytes(&b.into_inner().unwrap(), BIG).err().unwrap();
+        assert!(format!("{e:#}").contains("reserved whiteout"), "{e:#}");
+
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&header("f", EntryType::Regular, 100), &[0u8; 10][..])
+            .unwrap_or(());
+        let mut v = b.into_inner().unwrap_or_default();
+        v.truncate(600);
+        assert!(parse_bytes(&v, BIG).is_err(), "truncated layer accepted");
+    }
+}

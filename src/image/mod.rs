@@ -6,11 +6,17 @@
 //! files and the squashfs is built from metadata, so owners, modes, xattrs and device
 //! rules come from the layers, never from the host, and no layer path can reach outside.
 
+/// One parsed layer entry and path normalisation.
 pub mod entry;
+/// Applying layers in order (whiteouts, opaque dirs, hard links) to an in-memory tree.
 pub mod flatten;
+/// Decompressing and parsing one layer blob.
 pub mod layer;
+/// Anonymous files holding file contents until the squashfs is written.
 pub mod spool;
+/// Writing the tree as one squashfs (tar2sqfs).
 pub mod squash;
+/// A minimal ustar + PAX writer for the flattened tree.
 pub mod tarwrite;
 
 /// Bounds on hostile input, from `pull.max_entries` / `pull.max_file_size`.
@@ -23,6 +29,7 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The limits configured under `[pull]`.
     pub fn from_config(p: &crate::config::PullConfig) -> Limits {
         Limits {
             max_entries: p.max_entries,

@@ -29,6 +29,7 @@ pub struct SquashOptions {
 }
 
 impl SquashOptions {
+    /// Compression from `[pull]`, one compressor thread per core.
     pub fn from_config(p: &crate::config::PullConfig) -> SquashOptions {
         SquashOptions {
             compression: p.compression.clone(),

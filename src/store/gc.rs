@@ -33,19 +33,27 @@ pub fn remove_image_dir(store: &Store, d: &Digest) -> Result<()> {
     fs::remove_dir_all(&grave).with_context(|| format!("remove {}", grave.display()))
 }
 
-/// Remove tag `name`; then the image it named, if no other tag names it. Returns the
-/// image digest when the image went too.
-pub fn rmi(store: &Store, name: &str) -> Result<Option<Digest>> {
-    let rec = refs::read(store, name)
-        .with_context(|| format!("no tag {name} in {}", store.root.display()))?;
-    refs::remove(store, name)?;
-    let still = refs::list(store).iter().any(|r| r.manifest == rec.manifest);
-    if still {
-        return Ok(None);
+/// Remove tag `name` (for every platform); then each image it named that no other tag
+/// names. Returns the digests of the images removed.
+pub fn rmi(store: &Store, name: &str) -> Result<Vec<Digest>> {
+    let recs = refs::named(store, name);
+    if recs.is_empty() {
+        anyhow::bail!("no tag {name} in {}", store.root.display());
     }
-    let _l = Lock::exclusive(&store.lock_file("image", &rec.manifest))?;
-    remove_image_dir(store, &rec.manifest)?;
-    Ok(Some(rec.manifest))
+    for r in &recs {
+        refs::remove(store, name, &r.platform)?;
+    }
+    let left = refs::list(store);
+    let mut gone = Vec::new();
+    for r in recs {
+        if left.iter().any(|l| l.manifest == r.manifest) || gone.contains(&r.manifest) {
+            continue;
+        }
+        let _l = Lock::exclusive(&store.lock_file("image", &r.manifest))?;
+        remove_image_dir(store, &r.manifest)?;
+        gone.push(r.manifest);
+    }
+    Ok(gone)
 }
 
 fn size_of(p: &std::path::Path) -> u64 {

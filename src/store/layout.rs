@@ -44,21 +44,27 @@ impl Store {
         Ok(s)
     }
 
+    /// `blobs/sha256/HEX`.
     pub fn blob(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())
     }
+    /// `images/`.
     pub fn images_dir(&self) -> PathBuf {
         self.root.join("images")
     }
+    /// `images/HEX` (image keyed by manifest digest).
     pub fn image_dir(&self, d: &Digest) -> PathBuf {
         self.images_dir().join(d.hex())
     }
+    /// `refs/`.
     pub fn refs_dir(&self) -> PathBuf {
         self.root.join("refs")
     }
+    /// `tmp/`: staging on the same file system.
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
+    /// `locks/KIND-HEX.lock` (KIND: `image` or `blob`).
     pub fn lock_file(&self, kind: &str, d: &Digest) -> PathBuf {
         self.root
             .join("locks")

@@ -4,10 +4,15 @@
 //! them. Writers stage under `tmp/` and rename into place under flock locks, so
 //! concurrent pulls from many users and nodes agree and readers never see half an image.
 
+/// Removing tags, images, unused blobs and debris (`rmi`, `prune`).
 pub mod gc;
+/// Paths inside one store directory.
 pub mod layout;
+/// flock-based locks.
 pub mod lock;
+/// Atomic publication of blobs and images.
 pub mod publish;
+/// Tag records.
 pub mod refs;
 
 use crate::config::Config;
@@ -34,6 +39,8 @@ pub struct Stores {
     pub stores: Vec<Store>,
     /// Short-name search list, to turn `busybox` into candidate tags.
     short_names: Vec<String>,
+    /// The platform tags are looked up for first (`pull.platform`, else the host's).
+    platform: String,
 }
 
 /// Which store an item was found in.
@@ -50,9 +57,14 @@ impl Stores {
         for s in &cfg.store.shared {
             stores.push(Store::at(&crate::config::expand_tilde(s)));
         }
+        let platform = match &cfg.pull.platform {
+            Some(p) => crate::platform::Platform::parse(p)?.to_string(),
+            None => crate::platform::Platform::host().to_string(),
+        };
         Ok(Stores {
             stores,
             short_names: cfg.pull.short_name_registries.clone(),
+            platform,
         })
     }
 
@@ -83,12 +95,22 @@ impl Stores {
         self.stores.iter().find_map(|s| s.image(d))
     }
 
-    /// The first tag record named `name` (canonical form) in any store.
-    pub fn find_ref(&self, name: &str) -> Option<(usize, refs::RefRecord)> {
+    /// The first tag record for `name` (canonical form) on `platform`, in store order.
+    pub fn find_ref(&self, name: &str, platform: &str) -> Option<(usize, refs::RefRecord)> {
         self.stores
             .iter()
             .enumerate()
-            .find_map(|(i, s)| refs::read(s, name).map(|r| (i, r)))
+            .find_map(|(i, s)| refs::read(s, name, platform).map(|r| (i, r)))
+    }
+
+    /// A tag record for `name`: the configured/host platform's first, else any.
+    fn find_ref_any(&self, name: &str) -> Option<refs::RefRecord> {
+        if let Some((_, r)) = self.find_ref(name, &self.platform) {
+            return Some(r);
+        }
+        self.stores
+            .iter()
+            .find_map(|s| refs::named(s, name).into_iter().next())
     }
 
     /// Canonical tag names `image` may mean, most specific first.
@@ -107,7 +129,7 @@ impl Stores {
     /// Find an image by reference (as typed: tag, digest, short name) or by digest prefix.
     pub fn find(&self, image: &str) -> Result<Option<ImageEntry>> {
         for name in self.candidate_names(image) {
-            if let Some((_, rec)) = self.find_ref(&name) {
+            if let Some(rec) = self.find_ref_any(&name) {
                 if let Some(e) = self.image(&rec.manifest) {
                     return Ok(Some(e));
                 }

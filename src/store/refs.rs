@@ -1,8 +1,9 @@
-//! Tags → digests: one small JSON file per reference under `STORE/refs/`.
+//! Tags → digests: one small JSON file per (reference, platform) under `STORE/refs/`,
+//! so nodes of different architectures can share one store.
 
 use super::layout::Store;
 use crate::digest::Digest;
-use crate::util::atomic_write;
+use crate::util::{fsync_parent, temp_sibling};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -20,40 +21,66 @@ pub struct RefRecord {
     pub platform: String,
 }
 
-/// The file name of a reference: reversible, no '/' (`%` → `%25`, `/` → `%2F`).
-pub fn file_name(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 8);
-    for c in name.chars() {
+fn encode(s: &str, out: &mut String) {
+    for c in s.chars() {
         match c {
-            '%' => s.push_str("%25"),
-            '/' => s.push_str("%2F"),
-            c => s.push(c),
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
         }
     }
+}
+
+/// The file name of a tag: `NAME#PLATFORM.json`, reversible, no '/' (`%` → `%25`,
+/// `/` → `%2F`, `#` → `%23`).
+pub fn file_name(name: &str, platform: &str) -> String {
+    let mut s = String::with_capacity(name.len() + platform.len() + 16);
+    encode(name, &mut s);
+    s.push('#');
+    encode(platform, &mut s);
     s.push_str(".json");
     s
 }
 
-fn path(store: &Store, name: &str) -> PathBuf {
-    store.refs_dir().join(file_name(name))
+fn path(store: &Store, name: &str, platform: &str) -> PathBuf {
+    store.refs_dir().join(file_name(name, platform))
 }
 
-/// The record for `name`, if the store has one (an unreadable record counts as none).
-pub fn read(store: &Store, name: &str) -> Option<RefRecord> {
-    let bytes = std::fs::read(path(store, name)).ok()?;
+/// The record for `name` on `platform`, if the store has one (an unreadable record
+/// counts as none).
+pub fn read(store: &Store, name: &str, platform: &str) -> Option<RefRecord> {
+    let bytes = std::fs::read(path(store, name, platform)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Write (replace) the record atomically, mode 0644.
+/// All records for `name`, any platform.
+pub fn named(store: &Store, name: &str) -> Vec<RefRecord> {
+    list(store).into_iter().filter(|r| r.name == name).collect()
+}
+
+/// Write (replace) the record atomically, mode 0644 whatever the umask (a shared
+/// store's tags must be readable by every user).
 pub fn write(store: &Store, rec: &RefRecord) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(rec)?;
-    atomic_write(&path(store, &rec.name), &bytes, 0o644)
-        .with_context(|| format!("record tag {}", rec.name))
+    let dest = path(store, &rec.name, &rec.platform);
+    let tmp = temp_sibling(&dest);
+    let res = (|| -> Result<()> {
+        std::fs::write(&tmp, &bytes).with_context(|| format!("write {}", tmp.display()))?;
+        super::publish::seal_file(&tmp)?;
+        std::fs::rename(&tmp, &dest)
+            .with_context(|| format!("rename {} to {}", tmp.display(), dest.display()))?;
+        fsync_parent(&dest)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("record tag {}", rec.name))
 }
 
 /// Remove a record; false if there was none.
-pub fn remove(store: &Store, name: &str) -> Result<bool> {
-    match std::fs::remove_file(path(store, name)) {
+pub fn remove(store: &Store, name: &str, platform: &str) -> Result<bool> {
+    match std::fs::remove_file(path(store, name, platform)) {
         Ok(()) => {
             crate::util::fsync_dir(&store.refs_dir())?;
             Ok(true)
@@ -88,10 +115,13 @@ mod tests {
     #[test]
     fn names_encode() {
         assert_eq!(
-            file_name("127.0.0.1:5000/a/b:latest"),
-            "127.0.0.1:5000%2Fa%2Fb:latest.json"
+            file_name("127.0.0.1:5000/a/b:latest", "linux/amd64"),
+            "127.0.0.1:5000%2Fa%2Fb:latest#linux%2Famd64.json"
         );
-        assert_eq!(file_name("oci:/x%y"), "oci:%2Fx%25y.json");
+        assert_eq!(
+            file_name("oci:/x%y#z", "l/a"),
+            "oci:%2Fx%25y%23z#l%2Fa.json"
+        );
     }
 
     #[test]
@@ -105,9 +135,16 @@ mod tests {
             platform: "linux/amd64".into(),
         };
         write(&s, &rec).unwrap();
-        assert_eq!(read(&s, "r.example/a:1"), Some(rec.clone()));
-        assert_eq!(list(&s), vec![rec]);
-        assert!(remove(&s, "r.example/a:1").unwrap());
-        assert!(!remove(&s, "r.example/a:1").unwrap());
+        let arm = RefRecord {
+            platform: "linux/arm64/v8".into(),
+            manifest: Digest::of(b"m2"),
+            ..rec.clone()
+        };
+        write(&s, &arm).unwrap();
+        assert_eq!(read(&s, "r.example/a:1", "linux/amd64"), Some(rec.clone()));
+        assert_eq!(named(&s, "r.example/a:1").len(), 2);
+        assert!(remove(&s, "r.example/a:1", "linux/amd64").unwrap());
+        assert!(!remove(&s, "r.example/a:1", "linux/amd64").unwrap());
+        assert_eq!(list(&s), vec![arm]);
     }
 }

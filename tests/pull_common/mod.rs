@@ -112,10 +112,17 @@ impl Env {
     /// A command running `warren ARGS` with this test's config.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let bin = env!("CARGO_BIN_EXE_warren");
+        // setpriv execs (runuser forks), so the pid we get is warren's own: kill -9 hits it.
         let mut c = match self.user {
-            Some(_) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", TEST_USER, "--", bin]);
+            Some((u, g)) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={u}"),
+                    &format!("--regid={g}"),
+                    "--clear-groups",
+                    "--",
+                    bin,
+                ]);
                 c
             }
             None => Command::new(bin),

@@ -1,0 +1,160 @@
+//! The store commands end to end: pull, cached re-pull, images, inspect, rmi, prune, and
+//! one-line errors for bad input.
+
+mod pull_common;
+use pull_common::*;
+
+#[test]
+fn pull_images_inspect_rmi_prune() {
+    let env = Env::new();
+    let layout = env.path().join("torture");
+    if let Err(why) = torture_layout(&layout) {
+        skip!("{why}");
+    }
+    env.give(&layout);
+    let spec = format!("oci:{}", layout.display());
+    let d = env.ok(&["pull", "-q", &spec]).trim().to_string();
+    assert!(d.starts_with("sha256:") && d.len() == 71, "{d}");
+
+    // Cached: same digest, nothing rebuilt.
+    let o = env.run(&["pull", &spec]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), d);
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("squashing"));
+
+    let rows: serde_json::Value = serde_json::from_str(&env.ok(&["images", "--json"])).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["digest"], d);
+    assert_eq!(rows[0]["store"], "user");
+    assert!(rows[0]["name"].as_str().unwrap().starts_with("oci:/"));
+    assert!(rows[0]["size"].as_u64().unwrap() > 0);
+    assert!(env.ok(&["images"]).contains(&d[..19]));
+
+    for key in [spec.as_str(), &d, &d[7..19]] {
+        let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", key])).unwrap();
+        assert_eq!(v["digest"], d);
+        assert_eq!(v["entrypoint"], serde_json::json!(["/bin/tool"]));
+        assert_eq!(v["cmd"], serde_json::json!(["--help"]));
+        assert_eq!(v["workdir"], "/home/u1001");
+        assert_eq!(v["user"], "1001:1001");
+        assert_eq!(v["env"], serde_json::json!(["PATH=/bin", "TORTURE=1"]));
+        assert_eq!(v["labels"]["test"], "torture");
+    }
+
+    // Stale staging of a dead pull, and an unreferenced image: prune takes both.
+    let stale = env
+        .store()
+        .join("tmp")
+        .join(format!("img-{}.999999.0", &d[7..]));
+    std::fs::create_dir(&stale).unwrap();
+    env.give(&stale);
+    let dry = env.ok(&["prune", "--dry-run"]);
+    assert!(
+        dry.contains("would remove") && dry.contains("999999"),
+        "{dry}"
+    );
+    assert!(stale.exists(), "dry run removed something");
+
+    let out = env.ok(&["rmi", &spec]);
+    assert!(out.contains("untagged") && out.contains(&d), "{out}");
+    assert!(!env.sqfs(&d).exists());
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["images", "--json"])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 0);
+    env.ok(&["prune"]);
+    assert!(!stale.exists());
+
+    // Errors: one line, non-zero.
+    for args in [
+        vec!["pull", "Not A Ref"],
+        vec!["pull", "oci:/nonexistent/layout"],
+        vec!["inspect", "nothing-here"],
+        vec!["rmi", "nothing-here"],
+        vec!["pull", "--platform", "linux", &spec],
+        vec!["pull", "--store", "elsewhere", &spec],
+        vec!["pull", "--shared", &spec],
+    ] {
+        let o = env.run(&args);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_eq!(e.trim().lines().count(), 1, "{args:?}: {e}");
+        assert!(
+            e.starts_with("warren: ") || e.starts_with("error: "),
+            "{args:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn pull_busybox_from_registry() {
+    if !registry_up() {
+        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start; test-images.sh busybox)");
+    }
+    let env = Env::new();
+    let o = env.run(&["pull", "-q", "127.0.0.1:5000/test/busybox:latest"]);
+    if stderr(&o).contains("not implemented yet") {
+        skip!("the registry source is not implemented in this build");
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let got = read_sqfs(&env.sqfs(&d));
+    assert_eq!(got["bin/sh"].kind, 'l');
+    assert_eq!(got["bin/busybox"].kind, 'f');
+    assert_eq!(got["tmp"].mode, 0o1777);
+    // Cached re-pull answers from the store.
+    let o = env.run(&["pull", "127.0.0.1:5000/test/busybox:latest"]);
+    assert!(
+        o.status.success() && stderr(&o).contains("up to date"),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "127.0.0.1:5000/test/busybox"])).unwrap();
+    assert_eq!(v["cmd"], serde_json::json!(["/bin/sh"]));
+}
+
+#[test]
+fn one_tag_per_platform() {
+    if !registry_up() {
+        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start seeds test/multi)");
+    }
+    let env = Env::new();
+    let r = "127.0.0.1:5000/test/multi:latest";
+    let o = env.run(&["pull", "-q", "--platform", "linux/amd64", r]);
+    if !o.status.success() {
+        skip!("test/multi not pullable here: {}", stderr(&o));
+    }
+    let amd = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let arm = env
+        .ok(&["pull", "-q", "--platform", "linux/arm64", r])
+        .trim()
+        .to_string();
+    assert_ne!(amd, arm);
+    let rows: serde_json::Value = serde_json::from_str(&env.ok(&["images", "--json"])).unwrap();
+    let mut got: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["platform"].as_str().unwrap().to_string(),
+                r["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("linux/amd64".to_string(), amd.clone()),
+            ("linux/arm64".to_string(), arm.clone())
+        ]
+    );
+    // Both stay cached; rmi takes the tag on every platform and both images.
+    let o = env.run(&["pull", "--platform", "linux/amd64", r]);
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    let out = env.ok(&["rmi", r]);
+    assert!(out.contains(&amd) && out.contains(&arm), "{out}");
+    assert!(!env.sqfs(&amd).exists() && !env.sqfs(&arm).exists());
+}

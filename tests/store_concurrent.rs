@@ -1,0 +1,76 @@
+//! N processes pulling one image at once: all succeed with the same digest, and exactly
+//! one of them fetches the blobs and builds the squashfs (the others wait on its lock).
+
+mod pull_common;
+use pull_common::*;
+use std::process::Stdio;
+
+fn eight_pulls(env: &Env, image: &str) {
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            env.cmd(&["pull", image])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn warren")
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(o.status.success(), "a pull failed: {}", stderr(o));
+    }
+    let digests: std::collections::BTreeSet<String> = outs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .collect();
+    assert_eq!(digests.len(), 1, "digests differ: {digests:?}");
+    // Plain progress (no TTY): only the builder announces layers and squashes.
+    let builders = outs
+        .iter()
+        .filter(|o| stderr(o).contains("squashing"))
+        .count();
+    let fetchers = outs
+        .iter()
+        .filter(|o| stderr(o).contains("layer 1/"))
+        .count();
+    assert_eq!(builders, 1, "squashfs built by {builders} processes");
+    assert_eq!(fetchers, 1, "blobs fetched by {fetchers} processes");
+    let d = digests.into_iter().next().unwrap();
+    assert!(env.sqfs(&d).is_file());
+    let tmp: Vec<_> = std::fs::read_dir(env.store().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "debris in tmp: {tmp:?}");
+}
+
+#[test]
+fn eight_concurrent_pulls_of_a_layout() {
+    let env = Env::new();
+    let layout = env.path().join("torture");
+    if let Err(why) = torture_layout(&layout) {
+        skip!("{why}");
+    }
+    env.give(&layout);
+    eight_pulls(&env, &format!("oci:{}", layout.display()));
+}
+
+#[test]
+fn eight_concurrent_pulls_from_the_registry() {
+    if !registry_up() {
+        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start; test-images.sh busybox)");
+    }
+    let env = Env::new();
+    let probe = env.run(&["pull", "-q", "127.0.0.1:5000/test/busybox:latest"]);
+    if stderr(&probe).contains("not implemented yet") {
+        skip!("the registry source is not implemented in this build");
+    }
+    assert!(probe.status.success(), "{}", stderr(&probe));
+    // Start again from an empty store.
+    std::fs::remove_dir_all(env.store()).unwrap();
+    eight_pulls(&env, "127.0.0.1:5000/test/busybox:latest");
+}

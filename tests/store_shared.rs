@@ -1,0 +1,83 @@
+//! A shared store: an admin (root, umask 077) pulls into it with `--store shared`; the
+//! files come out 0644 and directories 0755 anyway, and an unprivileged user finds,
+//! inspects and "pulls" the image from it without copying anything.
+
+mod pull_common;
+use pull_common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn walk(p: &std::path::Path, f: &mut dyn FnMut(&std::path::Path, &std::fs::Metadata)) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    f(p, &m);
+    if m.is_dir() {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            walk(&e.path(), f);
+        }
+    }
+}
+
+#[test]
+fn admin_pulls_into_shared_user_reuses() {
+    if !is_root() || test_user().is_none() {
+        skip!("needs root and the {TEST_USER} user (scripts/setup-host.sh)");
+    }
+    let env = Env::new();
+    let shared = env.path().join("shared");
+    env.write_config(&format!("shared = [\"{}\"]\n", shared.display()));
+    let layout = env.path().join("torture");
+    if let Err(why) = torture_layout(&layout) {
+        skip!("{why}");
+    }
+    env.give(&layout);
+    let spec = format!("oci:{}", layout.display());
+
+    // The admin, with a strict umask.
+    let o = Command::new("sh")
+        .args(["-c", "umask 077; exec \"$0\" pull -q --store shared \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_warren"))
+        .arg(&spec)
+        .env("WARREN_CONFIG", env.path().join("warren.toml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "admin pull: {}", stderr(&o));
+    let digest = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    walk(&shared, &mut |p, m| {
+        let mode = m.permissions().mode() & 0o7777;
+        if m.is_dir() {
+            assert_eq!(mode, 0o755, "{p:?}");
+        } else {
+            assert_eq!(mode, 0o644, "{p:?}");
+        }
+    });
+
+    // The user: finds it, inspects it, re-pulls it without a copy.
+    let out = env.ok(&["images", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["digest"] == digest)
+        .expect("image listed");
+    assert_eq!(row["store"], "shared");
+    let insp: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", &spec])).unwrap();
+    assert_eq!(insp["labels"]["test"], "torture");
+    let again = env.run(&["pull", &spec]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+    let user_images = env.store().join("images");
+    let n = std::fs::read_dir(&user_images)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the user's store got a copy");
+    // The user cannot remove what is in the shared store.
+    let rmi = env.run(&["rmi", &digest]);
+    assert!(!rmi.status.success());
+    assert!(std::path::Path::new(
+        &shared
+            .join("images")
+            .join(digest.trim_start_matches("sha256:"))
+    )
+    .is_dir());
+}
