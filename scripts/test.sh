@@ -24,6 +24,7 @@ cleanup() { bash scripts/registry.sh stop || true; }
 trap cleanup EXIT
 bash scripts/registry.sh start
 bash scripts/test-images.sh all
+bash scripts/test-images.sh debian   # debootstrap minbase, ~30-90 s; cached after the first run
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
