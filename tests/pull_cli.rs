@@ -1,18 +1,14 @@
 //! The store commands end to end: pull, cached re-pull, images, inspect, rmi, prune, and
 //! one-line errors for bad input.
 
-mod pull_common;
-use pull_common::*;
+mod support;
+use support::registry::{need_registry, PLAIN};
+use support::*;
 
 #[test]
 fn pull_images_inspect_rmi_prune() {
     let env = Env::new();
-    let layout = env.path().join("torture");
-    if let Err(why) = torture_layout(&layout) {
-        skip!("{why}");
-    }
-    env.give(&layout);
-    let spec = format!("oci:{}", layout.display());
+    let spec = need!(env.torture());
     let d = env.ok(&["pull", "-q", &spec]).trim().to_string();
     assert!(d.starts_with("sha256:") && d.len() == 71, "{d}");
 
@@ -88,14 +84,9 @@ fn pull_images_inspect_rmi_prune() {
 
 #[test]
 fn pull_busybox_from_registry() {
-    if !registry_up() {
-        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start; test-images.sh busybox)");
-    }
+    need!(need_registry(&[PLAIN]));
     let env = Env::new();
     let o = env.run(&["pull", "-q", "127.0.0.1:5000/test/busybox:latest"]);
-    if stderr(&o).contains("not implemented yet") {
-        skip!("the registry source is not implemented in this build");
-    }
     assert!(o.status.success(), "{}", stderr(&o));
     let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let got = read_sqfs(&env.sqfs(&d));
@@ -116,9 +107,7 @@ fn pull_busybox_from_registry() {
 
 #[test]
 fn one_tag_per_platform() {
-    if !registry_up() {
-        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start seeds test/multi)");
-    }
+    need!(need_registry(&[PLAIN]));
     let env = Env::new();
     let r = "127.0.0.1:5000/test/multi:latest";
     let o = env.run(&["pull", "-q", "--platform", "linux/amd64", r]);
