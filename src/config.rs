@@ -32,6 +32,11 @@ pub struct StoreConfig {
     pub keep_layers: bool,
 }
 
+/// The squashfs compressors `pull.compression` may name: those tar2sqfs offers (it
+/// cannot write uncompressed images; lz4 is the fastest to read).
+pub const COMPRESSORS: &[&str] = &["zstd", "gzip", "xz", "lz4"];
+
+/// `[pull]`: downloading layers and squashing them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PullConfig {
@@ -45,7 +50,7 @@ pub struct PullConfig {
     pub platform: Option<String>,
     /// Registries tried, in order, for a reference without a registry host.
     pub short_name_registries: Vec<String>,
-    /// squashfs compressor: "zstd" (default), "gzip", "xz", "lz4", "none".
+    /// squashfs compressor, one of [`COMPRESSORS`]; default "zstd".
     pub compression: String,
     /// Compressor level (zstd 1..22, gzip 1..9); 0 = compressor default.
     pub compression_level: u32,
@@ -201,13 +206,11 @@ impl Config {
                 self.run.overlay
             );
         }
-        if !matches!(
-            self.pull.compression.as_str(),
-            "zstd" | "gzip" | "xz" | "lz4" | "none"
-        ) {
+        if !COMPRESSORS.contains(&self.pull.compression.as_str()) {
             bail!(
-                "config pull.compression: {:?} is not one of zstd, gzip, xz, lz4, none",
-                self.pull.compression
+                "config pull.compression: {:?} is not one of {} (tar2sqfs writes no uncompressed images)",
+                self.pull.compression,
+                COMPRESSORS.join(", ")
             );
         }
         if self.pull.parallel == 0 || self.pull.parallel > 64 {
@@ -339,6 +342,19 @@ mod tests {
     fn unknown_key_is_an_error() {
         let e = Config::from_toml("[pull]\nparalel = 3\n").unwrap_err();
         assert!(format!("{e:#}").contains("paralel"), "{e:#}");
+    }
+
+    #[test]
+    fn uncompressed_images_are_refused() {
+        let e = Config::from_toml("[pull]\ncompression = \"none\"\n").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("pull.compression") && e.contains("zstd, gzip, xz, lz4"),
+            "{e}"
+        );
+        for c in COMPRESSORS {
+            Config::from_toml(&format!("[pull]\ncompression = \"{c}\"\n")).unwrap();
+        }
     }
 
     #[test]

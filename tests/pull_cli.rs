@@ -147,3 +147,17 @@ fn one_tag_per_platform() {
     assert!(out.contains(&amd) && out.contains(&arm), "{out}");
     assert!(!env.sqfs(&amd).exists() && !env.sqfs(&arm).exists());
 }
+
+/// tar2sqfs cannot write uncompressed images, so the config refuses to ask for one.
+#[test]
+fn uncompressed_squashfs_is_refused_by_the_config() {
+    let env = Env::with_config("[pull]\ncompression = \"none\"\n");
+    let o = env.run(&["pull", "-q", "oci:/nonexistent/layout"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted: {e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("pull.compression") && e.contains("\"none\" is not one of zstd, gzip, xz, lz4"),
+        "{e}"
+    );
+}

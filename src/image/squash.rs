@@ -42,13 +42,13 @@ impl SquashOptions {
     }
 
     fn args(&self) -> Result<Vec<String>> {
-        let comp = match self.compression.as_str() {
-            "zstd" | "gzip" | "xz" | "lz4" => self.compression.clone(),
-            "none" => bail!(
-                "pull.compression \"none\" is not supported by tar2sqfs; use lz4 for the fastest reads"
-            ),
-            other => bail!("pull.compression {other:?} is not one of zstd, gzip, xz, lz4"),
-        };
+        let comp = self.compression.clone();
+        if !crate::config::COMPRESSORS.contains(&comp.as_str()) {
+            bail!(
+                "pull.compression {comp:?} is not one of {}",
+                crate::config::COMPRESSORS.join(", ")
+            );
+        }
         let mut a = vec![
             "--quiet".into(),
             "--no-skip".into(),
