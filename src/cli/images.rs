@@ -85,7 +85,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        super::print_json(&rows)?;
         return Ok(0);
     }
     println!(

@@ -118,6 +118,17 @@ pub fn main() -> i32 {
     }
 }
 
+/// Pretty JSON and a newline on stdout, buffered (a 100,000-user report is tens of
+/// megabytes), write errors returned: what every `--json` prints through.
+pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// The error chain on one line: `outer: inner: cause`.
 pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
