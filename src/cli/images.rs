@@ -58,15 +58,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 store_path: stores.stores[j].root.display().to_string(),
             });
         }
-        for e in std::fs::read_dir(s.images_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let hex = e.file_name().to_string_lossy().into_owned();
-            let Ok(d) = crate::digest::Digest::parse(&format!("sha256:{hex}")) else {
-                continue;
-            };
+        for d in s.image_digests() {
             if named.contains(&d) {
                 continue;
             }
