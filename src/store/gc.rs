@@ -124,7 +124,8 @@ pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneRep
             .or_else(|| name.strip_prefix("blob-").map(|r| ("blob", r)));
         let free = match owner {
             Some((kind, rest)) => {
-                match Digest::parse(&format!("sha256:{}", &rest[..rest.len().min(64)])) {
+                // `get`: a name is any bytes; slicing at 64 could split a character.
+                match Digest::parse(&format!("sha256:{}", rest.get(..64).unwrap_or(rest))) {
                     Ok(d) => Lock::try_exclusive(&store.lock_file(kind, &d))?,
                     Err(_) => None,
                 }
@@ -137,4 +138,22 @@ pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneRep
         }
     }
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_ascii_names_in_tmp_do_not_panic_prune() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::create(d.path()).unwrap();
+        // 63 hex digits and a two-byte character straddling byte 64.
+        let odd = store.tmp().join(format!("img-{}\u{e9}", "a".repeat(63)));
+        fs::write(&odd, b"x").unwrap();
+        let rep = prune(&store, false, false).unwrap();
+        // Not a staging name of ours (no digest): left alone.
+        assert!(rep.removed.is_empty(), "{:?}", rep.removed);
+        assert!(odd.exists());
+    }
 }
