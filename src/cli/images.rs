@@ -90,24 +90,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             r.name.as_deref().unwrap_or("<none>"),
             r.platform.as_deref().unwrap_or("-"),
             &r.digest[..19.min(r.digest.len())],
-            human(r.size),
+            // The units of pull's progress bars (KiB, MiB, ...).
+            indicatif::HumanBytes(r.size).to_string(),
             r.store
         );
     }
     Ok(0)
-}
-
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < U.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
 }
