@@ -70,6 +70,9 @@ fn pull_images_inspect_rmi_prune() {
         vec!["pull", "--platform", "linux", &spec],
         vec!["pull", "--store", "elsewhere", &spec],
         vec!["pull", "--shared", &spec],
+        vec!["rmi", "--store", "elsewhere", &spec],
+        vec!["prune", "--store", "elsewhere"],
+        vec!["prune", "--shared"],
     ] {
         let o = env.run(&args);
         let e = stderr(&o);

@@ -14,6 +14,7 @@ pub mod pull;
 pub mod rm;
 pub mod rmi;
 pub mod run;
+pub mod store_args;
 pub mod unshare;
 
 #[derive(Parser, Debug)]
