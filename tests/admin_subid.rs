@@ -44,6 +44,13 @@ fn run(args: &[&str], root: &Path) -> Output {
         .unwrap()
 }
 
+/// `warren admin subid plan ARGS --root ROOT`.
+fn plan(args: &[&str], root: &Path) -> Output {
+    let mut a = vec!["admin", "subid", "plan"];
+    a.extend_from_slice(args);
+    run(&a, root)
+}
+
 /// The planned entries for `file` ("subuid" or "subgid") in `plan --json` output.
 fn planned<'a>(v: &'a serde_json::Value, file: &str) -> &'a [serde_json::Value] {
     v["plan"][file].as_array().unwrap()
@@ -126,7 +133,7 @@ fn plan_deterministic_and_first_fit() {
     gr.push_str("lab:x:165540:\n");
     fs::write(r.path().join("etc/group"), gr).unwrap();
     // carol (UID 1002) is written by UID in subuid; the plan must recognise her.
-    let o = run(&["admin", "subid", "plan", "--json"], r.path());
+    let o = plan(&["--json"], r.path());
     let v = json(&o);
     assert_eq!(planned(&v, "subuid").len(), 0);
     let g: Vec<(String, u64)> = planned(&v, "subgid")
@@ -149,21 +156,11 @@ fn plan_deterministic_and_first_fit() {
     );
     assert_eq!(v["plan"]["errors"][0]["user"], "bob");
     assert_eq!(o.status.code(), Some(1));
-    let o = run(&["admin", "subid", "plan"], r.path());
+    let o = plan(&[], r.path());
     assert_eq!(o.status.code(), Some(1), "errors make plan fail");
     assert!(stderr(&o).contains("bob (UID 1001)"));
     // first-fit gives the others their subuid start, and bob the first free range.
-    let o = run(
-        &[
-            "admin",
-            "subid",
-            "plan",
-            "--strategy",
-            "first-fit",
-            "--json",
-        ],
-        r.path(),
-    );
+    let o = plan(&["--strategy", "first-fit", "--json"], r.path());
     assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     let bob = planned(&v, "subgid")
@@ -184,11 +181,8 @@ fn plan_selection_and_limits() {
     let r = root_with(None, None);
     let users = r.path().join("users");
     fs::write(&users, "# two of them\nbob\ncarol\n").unwrap();
-    let o = run(
+    let o = plan(
         &[
-            "admin",
-            "subid",
-            "plan",
             "--json",
             "--users-file",
             users.to_str().unwrap(),
@@ -214,16 +208,7 @@ fn plan_selection_and_limits() {
         .collect();
     assert_eq!(lines, vec!["bob:1100000:100000", "carol:1200000:100000"]);
     fs::write(&users, "bob\nmallory\n").unwrap();
-    let o = run(
-        &[
-            "admin",
-            "subid",
-            "plan",
-            "--users-file",
-            users.to_str().unwrap(),
-        ],
-        r.path(),
-    );
+    let o = plan(&["--users-file", users.to_str().unwrap()], r.path());
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains(":2: no such user \"mallory\""),
@@ -231,17 +216,7 @@ fn plan_selection_and_limits() {
         stderr(&o)
     );
     // UID range: UIDs without accounts are written by number.
-    let o = run(
-        &[
-            "admin",
-            "subid",
-            "plan",
-            "--json",
-            "--uid-range",
-            "1003-1004",
-        ],
-        r.path(),
-    );
+    let o = plan(&["--json", "--uid-range", "1003-1004"], r.path());
     let v = json(&o);
     let owners: Vec<&str> = planned(&v, "subuid")
         .iter()
@@ -249,11 +224,8 @@ fn plan_selection_and_limits() {
         .collect();
     assert_eq!(owners, vec!["dave", "1004"]);
     // Past 2^32-1: refused.
-    let o = run(
+    let o = plan(
         &[
-            "admin",
-            "subid",
-            "plan",
             "--strategy",
             "first-fit",
             "--base",
@@ -264,7 +236,7 @@ fn plan_selection_and_limits() {
         r.path(),
     );
     assert_eq!(o.status.code(), Some(1));
-    let o = run(&["admin", "subid", "plan", "--size", "0"], r.path());
+    let o = plan(&["--size", "0"], r.path());
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("invalid SUB_UID limits"));
 }
