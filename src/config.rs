@@ -52,7 +52,8 @@ pub struct PullConfig {
     pub short_name_registries: Vec<String>,
     /// squashfs compressor, one of [`COMPRESSORS`]; default "zstd".
     pub compression: String,
-    /// Compressor level (zstd 1..22, gzip 1..9); 0 = compressor default.
+    /// Compressor level (zstd 1..22, gzip and xz 1..9; ignored for lz4); 0 = compressor
+    /// default.
     pub compression_level: u32,
     /// Entry count above which a layer is rejected (hostile-input bound).
     pub max_entries: u64,
@@ -213,6 +214,19 @@ impl Config {
                 COMPRESSORS.join(", ")
             );
         }
+        let max_level = match self.pull.compression.as_str() {
+            "zstd" => 22,
+            "gzip" | "xz" => 9,
+            // lz4 has no levels: the setting (default 3, for zstd) is ignored.
+            _ => u32::MAX,
+        };
+        if self.pull.compression_level > max_level {
+            bail!(
+                "config pull.compression_level: {} is not in 0..={max_level} for {} (0: its default)",
+                self.pull.compression_level,
+                self.pull.compression
+            );
+        }
         if self.pull.parallel == 0 || self.pull.parallel > 64 {
             bail!(
                 "config pull.parallel: {} is not in 1..=64",
@@ -353,7 +367,23 @@ mod tests {
             "{e}"
         );
         for c in COMPRESSORS {
-            Config::from_toml(&format!("[pull]\ncompression = \"{c}\"\n")).unwrap();
+            // The default level (3) with lz4 too, which ignores it.
+            let level = if *c == "lz4" { 3 } else { 9 };
+            Config::from_toml(&format!(
+                "[pull]\ncompression = \"{c}\"\ncompression_level = {level}\n"
+            ))
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn compression_level_out_of_range_is_refused() {
+        for (c, bad) in [("zstd", 23), ("gzip", 10), ("xz", 10)] {
+            let e = Config::from_toml(&format!(
+                "[pull]\ncompression = \"{c}\"\ncompression_level = {bad}\n"
+            ))
+            .unwrap_err();
+            assert!(format!("{e:#}").contains("pull.compression_level"), "{e:#}");
         }
     }
 
