@@ -44,6 +44,13 @@ fn run(args: &[&str], root: &Path) -> Output {
         .unwrap()
 }
 
+/// Append erin (UID 1004, no range yet) to ETC/passwd.
+fn add_erin(etc: &Path) {
+    let mut pw = fs::read_to_string(etc.join("passwd")).unwrap();
+    pw.push_str("erin:x:1004:1004::/home/erin:/bin/bash\n");
+    fs::write(etc.join("passwd"), pw).unwrap();
+}
+
 /// `warren admin subid plan ARGS --root ROOT`.
 fn plan(args: &[&str], root: &Path) -> Output {
     let mut a = vec!["admin", "subid", "plan"];
@@ -245,9 +252,7 @@ fn plan_selection_and_limits() {
 fn apply_twice_is_idempotent_and_dry_run_writes_nothing() {
     let r = root_with(Some("clean.subuid"), Some("clean.subgid"));
     let etc = r.path().join("etc");
-    let mut pw = fs::read_to_string(etc.join("passwd")).unwrap();
-    pw.push_str("erin:x:1004:1004::/home/erin:/bin/bash\n");
-    fs::write(etc.join("passwd"), pw).unwrap();
+    add_erin(&etc);
     let before = fs::read_to_string(etc.join("subuid")).unwrap();
 
     let o = run(&["admin", "subid", "apply", "--dry-run"], r.path());
@@ -341,9 +346,7 @@ fn useradd_is_excluded_while_apply_holds_the_lock() {
     for f in ["shadow", "gshadow"] {
         fs::write(etc.join(f), "").unwrap();
     }
-    let mut pw = fs::read_to_string(etc.join("passwd")).unwrap();
-    pw.push_str("erin:x:1004:1004::/home/erin:/bin/bash\n");
-    fs::write(etc.join("passwd"), pw).unwrap();
+    add_erin(&etc);
     // The pause applies to each file, so warren holds the locks for 2 × 12 s: longer than
     // useradd's 15 one-second tries.
     let (mut child, _err) = paused_apply(r.path(), 12);
@@ -415,9 +418,7 @@ fn paused_apply(
 fn apply_killed_mid_write_leaves_old_file_and_next_run_recovers() {
     let r = root_with(Some("clean.subuid"), Some("clean.subgid"));
     let etc = r.path().join("etc");
-    let mut pw = fs::read_to_string(etc.join("passwd")).unwrap();
-    pw.push_str("erin:x:1004:1004::/home/erin:/bin/bash\n");
-    fs::write(etc.join("passwd"), pw).unwrap();
+    add_erin(&etc);
     let before = fs::read_to_string(etc.join("subuid")).unwrap();
     let (mut child, _err) = paused_apply(r.path(), 60);
     // The new content is complete in the temp file, not yet renamed.
