@@ -32,6 +32,11 @@ pub struct StoreConfig {
     pub keep_layers: bool,
 }
 
+/// The squashfs compressors `pull.compression` may name: those tar2sqfs offers (it
+/// cannot write uncompressed images; lz4 is the fastest to read).
+pub const COMPRESSORS: &[&str] = &["zstd", "gzip", "xz", "lz4"];
+
+/// `[pull]`: downloading layers and squashing them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PullConfig {
@@ -45,9 +50,10 @@ pub struct PullConfig {
     pub platform: Option<String>,
     /// Registries tried, in order, for a reference without a registry host.
     pub short_name_registries: Vec<String>,
-    /// squashfs compressor: "zstd" (default), "gzip", "xz", "lz4", "none".
+    /// squashfs compressor, one of [`COMPRESSORS`]; default "zstd".
     pub compression: String,
-    /// Compressor level (zstd 1..22, gzip 1..9); 0 = compressor default.
+    /// Compressor level (zstd 1..22, gzip and xz 1..9; ignored for lz4); 0 = compressor
+    /// default.
     pub compression_level: u32,
     /// Entry count above which a layer is rejected (hostile-input bound).
     pub max_entries: u64,
@@ -201,12 +207,23 @@ impl Config {
                 self.run.overlay
             );
         }
-        if !matches!(
-            self.pull.compression.as_str(),
-            "zstd" | "gzip" | "xz" | "lz4" | "none"
-        ) {
+        if !COMPRESSORS.contains(&self.pull.compression.as_str()) {
             bail!(
-                "config pull.compression: {:?} is not one of zstd, gzip, xz, lz4, none",
+                "config pull.compression: {:?} is not one of {} (tar2sqfs writes no uncompressed images)",
+                self.pull.compression,
+                COMPRESSORS.join(", ")
+            );
+        }
+        let max_level = match self.pull.compression.as_str() {
+            "zstd" => 22,
+            "gzip" | "xz" => 9,
+            // lz4 has no levels: the setting (default 3, for zstd) is ignored.
+            _ => u32::MAX,
+        };
+        if self.pull.compression_level > max_level {
+            bail!(
+                "config pull.compression_level: {} is not in 0..={max_level} for {} (0: its default)",
+                self.pull.compression_level,
                 self.pull.compression
             );
         }
@@ -339,6 +356,35 @@ mod tests {
     fn unknown_key_is_an_error() {
         let e = Config::from_toml("[pull]\nparalel = 3\n").unwrap_err();
         assert!(format!("{e:#}").contains("paralel"), "{e:#}");
+    }
+
+    #[test]
+    fn uncompressed_images_are_refused() {
+        let e = Config::from_toml("[pull]\ncompression = \"none\"\n").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("pull.compression") && e.contains("zstd, gzip, xz, lz4"),
+            "{e}"
+        );
+        for c in COMPRESSORS {
+            // The default level (3) with lz4 too, which ignores it.
+            let level = if *c == "lz4" { 3 } else { 9 };
+            Config::from_toml(&format!(
+                "[pull]\ncompression = \"{c}\"\ncompression_level = {level}\n"
+            ))
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn compression_level_out_of_range_is_refused() {
+        for (c, bad) in [("zstd", 23), ("gzip", 10), ("xz", 10)] {
+            let e = Config::from_toml(&format!(
+                "[pull]\ncompression = \"{c}\"\ncompression_level = {bad}\n"
+            ))
+            .unwrap_err();
+            assert!(format!("{e:#}").contains("pull.compression_level"), "{e:#}");
+        }
     }
 
     #[test]

@@ -3,11 +3,13 @@
 use anyhow::{Context, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` so that readers see either the old file or the whole new one:
-/// a temp name in the same directory, fsync, rename, fsync of the directory.
+/// a temp name in the same directory, fsync, rename, fsync of the directory. The file
+/// gets exactly `mode`, whatever the umask (a shared store's files must be readable by
+/// every user even when an admin with umask 077 writes them).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = temp_sibling(path);
     let res = (|| -> Result<()> {
@@ -17,6 +19,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .mode(mode)
             .open(&tmp)
             .with_context(|| format!("create {}", tmp.display()))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", tmp.display()))?;
         f.write_all(bytes)
             .with_context(|| format!("write {}", tmp.display()))?;
         f.sync_all()

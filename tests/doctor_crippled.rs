@@ -4,35 +4,25 @@
 //! FAIL with its fix. Needs root (to build the setups) and the users made by
 //! scripts/setup-host.sh; skips with a reason otherwise.
 
+mod support;
+use support::*;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn prerequisites() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: doctor crippled-setup tests need root");
-        return false;
-    }
-    for u in ["warren-ci", "warren-nosub"] {
-        if nix::unistd::User::from_name(u).ok().flatten().is_none() {
-            eprintln!("SKIP: user {u} missing (run scripts/setup-host.sh)");
-            return false;
-        }
-    }
-    if !Path::new("/usr/bin/newuidmap").exists() {
-        eprintln!("SKIP: uidmap not installed");
-        return false;
-    }
-    true
+/// The two test users, or why the test cannot run.
+fn prerequisites() -> Result<(User, User), String> {
+    let ci = need_user(TEST_USER)?;
+    let nosub = need_user(NOSUB_USER)?;
+    need_programs(&["/usr/bin/newuidmap"])?;
+    Ok((ci, nosub))
 }
 
 /// A temp dir the test users can enter.
-fn shared_tmp() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    d
+fn shared_tmp() -> TestDir {
+    TestDir::new("warren-doctor-")
 }
 
 /// Subid files with a range for warren-ci only.
@@ -47,20 +37,15 @@ fn subid_files(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// Run doctor (`--json`) as `user` (None: as root) with extra args and env.
 fn doctor(
-    user: Option<&str>,
+    user: Option<&User>,
     args: &[&str],
     env: &[(&str, &str)],
     dir: &Path,
 ) -> (Output, serde_json::Value) {
     let (u, g) = subid_files(dir);
-    let bin = env!("CARGO_BIN_EXE_warren");
     let mut c = match user {
-        Some(name) => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", name, "--", bin]);
-            c
-        }
-        None => Command::new(bin),
+        Some(user) => user.command(warren_bin()),
+        None => Command::new(warren_bin()),
     };
     c.args(["doctor", "--json", "--subuid"])
         .arg(&u)
@@ -73,13 +58,7 @@ fn doctor(
         c.env(k, v);
     }
     let o = c.output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "doctor JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
+    let v = json(&o);
     (o, v)
 }
 
@@ -94,15 +73,13 @@ fn check<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 
 #[test]
 fn newuidmap_without_setuid_fails_with_fix() {
-    if !prerequisites() {
-        return;
-    }
+    let (ci, _) = need!(prerequisites());
     let d = shared_tmp();
     let copy = d.path().join("newuidmap");
     fs::copy("/usr/bin/newuidmap", &copy).unwrap();
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
     let (o, v) = doctor(
-        Some("warren-ci"),
+        Some(&ci),
         &["--newuidmap", copy.to_str().unwrap()],
         &[],
         d.path(),
@@ -129,7 +106,7 @@ fn newuidmap_without_setuid_fails_with_fix() {
         .is_ok_and(|s| s.success())
     {
         let (_, v) = doctor(
-            Some("warren-ci"),
+            Some(&ci),
             &["--newuidmap", copy.to_str().unwrap()],
             &[],
             d.path(),
@@ -138,17 +115,18 @@ fn newuidmap_without_setuid_fails_with_fix() {
         assert_eq!(c["status"], "ok", "{c}");
         assert!(c["detail"].as_str().unwrap().contains("cap_setuid+ep"));
     } else {
-        eprintln!("SKIP part: setcap unavailable");
+        eprintln!(
+            "SKIP part of {}: setcap unavailable",
+            prereq::test_name(module_path!())
+        );
     }
 }
 
 #[test]
 fn user_without_subuid_fails_with_fix() {
-    if !prerequisites() {
-        return;
-    }
+    let (_, nosub) = need!(prerequisites());
     let d = shared_tmp();
-    let (o, v) = doctor(Some("warren-nosub"), &[], &[], d.path());
+    let (o, v) = doctor(Some(&nosub), &[], &[], d.path());
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(v["user"], "warren-nosub");
     for id in ["subuid", "subgid"] {
@@ -168,21 +146,12 @@ fn user_without_subuid_fails_with_fix() {
     let (o, v) = doctor(None, &["--user", "warren-nosub"], &[], d.path());
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(check(&v, "subuid")["status"], "fail");
-    assert_eq!(
-        v["uid"],
-        nix::unistd::User::from_name("warren-nosub")
-            .unwrap()
-            .unwrap()
-            .uid
-            .as_raw()
-    );
+    assert_eq!(v["uid"], nosub.uid);
 }
 
 #[test]
 fn unreadable_fuse_device_fails_with_fix() {
-    if !prerequisites() {
-        return;
-    }
+    let (ci, _) = need!(prerequisites());
     let d = shared_tmp();
     // A private device node (same major/minor as /dev/fuse), so the real one is untouched.
     let dev = d.path().join("fuse");
@@ -193,13 +162,12 @@ fn unreadable_fuse_device_fails_with_fix() {
         nix::sys::stat::makedev(10, 229),
     );
     if made.is_err() {
-        eprintln!("SKIP: cannot mknod in {}: {made:?}", d.path().display());
-        return;
+        skip!("cannot mknod in {}: {made:?}", d.path().display());
     }
     fs::set_permissions(&dev, fs::Permissions::from_mode(0o600)).unwrap();
     let devs = dev.to_str().unwrap();
     let (o, v) = doctor(
-        Some("warren-ci"),
+        Some(&ci),
         &[],
         &[("WARREN_DOCTOR_FUSE_DEV", devs)],
         d.path(),
@@ -225,7 +193,7 @@ fn unreadable_fuse_device_fails_with_fix() {
     // Fixed as the fix says: OK.
     fs::set_permissions(&dev, fs::Permissions::from_mode(0o666)).unwrap();
     let (_, v) = doctor(
-        Some("warren-ci"),
+        Some(&ci),
         &[],
         &[("WARREN_DOCTOR_FUSE_DEV", devs)],
         d.path(),
@@ -233,7 +201,7 @@ fn unreadable_fuse_device_fails_with_fix() {
     assert_eq!(check(&v, "fuse_device")["status"], "ok", "{v}");
     // Missing device.
     let (_, v) = doctor(
-        Some("warren-ci"),
+        Some(&ci),
         &["--fuse-dev", "/nonexistent/fuse"],
         &[],
         d.path(),
@@ -246,15 +214,13 @@ fn unreadable_fuse_device_fails_with_fix() {
 
 #[test]
 fn writable_shared_store_fails() {
-    if !prerequisites() {
-        return;
-    }
+    let (ci, _) = need!(prerequisites());
     let d = shared_tmp();
     let shared = d.path().join("shared");
     fs::create_dir(&shared).unwrap();
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
     let (o, v) = doctor(
-        Some("warren-ci"),
+        Some(&ci),
         &[],
         &[("WARREN_STORE_SHARED", shared.to_str().unwrap())],
         d.path(),
@@ -265,7 +231,7 @@ fn writable_shared_store_fails() {
     assert!(c["fix"].as_str().unwrap().contains("chmod go-w"));
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
     let (_, v) = doctor(
-        Some("warren-ci"),
+        Some(&ci),
         &[],
         &[("WARREN_STORE_SHARED", shared.to_str().unwrap())],
         d.path(),
@@ -275,11 +241,9 @@ fn writable_shared_store_fails() {
 
 #[test]
 fn healthy_user_and_cli_surface() {
-    if !prerequisites() {
-        return;
-    }
+    let (ci, _) = need!(prerequisites());
     let d = shared_tmp();
-    let (_, v) = doctor(Some("warren-ci"), &[], &[], d.path());
+    let (_, v) = doctor(Some(&ci), &[], &[], d.path());
     for id in [
         "kernel",
         "max_user_namespaces",
@@ -299,22 +263,15 @@ fn healthy_user_and_cli_surface() {
     // The overlay probe's answer (or its error) is reported, never a FAIL.
     assert_ne!(check(&v, "overlay")["status"], "fail");
     // A user cannot doctor someone else.
-    let o = Command::new("runuser")
-        .args([
-            "-u",
-            "warren-ci",
-            "--",
-            env!("CARGO_BIN_EXE_warren"),
-            "doctor",
-            "--user",
-            "warren-nosub",
-        ])
+    let o = ci
+        .command(warren_bin())
+        .args(["doctor", "--user", NOSUB_USER])
         .env("WARREN_CONFIG", "/dev/null")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("only root can check another user"));
-    let o = Command::new(env!("CARGO_BIN_EXE_warren"))
+    let o = Command::new(warren_bin())
         .args(["doctor", "--apparmor-profile"])
         .output()
         .unwrap();

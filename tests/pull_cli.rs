@@ -1,18 +1,14 @@
 //! The store commands end to end: pull, cached re-pull, images, inspect, rmi, prune, and
 //! one-line errors for bad input.
 
-mod pull_common;
-use pull_common::*;
+mod support;
+use support::registry::{need_registry, PLAIN};
+use support::*;
 
 #[test]
 fn pull_images_inspect_rmi_prune() {
     let env = Env::new();
-    let layout = env.path().join("torture");
-    if let Err(why) = torture_layout(&layout) {
-        skip!("{why}");
-    }
-    env.give(&layout);
-    let spec = format!("oci:{}", layout.display());
+    let spec = need!(env.torture());
     let d = env.ok(&["pull", "-q", &spec]).trim().to_string();
     assert!(d.starts_with("sha256:") && d.len() == 71, "{d}");
 
@@ -74,6 +70,9 @@ fn pull_images_inspect_rmi_prune() {
         vec!["pull", "--platform", "linux", &spec],
         vec!["pull", "--store", "elsewhere", &spec],
         vec!["pull", "--shared", &spec],
+        vec!["rmi", "--store", "elsewhere", &spec],
+        vec!["prune", "--store", "elsewhere"],
+        vec!["prune", "--shared"],
     ] {
         let o = env.run(&args);
         let e = stderr(&o);
@@ -88,14 +87,9 @@ fn pull_images_inspect_rmi_prune() {
 
 #[test]
 fn pull_busybox_from_registry() {
-    if !registry_up() {
-        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start; test-images.sh busybox)");
-    }
+    need!(need_registry(&[PLAIN]));
     let env = Env::new();
     let o = env.run(&["pull", "-q", "127.0.0.1:5000/test/busybox:latest"]);
-    if stderr(&o).contains("not implemented yet") {
-        skip!("the registry source is not implemented in this build");
-    }
     assert!(o.status.success(), "{}", stderr(&o));
     let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let got = read_sqfs(&env.sqfs(&d));
@@ -116,9 +110,7 @@ fn pull_busybox_from_registry() {
 
 #[test]
 fn one_tag_per_platform() {
-    if !registry_up() {
-        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start seeds test/multi)");
-    }
+    need!(need_registry(&[PLAIN]));
     let env = Env::new();
     let r = "127.0.0.1:5000/test/multi:latest";
     let o = env.run(&["pull", "-q", "--platform", "linux/amd64", r]);
@@ -157,4 +149,18 @@ fn one_tag_per_platform() {
     let out = env.ok(&["rmi", r]);
     assert!(out.contains(&amd) && out.contains(&arm), "{out}");
     assert!(!env.sqfs(&amd).exists() && !env.sqfs(&arm).exists());
+}
+
+/// tar2sqfs cannot write uncompressed images, so the config refuses to ask for one.
+#[test]
+fn uncompressed_squashfs_is_refused_by_the_config() {
+    let env = Env::with_config("[pull]\ncompression = \"none\"\n");
+    let o = env.run(&["pull", "-q", "oci:/nonexistent/layout"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted: {e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("pull.compression") && e.contains("\"none\" is not one of zstd, gzip, xz, lz4"),
+        "{e}"
+    );
 }

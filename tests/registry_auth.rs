@@ -2,23 +2,11 @@
 //! 127.0.0.1:5001 (HTTPS with the test CA, basic auth) and 127.0.0.1:5002 (bearer tokens
 //! from the test token server on :5003).
 
-mod registry_support;
+mod support;
 
-use registry_support::*;
+use support::registry::*;
 use warren::platform::Platform;
-use warren::reference::ImageRef;
-use warren::registry::credentials::AuthFiles;
-use warren::registry::open_source_with;
 use warren::source::Source;
-
-fn open(cfg: &str, r: &str, auth: Vec<std::path::PathBuf>) -> Box<dyn Source> {
-    open_source_with(
-        &config(cfg),
-        &ImageRef::parse(r).expect("reference"),
-        AuthFiles::new(auth),
-    )
-    .expect("open source")
-}
 
 /// Resolve and fetch the first layer: the whole read path works.
 fn pull_ok(src: &dyn Source) {
@@ -39,9 +27,7 @@ fn err(src: &dyn Source) -> String {
 
 #[test]
 fn tls_basic_with_ca_file_and_auth_json() {
-    if !require("tls_basic_with_ca_file_and_auth_json", &[BASIC]) {
-        return;
-    }
+    need!(need_registry(&[BASIC]));
     let d = tempfile::tempdir().unwrap();
     let auth = auth_file(d.path(), &[(BASIC, BASIC_USER.0, BASIC_USER.1)]);
     pull_ok(&*open(
@@ -65,9 +51,7 @@ fn tls_basic_with_ca_file_and_auth_json() {
 
 #[test]
 fn tls_insecure_skips_verification() {
-    if !require("tls_insecure_skips_verification", &[BASIC]) {
-        return;
-    }
+    need!(need_registry(&[BASIC]));
     let d = tempfile::tempdir().unwrap();
     let auth = auth_file(d.path(), &[(BASIC, BASIC_USER.0, BASIC_USER.1)]);
     pull_ok(&*open(
@@ -79,9 +63,7 @@ fn tls_insecure_skips_verification() {
 
 #[test]
 fn tls_untrusted_certificate_is_a_clear_error() {
-    if !require("tls_untrusted_certificate_is_a_clear_error", &[BASIC]) {
-        return;
-    }
+    need!(need_registry(&[BASIC]));
     let d = tempfile::tempdir().unwrap();
     let auth = auth_file(d.path(), &[(BASIC, BASIC_USER.0, BASIC_USER.1)]);
     let e = err(&*open("", "127.0.0.1:5001/test/busybox:latest", vec![auth]));
@@ -93,9 +75,7 @@ fn tls_untrusted_certificate_is_a_clear_error() {
 
 #[test]
 fn basic_wrong_password_and_no_credentials() {
-    if !require("basic_wrong_password_and_no_credentials", &[BASIC]) {
-        return;
-    }
+    need!(need_registry(&[BASIC]));
     let d = tempfile::tempdir().unwrap();
     let auth = auth_file(d.path(), &[(BASIC, BASIC_USER.0, "not-the-password")]);
     let e = err(&*open(
@@ -120,17 +100,13 @@ fn basic_wrong_password_and_no_credentials() {
 
 #[test]
 fn bearer_anonymous_pull() {
-    if !require("bearer_anonymous_pull", &[TOKEN, TOKEN_SERVER]) {
-        return;
-    }
+    need!(need_registry(&[TOKEN, TOKEN_SERVER]));
     pull_ok(&*open("", "127.0.0.1:5002/test/busybox:latest", vec![]));
 }
 
 #[test]
 fn bearer_private_needs_credentials() {
-    if !require("bearer_private_needs_credentials", &[TOKEN, TOKEN_SERVER]) {
-        return;
-    }
+    need!(need_registry(&[TOKEN, TOKEN_SERVER]));
     let e = err(&*open("", "127.0.0.1:5002/private/busybox:latest", vec![]));
     assert!(e.contains("denied to anonymous users"), "{e}");
 
@@ -157,9 +133,7 @@ fn bearer_private_needs_credentials() {
 
 #[test]
 fn bearer_token_is_cached_per_scope() {
-    if !require("bearer_token_is_cached_per_scope", &[TOKEN, TOKEN_SERVER]) {
-        return;
-    }
+    need!(need_registry(&[TOKEN, TOKEN_SERVER]));
     let log = state_dir().join("registry/token-requests.log");
     let count = || {
         std::fs::read_to_string(&log)

@@ -2,21 +2,16 @@
 //! DOCKER_CONFIG's config.json). One test in its own binary: it changes the process
 //! environment, which must not race other tests.
 
-mod registry_support;
+mod support;
 
-use registry_support::*;
+use support::registry::*;
 use warren::platform::Platform;
 use warren::reference::ImageRef;
 use warren::registry::open_source;
 
 #[test]
 fn credentials_from_registry_auth_file_and_docker_config() {
-    if !require(
-        "credentials_from_registry_auth_file_and_docker_config",
-        &[BASIC, TOKEN, TOKEN_SERVER],
-    ) {
-        return;
-    }
+    need!(need_registry(&[BASIC, TOKEN, TOKEN_SERVER]));
     let home = tempfile::tempdir().unwrap();
     let podman = tempfile::tempdir().unwrap();
     let docker = tempfile::tempdir().unwrap();

@@ -6,9 +6,8 @@
 //! The proxy is plain std::net: one thread per connection, one request per connection
 //! (`Connection: close`), upstream spoken as HTTP/1.0 so bodies are never chunked.
 
-mod registry_support;
+mod support;
 
-use registry_support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -16,10 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use support::registry::*;
 use warren::platform::Platform;
-use warren::reference::ImageRef;
-use warren::registry::credentials::AuthFiles;
-use warren::registry::open_source_with;
 use warren::source::Source;
 
 #[derive(Clone, Debug)]
@@ -382,16 +379,52 @@ fn handle(mut s: TcpStream, other_host: bool, sh: &Shared) -> std::io::Result<()
 
 // ---- the tests ----
 
-fn config_for(p: &Proxy, retries: u32) -> warren::config::Config {
-    config(&format!(
+/// test/busybox through proxy `p`, with `retries` attempts per request.
+fn open(p: &Proxy, retries: u32, auth: Vec<std::path::PathBuf>) -> Box<dyn Source> {
+    let cfg = format!(
         "[pull]\nretries = {retries}\ntimeout_secs = 10\n[[registry]]\nhost = \"{}\"\nhttp = true\n",
         p.host()
-    ))
+    );
+    support::registry::open(&cfg, &format!("{}/test/busybox:latest", p.host()), auth)
 }
 
-fn open(p: &Proxy, retries: u32, auth: Vec<std::path::PathBuf>) -> Box<dyn Source> {
-    let r = ImageRef::parse(&format!("{}/test/busybox:latest", p.host())).unwrap();
-    open_source_with(&config_for(p, retries), &r, AuthFiles::new(auth)).unwrap()
+/// A proxy, a source through it, and the busybox layer fetched cleanly once.
+struct Fetch {
+    proxy: Proxy,
+    src: Box<dyn Source>,
+    _dir: tempfile::TempDir,
+    layer: oci_spec::image::Descriptor,
+    /// The layer's correct bytes.
+    good: Vec<u8>,
+    /// The layer's digest, which names its requests.
+    hex: String,
+    /// Where the tests fetch it to.
+    dest: std::path::PathBuf,
+}
+
+impl Fetch {
+    fn new(retries: u32) -> Fetch {
+        let proxy = Proxy::start(None);
+        let src = open(&proxy, retries, vec![]);
+        let dir = tempfile::tempdir().unwrap();
+        let (layer, good) = layer(&*src, dir.path());
+        let hex = layer.digest().to_string();
+        let dest = dir.path().join("blob");
+        Fetch {
+            proxy,
+            src,
+            _dir: dir,
+            layer,
+            good,
+            hex,
+            dest,
+        }
+    }
+
+    /// Fetch the layer to `dest` (after the faults added since `new`).
+    fn fetch(&self) -> anyhow::Result<()> {
+        self.src.fetch_blob(&self.layer, &self.dest, &|_| {})
+    }
 }
 
 /// The busybox layer's descriptor and its correct bytes (fetched through a clean proxy).
@@ -409,33 +442,22 @@ fn layer(src: &dyn Source, dir: &Path) -> (oci_spec::image::Descriptor, Vec<u8>)
     (l.clone(), std::fs::read(p).unwrap())
 }
 
-fn skip(name: &str) -> bool {
-    !require(name, &[PLAIN])
-}
-
 #[test]
 fn blob_survives_500_reset_truncation_and_429() {
-    if skip("blob_survives_500_reset_truncation_and_429") {
-        return;
-    }
-    let p = Proxy::start(None);
-    let src = open(&p, 6, vec![]);
-    let dir = tempfile::tempdir().unwrap();
-    let (l, good) = layer(&*src, dir.path());
-    let hex = l.digest().to_string();
-    p.add(&hex, Fault::Status(500), 1);
-    p.add(&hex, Fault::Reset, 1);
-    p.add(&hex, Fault::Truncate, 1);
-    p.add(&hex, Fault::TooMany(1), 1);
-    let dest = dir.path().join("blob");
+    need!(need_registry(&[PLAIN]));
+    let f = Fetch::new(6);
+    f.proxy.add(&f.hex, Fault::Status(500), 1);
+    f.proxy.add(&f.hex, Fault::Reset, 1);
+    f.proxy.add(&f.hex, Fault::Truncate, 1);
+    f.proxy.add(&f.hex, Fault::TooMany(1), 1);
     let t = Instant::now();
-    src.fetch_blob(&l, &dest, &|_| {}).expect("retries succeed");
+    f.fetch().expect("retries succeed");
     assert!(
         t.elapsed() >= Duration::from_millis(950),
         "Retry-After: 1 was honoured"
     );
-    assert_eq!(std::fs::read(&dest).unwrap(), good);
-    let seen = p.seen(&hex);
+    assert_eq!(std::fs::read(&f.dest).unwrap(), f.good);
+    let seen = f.proxy.seen(&f.hex);
     // clean fetch + 500 + reset + truncated + 429 + final
     assert_eq!(seen.len(), 6, "{seen:#?}");
     assert!(
@@ -446,9 +468,7 @@ fn blob_survives_500_reset_truncation_and_429() {
 
 #[test]
 fn manifest_retries_then_succeeds_and_gives_up_when_told() {
-    if skip("manifest_retries_then_succeeds_and_gives_up_when_told") {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let p = Proxy::start(None);
     p.add("/manifests/", Fault::Status(503), 2);
     let src = open(&p, 4, vec![]);
@@ -465,48 +485,33 @@ fn manifest_retries_then_succeeds_and_gives_up_when_told() {
 
 #[test]
 fn wrong_bytes_are_reported_and_discarded() {
-    if skip("wrong_bytes_are_reported_and_discarded") {
-        return;
-    }
-    let p = Proxy::start(None);
-    let src = open(&p, 5, vec![]);
-    let dir = tempfile::tempdir().unwrap();
-    let (l, _) = layer(&*src, dir.path());
-    let hex = l.digest().to_string();
-    p.add(&hex, Fault::WrongBytes, 1);
-    let dest = dir.path().join("blob");
-    let e = src.fetch_blob(&l, &dest, &|_| {}).unwrap_err();
+    need!(need_registry(&[PLAIN]));
+    let f = Fetch::new(5);
+    f.proxy.add(&f.hex, Fault::WrongBytes, 1);
+    let e = f.fetch().unwrap_err();
     let msg = format!("{e:#}");
     eprintln!("error as reported: {msg}");
     assert!(
-        msg.contains(&format!("expected {hex}, got sha256:")) && msg.contains("discarded"),
+        msg.contains(&format!("expected {}, got sha256:", f.hex)) && msg.contains("discarded"),
         "{msg}"
     );
     assert_eq!(
-        std::fs::metadata(&dest).unwrap().len(),
+        std::fs::metadata(&f.dest).unwrap().len(),
         0,
         "the bad bytes are not left in the temp file"
     );
-    assert_eq!(p.seen(&hex).len(), 2, "wrong bytes are not retried");
+    assert_eq!(f.proxy.seen(&f.hex).len(), 2, "wrong bytes are not retried");
 }
 
 #[test]
 fn wrong_bytes_after_resume_restart_cleanly() {
-    if skip("wrong_bytes_after_resume_restart_cleanly") {
-        return;
-    }
-    let p = Proxy::start(None);
-    let src = open(&p, 5, vec![]);
-    let dir = tempfile::tempdir().unwrap();
-    let (l, good) = layer(&*src, dir.path());
-    let hex = l.digest().to_string();
-    p.add(&hex, Fault::Truncate, 1);
-    p.add(&hex, Fault::WrongBytes, 1);
-    let dest = dir.path().join("blob");
-    src.fetch_blob(&l, &dest, &|_| {})
-        .expect("restart from zero");
-    assert_eq!(std::fs::read(&dest).unwrap(), good);
-    let seen = p.seen(&hex);
+    need!(need_registry(&[PLAIN]));
+    let f = Fetch::new(5);
+    f.proxy.add(&f.hex, Fault::Truncate, 1);
+    f.proxy.add(&f.hex, Fault::WrongBytes, 1);
+    f.fetch().expect("restart from zero");
+    assert_eq!(std::fs::read(&f.dest).unwrap(), f.good);
+    let seen = f.proxy.seen(&f.hex);
     assert_eq!(seen.len(), 4, "{seen:#?}");
     assert!(
         seen[2].range.is_some() && seen[3].range.is_none(),
@@ -516,20 +521,13 @@ fn wrong_bytes_after_resume_restart_cleanly() {
 
 #[test]
 fn server_ignoring_range_restarts_the_download() {
-    if skip("server_ignoring_range_restarts_the_download") {
-        return;
-    }
-    let p = Proxy::start(None);
-    let src = open(&p, 5, vec![]);
-    let dir = tempfile::tempdir().unwrap();
-    let (l, good) = layer(&*src, dir.path());
-    let hex = l.digest().to_string();
-    p.add(&hex, Fault::Truncate, 1);
-    p.add(&hex, Fault::IgnoreRange, 1);
-    let dest = dir.path().join("blob");
-    src.fetch_blob(&l, &dest, &|_| {}).unwrap();
-    assert_eq!(std::fs::read(&dest).unwrap(), good);
-    let seen = p.seen(&hex);
+    need!(need_registry(&[PLAIN]));
+    let f = Fetch::new(5);
+    f.proxy.add(&f.hex, Fault::Truncate, 1);
+    f.proxy.add(&f.hex, Fault::IgnoreRange, 1);
+    f.fetch().unwrap();
+    assert_eq!(std::fs::read(&f.dest).unwrap(), f.good);
+    let seen = f.proxy.seen(&f.hex);
     assert_eq!(
         seen.len(),
         3,
@@ -540,25 +538,17 @@ fn server_ignoring_range_restarts_the_download() {
 
 #[test]
 fn oversized_blob_is_refused() {
-    if skip("oversized_blob_is_refused") {
-        return;
-    }
-    let p = Proxy::start(None);
-    let src = open(&p, 5, vec![]);
-    let dir = tempfile::tempdir().unwrap();
-    let (l, _) = layer(&*src, dir.path());
-    p.add(l.digest().as_ref(), Fault::ExtraBytes, 1);
-    let dest = dir.path().join("blob");
-    let e = src.fetch_blob(&l, &dest, &|_| {}).unwrap_err();
+    need!(need_registry(&[PLAIN]));
+    let f = Fetch::new(5);
+    f.proxy.add(f.hex.as_str(), Fault::ExtraBytes, 1);
+    let e = f.fetch().unwrap_err();
     assert!(format!("{e:#}").contains("refusing the blob"), "{e:#}");
-    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 0);
+    assert_eq!(std::fs::metadata(&f.dest).unwrap().len(), 0);
 }
 
 #[test]
 fn bad_manifests_are_refused() {
-    if skip("bad_manifests_are_refused") {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let p = Proxy::start(None);
     p.add(
         "/manifests/",
@@ -582,18 +572,9 @@ fn bad_manifests_are_refused() {
 
 #[test]
 fn redirect_to_other_host_gets_no_credentials() {
-    if skip("redirect_to_other_host_gets_no_credentials") {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let user = ("proxyuser", "proxypass");
-    let expected = {
-        use base64::Engine as _;
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", user.0, user.1))
-        )
-    };
-    let p = Proxy::start(Some(expected));
+    let p = Proxy::start(Some(format!("Basic {}", basic_auth(user.0, user.1))));
     let dir = tempfile::tempdir().unwrap();
     let auth = auth_file(dir.path(), &[(&p.host(), user.0, user.1)]);
     p.add("/blobs/", Fault::RedirectOther, 1000);
@@ -623,9 +604,7 @@ fn redirect_to_other_host_gets_no_credentials() {
 
 #[test]
 fn missing_digest_header_falls_back_to_get_and_hash() {
-    if skip("missing_digest_header_falls_back_to_get_and_hash") {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let p = Proxy::start(None);
     let want = open(&p, 3, vec![]).current_digest().unwrap();
     p.add("/manifests/", Fault::NoDigestHeader, 2);

@@ -1,23 +1,16 @@
 //! The registry client against real registries (scripts/registry.sh start): plain HTTP,
 //! digests, multi-platform indexes, resumed downloads.
 
-mod registry_support;
+mod support;
 
-use registry_support::*;
 use std::cell::Cell;
+use support::registry::*;
 use warren::platform::Platform;
-use warren::reference::ImageRef;
-use warren::registry::credentials::AuthFiles;
-use warren::registry::open_source_with;
 use warren::source::Source;
 
+/// A source without credentials.
 fn open(cfg: &str, r: &str) -> Box<dyn Source> {
-    open_source_with(
-        &config(cfg),
-        &ImageRef::parse(r).expect("reference"),
-        AuthFiles::new(vec![]),
-    )
-    .expect("open source")
+    support::registry::open(cfg, r, vec![])
 }
 
 fn amd64() -> Platform {
@@ -26,9 +19,7 @@ fn amd64() -> Platform {
 
 #[test]
 fn plain_busybox_resolve_and_fetch_all_blobs() {
-    if !require("plain_busybox_resolve_and_fetch_all_blobs", &[PLAIN]) {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let src = open("", "127.0.0.1:5000/test/busybox:latest");
     assert_eq!(src.describe(), "127.0.0.1:5000/test/busybox:latest");
     let head = src.current_digest().expect("current digest");
@@ -60,9 +51,7 @@ fn plain_busybox_resolve_and_fetch_all_blobs() {
 
 #[test]
 fn digest_reference_and_missing_image() {
-    if !require("digest_reference_and_missing_image", &[PLAIN]) {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let d = open("", "127.0.0.1:5000/test/busybox:latest")
         .current_digest()
         .unwrap();
@@ -92,9 +81,7 @@ fn digest_reference_and_missing_image() {
 
 #[test]
 fn multi_platform_index_oci_and_docker() {
-    if !require("multi_platform_index_oci_and_docker", &[PLAIN]) {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     for tag in ["latest", "docker"] {
         let src = open("", &format!("127.0.0.1:5000/test/multi:{tag}"));
         let top = src.current_digest().unwrap();
@@ -145,9 +132,7 @@ fn multi_platform_index_oci_and_docker() {
 
 #[test]
 fn resume_from_prefix_garbage_and_oversized_files() {
-    if !require("resume_from_prefix_garbage_and_oversized_files", &[PLAIN]) {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let src = open("", "127.0.0.1:5000/test/busybox:latest");
     let img = src.resolve(&Platform::host()).unwrap();
     let layer = img
@@ -197,9 +182,7 @@ fn resume_from_prefix_garbage_and_oversized_files() {
 
 #[test]
 fn shared_between_threads() {
-    if !require("shared_between_threads", &[PLAIN]) {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let src: std::sync::Arc<dyn Source> = open("", "127.0.0.1:5000/test/busybox:latest").into();
     let img = src.resolve(&Platform::host()).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -236,9 +219,7 @@ fn connection_refused_is_a_clear_error() {
 
 #[test]
 fn mirror_serves_a_reference_under_its_own_name() {
-    if !require("mirror_serves_a_reference_under_its_own_name", &[PLAIN]) {
-        return;
-    }
+    need!(need_registry(&[PLAIN]));
     let cfg = "[[registry]]\nhost = \"registry.example.invalid\"\nmirror = \"127.0.0.1:5000\"\n";
     let src = open(cfg, "registry.example.invalid/test/busybox:latest");
     assert_eq!(

@@ -3,9 +3,10 @@
 //! against what the three layers imply. Runs warren as the unprivileged test user when
 //! started as root: owners 0, 48, 1001, 200000, 3000000 must come out without root.
 
-mod pull_common;
-use pull_common::*;
+mod support;
 use std::collections::BTreeMap;
+use support::registry::{need_registry, PLAIN};
+use support::*;
 
 /// (path, kind, mode, uid, gid, link target or content)
 type Want = (&'static str, char, u32, u64, u64, &'static str);
@@ -118,12 +119,7 @@ fn check(got: &BTreeMap<String, Ent>) {
 #[test]
 fn torture_from_oci_layout() {
     let env = Env::new();
-    let layout = env.path().join("torture");
-    if let Err(why) = torture_layout(&layout) {
-        skip!("{why}");
-    }
-    env.give(&layout);
-    let spec = format!("oci:{}", layout.display());
+    let spec = need!(env.torture());
     let digest = env.ok(&["pull", "-q", &spec]);
     let got = read_sqfs(&env.sqfs(&digest));
     check(&got);
@@ -131,8 +127,8 @@ fn torture_from_oci_layout() {
     let meta = std::fs::metadata(env.sqfs(&digest)).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
-    if let Some((u, _)) = env.user {
-        assert_eq!(meta.uid(), u, "pulled without root");
+    if let Some(u) = env.user() {
+        assert_eq!(meta.uid(), u.uid, "pulled without root");
     }
 }
 
@@ -151,38 +147,16 @@ impl Drop for Mount {
 /// and stat through the kernel.
 #[test]
 fn torture_through_squashfuse() {
-    if !have("squashfuse_ll") || !have("fusermount") {
-        skip!("squashfuse not installed");
-    }
+    need!(need_programs(&["squashfuse_ll", "fusermount"]));
     let env = Env::new();
-    let layout = env.path().join("torture");
-    if let Err(why) = torture_layout(&layout) {
-        skip!("{why}");
-    }
-    env.give(&layout);
-    let digest = env.ok(&["pull", "-q", &format!("oci:{}", layout.display())]);
+    let spec = need!(env.torture());
+    let digest = env.ok(&["pull", "-q", &spec]);
     let mnt = env.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     env.give(&mnt);
-    // Run squashfuse as the same user as warren (setpriv via a `warren`-less command).
-    let as_user = |prog: &str, args: &[&std::ffi::OsStr]| {
-        let mut c = match env.user {
-            Some((u, g)) => {
-                let mut c = std::process::Command::new("setpriv");
-                c.args([
-                    &format!("--reuid={u}"),
-                    &format!("--regid={g}"),
-                    "--clear-groups",
-                    "--",
-                    prog,
-                ]);
-                c
-            }
-            None => std::process::Command::new(prog),
-        };
-        c.args(args);
-        c.output().unwrap()
-    };
+    // Run squashfuse as the same user as warren.
+    let as_user =
+        |prog: &str, args: &[&std::ffi::OsStr]| env.as_user(prog).args(args).output().unwrap();
     let img = env.sqfs(&digest);
     // squashfuse_ll, as the runtime uses: it exposes the squashfs inode numbers.
     let o = as_user("squashfuse_ll", &[img.as_os_str(), mnt.as_os_str()]);
@@ -250,11 +224,12 @@ fn torture_through_squashfuse() {
 
 #[test]
 fn torture_from_registry() {
-    if !registry_up() {
-        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start)");
-    }
+    need!(need_registry(&[PLAIN]));
     let o = std::process::Command::new("bash")
-        .arg(repo_root().join("scripts/test-images.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/test-images.sh"
+        ))
         .arg("torture")
         .output()
         .unwrap();
@@ -263,9 +238,6 @@ fn torture_from_registry() {
     }
     let env = Env::new();
     let o = env.run(&["pull", "-q", "127.0.0.1:5000/test/torture:latest"]);
-    if stderr(&o).contains("not implemented yet") {
-        skip!("the registry source is not implemented in this build");
-    }
     assert!(o.status.success(), "pull: {}", stderr(&o));
     let digest = String::from_utf8_lossy(&o.stdout).into_owned();
     check(&read_sqfs(&env.sqfs(&digest)));

@@ -1,9 +1,10 @@
 //! N processes pulling one image at once: all succeed with the same digest, and exactly
 //! one of them fetches the blobs and builds the squashfs (the others wait on its lock).
 
-mod pull_common;
-use pull_common::*;
+mod support;
 use std::process::Stdio;
+use support::registry::{need_registry, PLAIN};
+use support::*;
 
 fn eight_pulls(env: &Env, image: &str) {
     let children: Vec<_> = (0..8)
@@ -40,35 +41,22 @@ fn eight_pulls(env: &Env, image: &str) {
     assert_eq!(fetchers, 1, "blobs fetched by {fetchers} processes");
     let d = digests.into_iter().next().unwrap();
     assert!(env.sqfs(&d).is_file());
-    let tmp: Vec<_> = std::fs::read_dir(env.store().join("tmp"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let tmp = env.staging();
     assert!(tmp.is_empty(), "debris in tmp: {tmp:?}");
 }
 
 #[test]
 fn eight_concurrent_pulls_of_a_layout() {
     let env = Env::new();
-    let layout = env.path().join("torture");
-    if let Err(why) = torture_layout(&layout) {
-        skip!("{why}");
-    }
-    env.give(&layout);
-    eight_pulls(&env, &format!("oci:{}", layout.display()));
+    let spec = need!(env.torture());
+    eight_pulls(&env, &spec);
 }
 
 #[test]
 fn eight_concurrent_pulls_from_the_registry() {
-    if !registry_up() {
-        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start; test-images.sh busybox)");
-    }
+    need!(need_registry(&[PLAIN]));
     let env = Env::new();
     let probe = env.run(&["pull", "-q", "127.0.0.1:5000/test/busybox:latest"]);
-    if stderr(&probe).contains("not implemented yet") {
-        skip!("the registry source is not implemented in this build");
-    }
     assert!(probe.status.success(), "{}", stderr(&probe));
     // Start again from an empty store.
     std::fs::remove_dir_all(env.store()).unwrap();

@@ -1,9 +1,10 @@
 //! `kill -9` of a pull at several moments: no partial image is ever visible (no image
 //! directory without its files, no tag without its image), and the next pull completes.
 
-mod pull_common;
-use pull_common::*;
+mod support;
 use std::time::{Duration, Instant};
+use support::registry::{need_registry, PLAIN};
+use support::*;
 
 /// ~48 MB of incompressible bytes in 3 files, one plain layer: slow enough to kill
 /// mid-way at several points.
@@ -101,19 +102,13 @@ fn kill_and_resume(env: &Env, spec: &str, files: &[(String, String)]) {
     for (name, sum) in files {
         assert_eq!(&sha256_hex(&got[name].data), sum, "{name}");
     }
-    let tmp: Vec<_> = std::fs::read_dir(env.store().join("tmp"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let tmp = env.staging();
     assert!(tmp.is_empty(), "stale staging not cleaned: {tmp:?}");
 }
 
 #[test]
 fn kill_9_mid_pull_then_pull_again() {
-    if !have("tar2sqfs") || !have("sqfs2tar") {
-        skip!("squashfs-tools-ng not installed");
-    }
+    need!(need_programs(&["tar2sqfs", "sqfs2tar"]));
     let env = Env::new();
     let layout = env.path().join("big");
     let files = big_layout(&layout);
@@ -124,12 +119,8 @@ fn kill_9_mid_pull_then_pull_again() {
 /// The same through the registry source (resumed downloads use Range requests).
 #[test]
 fn kill_9_mid_registry_pull_then_pull_again() {
-    if !have("tar2sqfs") || !have("sqfs2tar") || !have("skopeo") {
-        skip!("squashfs-tools-ng or skopeo not installed");
-    }
-    if !registry_up() {
-        skip!("no registry on 127.0.0.1:5000 (scripts/registry.sh start)");
-    }
+    need!(need_programs(&["tar2sqfs", "sqfs2tar", "skopeo"]));
+    need!(need_registry(&[PLAIN]));
     let env = Env::new();
     let layout = env.path().join("big");
     let files = big_layout(&layout);
@@ -140,10 +131,5 @@ fn kill_9_mid_registry_pull_then_pull_again() {
         .status()
         .unwrap();
     assert!(st.success(), "skopeo copy to the registry");
-    let probe = env.run(&["pull", "-q", "127.0.0.1:5000/test/killme:latest"]);
-    if stderr(&probe).contains("not implemented yet") {
-        skip!("the registry source is not implemented in this build");
-    }
-    std::fs::remove_dir_all(env.store()).unwrap();
     kill_and_resume(&env, "127.0.0.1:5000/test/killme:latest", &files);
 }

@@ -2,10 +2,10 @@
 //! files come out 0644 and directories 0755 anyway, and an unprivileged user finds,
 //! inspects and "pulls" the image from it without copying anything.
 
-mod pull_common;
-use pull_common::*;
+mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use support::*;
 
 fn walk(p: &std::path::Path, f: &mut dyn FnMut(&std::path::Path, &std::fs::Metadata)) {
     let m = std::fs::symlink_metadata(p).unwrap();
@@ -19,25 +19,18 @@ fn walk(p: &std::path::Path, f: &mut dyn FnMut(&std::path::Path, &std::fs::Metad
 
 #[test]
 fn admin_pulls_into_shared_user_reuses() {
-    if !is_root() || test_user().is_none() {
-        skip!("needs root and the {TEST_USER} user (scripts/setup-host.sh)");
-    }
+    need!(need_user(TEST_USER));
     let env = Env::new();
     let shared = env.path().join("shared");
     env.write_config(&format!("shared = [\"{}\"]\n", shared.display()));
-    let layout = env.path().join("torture");
-    if let Err(why) = torture_layout(&layout) {
-        skip!("{why}");
-    }
-    env.give(&layout);
-    let spec = format!("oci:{}", layout.display());
+    let spec = need!(env.torture());
 
     // The admin, with a strict umask.
     let o = Command::new("sh")
         .args(["-c", "umask 077; exec \"$0\" pull -q --store shared \"$1\""])
-        .arg(env!("CARGO_BIN_EXE_warren"))
+        .arg(warren_bin())
         .arg(&spec)
-        .env("WARREN_CONFIG", env.path().join("warren.toml"))
+        .env("WARREN_CONFIG", env.config())
         .output()
         .unwrap();
     assert!(o.status.success(), "admin pull: {}", stderr(&o));
@@ -74,10 +67,8 @@ fn admin_pulls_into_shared_user_reuses() {
     // The user cannot remove what is in the shared store.
     let rmi = env.run(&["rmi", &digest]);
     assert!(!rmi.status.success());
-    assert!(std::path::Path::new(
-        &shared
-            .join("images")
-            .join(digest.trim_start_matches("sha256:"))
-    )
-    .is_dir());
+    assert!(shared
+        .join("images")
+        .join(digest.trim_start_matches("sha256:"))
+        .is_dir());
 }

@@ -157,8 +157,7 @@ fn backup(path: &Path) -> Result<PathBuf> {
 /// Replace `path` atomically with `bytes`, mode 0644, owned by root when we are root.
 fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = sibling(path, ".warren-tmp");
-    // SAFETY: geteuid has no preconditions.
-    let owner = (unsafe { libc::geteuid() } == 0).then_some((0, 0));
+    let owner = nix::unistd::geteuid().is_root().then_some((0, 0));
     write_synced(&tmp, bytes, 0o644, owner)?;
     if let Some(secs) = std::env::var(PAUSE_ENV)
         .ok()

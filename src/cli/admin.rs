@@ -1,7 +1,7 @@
 //! `warren admin`: cluster administration. `subid plan|check|apply` provision and audit
 //! `/etc/subuid` and `/etc/subgid`.
 
-use super::Ctx;
+use super::{print_json, Ctx};
 use crate::admin::subid_apply;
 use crate::admin::subid_check::{self, Finding, Input, Severity};
 use crate::admin::subid_plan::{self, Params, Plan, Remark, Strategy};
@@ -363,14 +363,4 @@ fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<i32> {
         println!("dry run: nothing written");
     }
     Ok(0)
-}
-
-/// Pretty JSON to stdout through a buffer (a 100,000-user report is tens of megabytes).
-fn print_json(v: &serde_json::Value) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
 }

@@ -70,19 +70,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let (target, checks) = doctor::run(&ctx.config, &opts)?;
     let (ok, warn, fail) = doctor::summary(&checks);
-    // Buffered, with write errors (a closed pipe) reported instead of panicking.
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
-        let v = serde_json::json!({
+        super::print_json(&serde_json::json!({
             "user": target.name,
             "uid": target.uid,
             "ok": fail == 0,
             "summary": { "ok": ok, "warn": warn, "fail": fail },
             "checks": checks,
-        });
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
+        }))?;
     } else {
+        // Buffered, with write errors (a closed pipe) reported instead of panicking.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         writeln!(
             out,
             "warren doctor: user {} (UID {})",
@@ -104,7 +102,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             }
         }
         writeln!(out, "{ok} OK, {warn} WARN, {fail} FAIL")?;
+        out.flush()?;
     }
-    out.flush()?;
     Ok(i32::from(fail > 0))
 }

@@ -58,15 +58,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 store_path: stores.stores[j].root.display().to_string(),
             });
         }
-        for e in std::fs::read_dir(s.images_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let hex = e.file_name().to_string_lossy().into_owned();
-            let Ok(d) = crate::digest::Digest::parse(&format!("sha256:{hex}")) else {
-                continue;
-            };
+        for d in s.image_digests() {
             if named.contains(&d) {
                 continue;
             }
@@ -85,7 +77,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        super::print_json(&rows)?;
         return Ok(0);
     }
     println!(
@@ -98,24 +90,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             r.name.as_deref().unwrap_or("<none>"),
             r.platform.as_deref().unwrap_or("-"),
             &r.digest[..19.min(r.digest.len())],
-            human(r.size),
+            // The units of pull's progress bars (KiB, MiB, ...).
+            indicatif::HumanBytes(r.size).to_string(),
             r.store
         );
     }
     Ok(0)
-}
-
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < U.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
 }

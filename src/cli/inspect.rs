@@ -44,6 +44,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         "volumes": field("Volumes"),
         "stop_signal": field("StopSignal"),
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    super::print_json(&out)?;
     Ok(0)
 }

@@ -14,6 +14,7 @@ pub mod pull;
 pub mod rm;
 pub mod rmi;
 pub mod run;
+pub mod store_args;
 pub mod unshare;
 
 #[derive(Parser, Debug)]
@@ -116,6 +117,17 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// Pretty JSON and a newline on stdout, buffered (a 100,000-user report is tens of
+/// megabytes), write errors returned: what every `--json` prints through.
+pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// The error chain on one line: `outer: inner: cause`.

@@ -9,15 +9,14 @@ pub struct Args {
     /// Say what would be removed, remove nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Prune the first shared store instead of your own (admins).
-    #[arg(long)]
-    pub shared: bool,
+    #[command(flatten)]
+    pub store: super::store_args::StoreArgs,
 }
 
 /// Remove what nothing refers to, or list it with `--dry-run`.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
-    let store = stores.writable(a.shared)?;
+    let store = stores.writable(a.store.shared()?)?;
     let rep = gc::prune(&store, ctx.config.store.keep_layers, a.dry_run)?;
     if !ctx.quiet {
         let verb = if a.dry_run { "would remove" } else { "removed" };

@@ -8,9 +8,8 @@ use anyhow::{bail, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Remove from the first shared store instead of your own (admins).
-    #[arg(long)]
-    pub shared: bool,
+    #[command(flatten)]
+    pub store: super::store_args::StoreArgs,
     /// Tags (as pulled) or digests; an image goes when its last tag goes.
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -19,7 +18,7 @@ pub struct Args {
 /// Remove tags, and images no tag names any more.
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
-    let store = stores.writable(a.shared)?;
+    let store = stores.writable(a.store.shared()?)?;
     for image in &a.images {
         let by_name = stores
             .candidate_names(image)

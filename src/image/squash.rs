@@ -42,13 +42,13 @@ impl SquashOptions {
     }
 
     fn args(&self) -> Result<Vec<String>> {
-        let comp = match self.compression.as_str() {
-            "zstd" | "gzip" | "xz" | "lz4" => self.compression.clone(),
-            "none" => bail!(
-                "pull.compression \"none\" is not supported by tar2sqfs; use lz4 for the fastest reads"
-            ),
-            other => bail!("pull.compression {other:?} is not one of zstd, gzip, xz, lz4"),
-        };
+        let comp = self.compression.clone();
+        if !crate::config::COMPRESSORS.contains(&comp.as_str()) {
+            bail!(
+                "pull.compression {comp:?} is not one of {}",
+                crate::config::COMPRESSORS.join(", ")
+            );
+        }
         let mut a = vec![
             "--quiet".into(),
             "--no-skip".into(),
@@ -78,21 +78,28 @@ pub fn squash(tree: &Tree, spools: &[SpoolReader], out: &Path, opts: &SquashOpti
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("run {} (install squashfs-tools-ng)", opts.program))?;
-    let stdin = child.stdin.take().context("tar2sqfs stdin")?;
-    let mut stderr = child.stderr.take().context("tar2sqfs stderr")?;
+    let prog = &opts.program;
+    let stdin = child
+        .stdin
+        .take()
+        .with_context(|| format!("{prog} stdin"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .with_context(|| format!("{prog} stderr"))?;
     let errs = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
         s
     });
     let wrote = write_tar(tree, spools, stdin);
-    let status = child.wait().context("wait for tar2sqfs")?;
+    let status = child.wait().with_context(|| format!("wait for {prog}"))?;
     let msg = errs.join().unwrap_or_default();
     let msg = msg.trim().lines().last().unwrap_or("").to_string();
     if !status.success() {
-        bail!("tar2sqfs failed ({status}): {msg}");
+        bail!("{prog} failed ({status}): {msg}");
     }
-    wrote.context("stream the image to tar2sqfs")?;
+    wrote.with_context(|| format!("stream the image to {prog}"))?;
     Ok(())
 }
 

@@ -125,7 +125,7 @@ pub fn parse_manifest(body: &[u8]) -> Result<ImageManifest> {
     }
     check_descriptor(m.config()).map_err(|e| e.context("config descriptor"))?;
     for (i, l) in m.layers().iter().enumerate() {
-        check_descriptor(l).map_err(|e| e.context(format!("layer {i} descriptor")))?;
+        check_descriptor(l).map_err(|e| e.context(format!("layer {} descriptor", i + 1)))?;
     }
     Ok(m)
 }

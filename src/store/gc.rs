@@ -88,18 +88,11 @@ pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneRep
     let tagged: HashSet<Digest> = refs::list(store).into_iter().map(|r| r.manifest).collect();
     // Images nobody tags.
     let mut wanted_blobs = HashSet::new();
-    for e in fs::read_dir(store.images_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Ok(d) = Digest::parse(&format!("sha256:{name}")) else {
-            continue;
-        };
+    for d in store.image_digests() {
+        let dir = store.image_dir(&d);
         if tagged.contains(&d) {
             if keep_layers {
-                if let Ok(m) = fs::read(e.path().join("manifest.json")) {
+                if let Ok(m) = fs::read(dir.join("manifest.json")) {
                     if let Ok(m) = serde_json::from_slice::<oci_spec::image::ImageManifest>(&m) {
                         for l in m.layers() {
                             wanted_blobs.insert(l.digest().to_string());
@@ -110,24 +103,16 @@ pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneRep
             continue;
         }
         if let Some(_l) = Lock::try_exclusive(&store.lock_file("image", &d))? {
-            drop(e.path(), &mut rep)?;
+            drop(dir, &mut rep)?;
         }
     }
     // Blobs nothing needs.
-    for e in fs::read_dir(store.root.join("blobs/sha256"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Ok(d) = Digest::parse(&format!("sha256:{name}")) else {
-            continue;
-        };
+    for d in store.blob_digests() {
         if wanted_blobs.contains(&d.to_string()) {
             continue;
         }
         if let Some(_l) = Lock::try_exclusive(&store.lock_file("blob", &d))? {
-            drop(e.path(), &mut rep)?;
+            drop(store.blob(&d), &mut rep)?;
         }
     }
     // Debris whose owner is gone (its lock is free).
@@ -139,7 +124,8 @@ pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneRep
             .or_else(|| name.strip_prefix("blob-").map(|r| ("blob", r)));
         let free = match owner {
             Some((kind, rest)) => {
-                match Digest::parse(&format!("sha256:{}", &rest[..rest.len().min(64)])) {
+                // `get`: a name is any bytes; slicing at 64 could split a character.
+                match Digest::parse(&format!("sha256:{}", rest.get(..64).unwrap_or(rest))) {
                     Ok(d) => Lock::try_exclusive(&store.lock_file(kind, &d))?,
                     Err(_) => None,
                 }
@@ -152,4 +138,22 @@ pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneRep
         }
     }
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_ascii_names_in_tmp_do_not_panic_prune() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::create(d.path()).unwrap();
+        // 63 hex digits and a two-byte character straddling byte 64.
+        let odd = store.tmp().join(format!("img-{}\u{e9}", "a".repeat(63)));
+        fs::write(&odd, b"x").unwrap();
+        let rep = prune(&store, false, false).unwrap();
+        // Not a staging name of ours (no digest): left alone.
+        assert!(rep.removed.is_empty(), "{:?}", rep.removed);
+        assert!(odd.exists());
+    }
 }

@@ -75,6 +75,16 @@ impl Store {
         self.tmp().join(format!("blob-{}.partial", d.hex()))
     }
 
+    /// The digests named by `images/` (complete or not; other names are skipped).
+    pub fn image_digests(&self) -> Vec<Digest> {
+        digests_in(&self.images_dir())
+    }
+
+    /// The digests named by `blobs/sha256/`.
+    pub fn blob_digests(&self) -> Vec<Digest> {
+        digests_in(&self.root.join("blobs/sha256"))
+    }
+
     /// The published image with manifest digest `d`, if complete.
     pub fn image(&self, d: &Digest) -> Option<super::ImageEntry> {
         let dir = self.image_dir(d);
@@ -86,6 +96,20 @@ impl Store {
             config,
         })
     }
+}
+
+/// The SHA-256 digests that entries of `dir` are named by (HEX); an unreadable or
+/// missing directory has none.
+fn digests_in(dir: &Path) -> Vec<Digest> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let hex = e.file_name().into_string().ok()?;
+            Digest::parse(&format!("sha256:{hex}")).ok()
+        })
+        .collect()
 }
 
 /// `mkdir` with mode 0755 exactly (umask-independent); an existing directory is fine.

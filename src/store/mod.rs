@@ -148,18 +148,9 @@ impl Stores {
             let hex = hex.to_ascii_lowercase();
             let mut found: Vec<Digest> = Vec::new();
             for s in &self.stores {
-                for e in std::fs::read_dir(s.images_dir())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    if n.starts_with(&hex) {
-                        if let Ok(d) = Digest::parse(&format!("sha256:{n}")) {
-                            if !found.contains(&d) {
-                                found.push(d);
-                            }
-                        }
+                for d in s.image_digests() {
+                    if d.hex().starts_with(&hex) && !found.contains(&d) {
+                        found.push(d);
                     }
                 }
             }

@@ -57,8 +57,8 @@ pub fn publish_image(store: &Store, stage: &Path, d: &Digest) -> Result<bool> {
             fsync_dir(&store.images_dir())?;
             Ok(true)
         }
-        Err(e) if dest.is_dir() && store.image(d).is_some() => {
-            let _ = e;
+        // Another pull published it first (the rename fails on a non-empty target).
+        Err(_) if dest.is_dir() && store.image(d).is_some() => {
             let _ = fs::remove_dir_all(stage);
             Ok(false)
         }

@@ -3,7 +3,7 @@
 
 use super::layout::Store;
 use crate::digest::Digest;
-use crate::util::{fsync_parent, temp_sibling};
+use crate::util::atomic_write;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -64,18 +64,7 @@ pub fn named(store: &Store, name: &str) -> Vec<RefRecord> {
 pub fn write(store: &Store, rec: &RefRecord) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(rec)?;
     let dest = path(store, &rec.name, &rec.platform);
-    let tmp = temp_sibling(&dest);
-    let res = (|| -> Result<()> {
-        std::fs::write(&tmp, &bytes).with_context(|| format!("write {}", tmp.display()))?;
-        super::publish::seal_file(&tmp)?;
-        std::fs::rename(&tmp, &dest)
-            .with_context(|| format!("rename {} to {}", tmp.display(), dest.display()))?;
-        fsync_parent(&dest)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.with_context(|| format!("record tag {}", rec.name))
+    atomic_write(&dest, &bytes, 0o644).with_context(|| format!("record tag {}", rec.name))
 }
 
 /// Remove a record; false if there was none.

@@ -179,7 +179,7 @@ pub fn as_user(t: &Target, f: impl FnOnce() -> bool) -> Result<bool> {
     use nix::unistd::{fork, ForkResult, Gid, Uid};
     // SAFETY: the CLI is single-threaded when doctor runs; the child only makes
     // async-signal-safe calls (setgroups/setgid/setuid, open/access) before _exit.
-    match unsafe { fork() }.context("fork")? {
+    match unsafe { fork() }.with_context(|| format!("fork to check as UID {}", t.uid))? {
         ForkResult::Child => {
             let ok = nix::unistd::setgroups(&[]).is_ok()
                 && nix::unistd::setgid(Gid::from_raw(t.gid)).is_ok()
@@ -194,7 +194,9 @@ pub fn as_user(t: &Target, f: impl FnOnce() -> bool) -> Result<bool> {
             // SAFETY: _exit without running the parent's destructors or atexit handlers.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { child } => match waitpid(child, None).context("wait")? {
+        ForkResult::Parent { child } => match waitpid(child, None)
+            .with_context(|| format!("wait for the check as UID {}", t.uid))?
+        {
             WaitStatus::Exited(_, 0) => Ok(true),
             WaitStatus::Exited(_, 1) => Ok(false),
             other => bail!("check as UID {} failed: {other:?}", t.uid),
