@@ -404,7 +404,7 @@ fn bad_input_is_one_clear_line() {
         (vec!["--name", "bad/name", "true"], "name"),
     ] {
         let o = f.run(&f.ci, &args);
-        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
         let e = stderr(&o);
         assert_eq!(e.lines().count(), 1, "{e}");
         assert!(e.contains(want), "{args:?}: {e}");
@@ -451,6 +451,6 @@ fn a_host_terminal_passes_through() {
     assert!(out.contains("vt100"), "{out}");
     // Without a terminal, -t is refused in one line.
     let o = f.run(&f.ci, &["-t", "true"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("not a terminal"), "{}", stderr(&o));
 }

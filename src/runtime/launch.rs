@@ -77,12 +77,17 @@ pub struct RunSpec {
     pub fuse_overlayfs: PathBuf,
     pub fake_chown: bool,
     pub timing: bool,
+    /// Do not print the set-up's notices.
+    pub quiet: bool,
     pub tty: bool,
     pub name: Option<String>,
     pub mode: Mode,
     /// Holder to join (its record).
     pub join: Option<state::Record>,
 }
+
+/// Exit code when warren could not start the container (bad options, image, set-up).
+pub const EXIT_NOT_STARTED: i32 = 125;
 
 /// Helper paths from config, looked up in PATH.
 pub fn helper(prog: &str, what: &str) -> Result<PathBuf> {
@@ -322,7 +327,7 @@ fn parent(
     for r in &reports {
         match r {
             Report::Probe(p) => probe::record(&spec.rundir, p),
-            Report::Notice(n) => eprintln!("warren: {n}"),
+            Report::Notice(n) if !spec.quiet => eprintln!("warren: {n}"),
             _ => {}
         }
     }
@@ -925,6 +930,7 @@ mod tests {
             fuse_overlayfs: "f".into(),
             fake_chown: false,
             timing: false,
+            quiet: false,
             tty: false,
             name: None,
             mode: Mode::Container,
