@@ -1,9 +1,12 @@
 //! Container start benchmark (harness = false): median wall time of
 //!   floor   `unshare --user --map-root-user --mount true`
-//!   warren  `warren run IMG true`            (first container of the image, warm cache)
+//!   warren  `warren run --no-join IMG true`  (first container of the image, warm cache)
 //!   join    `warren run IMG true`            (joins a namespace holder of IMG)
-//!   ch-run  `ch-run IMG.sqfs -- true`        (Charliecloud on a squashfs of the same tree)
+//!   ch-run  `ch-run STORE/…/image.sqfs -- true` (Charliecloud on warren's own squashfs)
 //!   podman  `podman run --rm --network=host IMG true` (rootless)
+//! IMG is a busybox-static tree with the standard mount points (ch-run needs them), made
+//! an OCI layout with umoci and pulled into a private store (`warren pull oci:DIR`): warren
+//! runs it by name, as users do, and ch-run mounts the very squashfs file warren runs.
 //! As root it builds the image, then drops to the user `warren-ci` (a subuid range);
 //! otherwise it runs as the calling user. Unavailable peers are skipped with the reason.
 //!   cargo bench --bench start [-- ITERATIONS]
@@ -56,16 +59,18 @@ fn build_image(dir: &Path) -> Result<(), String> {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .ok_or("busybox-static not installed")?;
+    if !have("umoci") {
+        return Err("umoci not installed (scripts/setup-host.sh)".into());
+    }
     let r = dir.join("rootfs");
     let ok = sh(&format!(
-        "R={r}; rm -rf $R; mkdir -p $R/bin $R/etc $R/tmp $R/root $R/dev $R/proc $R/sys $R/home $R/run $R/mnt $R/var/tmp
+        "R={r}; L={d}/oci; rm -rf $R $L; mkdir -p $R/bin $R/etc $R/tmp $R/root $R/dev $R/proc $R/sys $R/home $R/run $R/mnt $R/var/tmp
          cp {bb} $R/bin/busybox; for a in sh true ls cat id; do ln -sf busybox $R/bin/$a; done
          printf 'root:x:0:0:root:/root:/bin/sh\\n' > $R/etc/passwd; printf 'root:x:0:\\n' > $R/etc/group
          touch $R/etc/hosts $R/etc/resolv.conf $R/etc/hostname; chmod 1777 $R/tmp
-         mksquashfs $R {d}/img.sqfs -comp zstd -noappend -quiet -no-progress >/dev/null
-         cp {d}/img.sqfs {d}/img-holder.sqfs; chmod 644 {d}/*.sqfs
-         printf '%s' '{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{\"Env\":[\"PATH=/bin\"],\"Cmd\":[\"/bin/sh\"]}}}}' > {d}/config.json
-         chmod 644 {d}/config.json",
+         umoci init --layout $L >/dev/null && umoci new --image $L:latest >/dev/null
+         umoci insert --image $L:latest $R / >/dev/null
+         umoci config --image $L:latest --config.cmd /bin/sh --config.env PATH=/bin >/dev/null",
         r = r.display(),
         d = dir.display()
     ));
@@ -80,6 +85,32 @@ fn build_image(dir: &Path) -> Result<(), String> {
         dir.display()
     ));
     Ok(())
+}
+
+/// Pull the layout into the bench store; returns (reference, path of its squashfs).
+fn pull_image(w: &str, dir: &Path) -> Result<(String, String), String> {
+    let reference = format!("oci:{}/oci:latest", dir.display());
+    let pull = Command::new(w)
+        .args(["pull", "-q", &reference])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !pull.status.success() {
+        return Err(format!(
+            "warren pull {reference}: {}",
+            String::from_utf8_lossy(&pull.stderr).trim()
+        ));
+    }
+    let out = Command::new(w)
+        .args(["inspect", &reference])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("warren inspect {reference}: {e}"))?;
+    let sq = v["squashfs"]
+        .as_str()
+        .ok_or("warren inspect: no squashfs")?
+        .to_string();
+    Ok((reference, sq))
 }
 
 /// As root: become warren-ci (its IDs, its environment).
@@ -109,7 +140,6 @@ fn drop_to(user: &str) -> Result<(), String> {
     std::env::set_var("HOME", f[5]);
     std::env::set_var("USER", user);
     std::env::set_var("XDG_RUNTIME_DIR", format!("/run/user/{uid}"));
-    std::env::set_var("WARREN_CONFIG", "/nonexistent/warren.toml");
     std::env::set_current_dir("/").map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -151,10 +181,18 @@ fn main() {
             return;
         }
     }
-    let img = dir.join("img.sqfs").display().to_string();
-    let img_h = dir.join("img-holder.sqfs").display().to_string();
-    let cfg = dir.join("config.json").display().to_string();
+    // A private store and no config file, whoever runs the bench.
+    std::env::set_var("WARREN_CONFIG", "/nonexistent/warren.toml");
+    std::env::set_var("WARREN_STORE_PATH", dir.join("store"));
     let w = bin.display().to_string();
+    let (img, sqfs) = match pull_image(&w, &dir) {
+        Ok(x) => x,
+        Err(e) => {
+            println!("start bench: SKIP: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+    };
     let mut rows: Rows = Vec::new();
     measure(
         &mut rows,
@@ -162,54 +200,48 @@ fn main() {
         s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
         n,
     );
-    let run = |img: &str, extra: &[&str]| {
-        let mut v = s(&[&w, "run", "--squashfs", img, "--image-config", &cfg]);
+    let run = |extra: &[&str]| {
+        let mut v = s(&[&w, "run", "--pull=never"]);
         v.extend(s(extra));
+        v.push(img.clone());
         v.push("true".into());
         v
     };
     measure(
         &mut rows,
         "warren run (first container, native overlay)",
-        run(&img, &["--no-join", "--overlay", "native"]),
+        run(&["--no-join", "--overlay", "native"]),
         n,
     );
     measure(
         &mut rows,
         "warren run --read-only (no overlay)",
-        run(&img, &["--no-join", "--read-only"]),
+        run(&["--no-join", "--read-only"]),
         n,
     );
     measure(
         &mut rows,
         "warren run (fuse-overlayfs)",
-        run(&img, &["--no-join", "--overlay", "fuse"]),
+        run(&["--no-join", "--overlay", "fuse"]),
         n.min(15),
     );
     let holder = Command::new(&w)
         .args([
             "run",
-            "--squashfs",
-            &img_h,
-            "--image-config",
-            &cfg,
+            "--pull=never",
             "--holder",
             "--name",
             "bench-holder",
+            &img,
         ])
         .stdout(Stdio::null())
         .status();
     if holder.is_ok_and(|s| s.success()) {
-        measure(
-            &mut rows,
-            "warren run (joins a holder)",
-            run(&img_h, &[]),
-            n,
-        );
+        measure(&mut rows, "warren run (joins a holder)", run(&[]), n);
         measure(
             &mut rows,
             "warren run --read-only (joins a holder)",
-            run(&img_h, &["--read-only"]),
+            run(&["--read-only"]),
             n,
         );
         let _ = Command::new(&w)
@@ -231,7 +263,7 @@ fn main() {
         measure(
             &mut rows,
             "ch-run on squashfs",
-            s(&["ch-run", &m, &img, "--", "true"]),
+            s(&["ch-run", &m, &sqfs, "--", "true"]),
             n,
         );
     } else {
