@@ -515,6 +515,7 @@ fn child(
     } else {
         None
     };
+    times.push(("passwd", sys::monotonic_ns()));
     let root_dir = match spec.writable {
         Writable::ReadOnly => readonly_root(
             &lower,
@@ -577,6 +578,7 @@ fn child(
         prefetch::start(&f);
         Some(f)
     });
+    times.push(("prefetch", sys::monotonic_ns()));
 
     // 4. Users, mounts.
     let image_passwd = if spec.identity == Identity::RemapRoot {
@@ -613,7 +615,6 @@ fn child(
             }
         }
     }
-    times.push(("passwd", sys::monotonic_ns()));
     let mut skipped = rootfs::apply(&root, &ops, writable).map_err(|e| (125, format!("{e:#}")))?;
     skipped.extend(rootfs::apply(&root, &extra_binds, false).map_err(|e| (125, format!("{e:#}")))?);
     if !skipped.is_empty() {
