@@ -26,32 +26,55 @@ fn have(p: &str) -> bool {
     sh(&format!("command -v {p} >/dev/null"))
 }
 
-/// Median of `n` runs in ms, or the error of the first failing run.
-fn median(n: usize, argv: &[String]) -> Result<f64, String> {
-    let mut v = Vec::with_capacity(n);
-    for i in 0..n + 2 {
-        let t = Instant::now();
-        let o = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| format!("{}: {e}", argv[0]))?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        if !o.status.success() {
-            return Err(format!(
-                "{} failed: {}",
-                argv.join(" "),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        if i >= 2 {
-            v.push(ms); // the first two runs warm caches
+/// One timed run of `argv` in ms, or its error.
+fn time_once(argv: &[String]) -> Result<f64, String> {
+    let t = Instant::now();
+    let o = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("{}: {e}", argv[0]))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if !o.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(ms)
+}
+
+/// Run every planned command once per round, round after round (so that a change in
+/// the machine's load affects all of them alike), each `n + 2` times; the first two runs
+/// warm caches. Fills each row with the median.
+fn run_rounds(rows: &mut Rows, plan: &Plan) {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); plan.len()];
+    let rounds = plan.iter().map(|p| p.2).max().unwrap_or(0) + 2;
+    for round in 0..rounds {
+        for (k, (row, argv, n)) in plan.iter().enumerate() {
+            if round >= n + 2 || rows[*row].2.is_err() && round > 0 {
+                continue;
+            }
+            match time_once(argv) {
+                Ok(ms) if round >= 2 => samples[k].push(ms),
+                Ok(_) => {}
+                Err(e) => {
+                    rows[*row].2 = Err(e);
+                    samples[k].clear();
+                }
+            }
         }
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Ok(v[v.len() / 2])
+    for (k, (row, _, _)) in plan.iter().enumerate() {
+        let v = &mut samples[k];
+        if rows[*row].2.is_ok() && !v.is_empty() {
+            v.sort_by(|a, b| a.total_cmp(b));
+            rows[*row].2 = Ok(v[v.len() / 2]);
+        }
+    }
 }
 
 fn build_image(dir: &Path) -> Result<(), String> {
@@ -145,10 +168,12 @@ fn drop_to(user: &str) -> Result<(), String> {
 }
 
 type Rows = Vec<(String, String, Result<f64, String>)>;
+/// (row, argv, runs) for each command to time.
+type Plan = Vec<(usize, Vec<String>, usize)>;
 
-fn measure(rows: &mut Rows, name: &str, argv: Vec<String>, n: usize) {
-    let r = median(n, &argv);
-    rows.push((name.to_string(), argv.join(" "), r));
+fn measure(rows: &mut Rows, plan: &mut Plan, name: &str, argv: Vec<String>, n: usize) {
+    rows.push((name.to_string(), argv.join(" "), Ok(0.0)));
+    plan.push((rows.len() - 1, argv, n));
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -194,8 +219,11 @@ fn main() {
         }
     };
     let mut rows: Rows = Vec::new();
+    let mut plan: Plan = Vec::new();
+    let mut podman_plan: Plan = Vec::new();
     measure(
         &mut rows,
+        &mut plan,
         "floor",
         s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
         n,
@@ -209,18 +237,21 @@ fn main() {
     };
     measure(
         &mut rows,
+        &mut plan,
         "warren run (first container, native overlay)",
         run(&["--no-join", "--overlay", "native"]),
         n,
     );
     measure(
         &mut rows,
+        &mut plan,
         "warren run --read-only (no overlay)",
         run(&["--no-join", "--read-only"]),
         n,
     );
     measure(
         &mut rows,
+        &mut plan,
         "warren run (fuse-overlayfs)",
         run(&["--no-join", "--overlay", "fuse"]),
         n.min(15),
@@ -236,18 +267,22 @@ fn main() {
         ])
         .stdout(Stdio::null())
         .status();
-    if holder.is_ok_and(|s| s.success()) {
-        measure(&mut rows, "warren run (joins a holder)", run(&[]), n);
+    let holder_up = holder.is_ok_and(|s| s.success());
+    if holder_up {
         measure(
             &mut rows,
+            &mut plan,
+            "warren run (joins a holder)",
+            run(&[]),
+            n,
+        );
+        measure(
+            &mut rows,
+            &mut plan,
             "warren run --read-only (joins a holder)",
             run(&["--read-only"]),
             n,
         );
-        let _ = Command::new(&w)
-            .args(["rm", "bench-holder"])
-            .stdout(Stdio::null())
-            .status();
     } else {
         rows.push((
             "warren run (joins a holder)".into(),
@@ -262,6 +297,7 @@ fn main() {
         let m = format!("--mount={}", mnt.display());
         measure(
             &mut rows,
+            &mut plan,
             "ch-run on squashfs",
             s(&["ch-run", &m, &sqfs, "--", "true"]),
             n,
@@ -315,8 +351,11 @@ fn main() {
             d = dir.display()
         ));
         if ok {
+            // Timed after the others: its conmon and pause processes linger after each
+            // run and would slow whatever runs next.
             measure(
                 &mut rows,
+                &mut podman_plan,
                 "podman run --rm (rootless)",
                 s(&[
                     "podman",
@@ -341,6 +380,14 @@ fn main() {
             String::new(),
             Err("podman not installed".into()),
         ));
+    }
+    run_rounds(&mut rows, &plan);
+    run_rounds(&mut rows, &podman_plan);
+    if holder_up {
+        let _ = Command::new(&w)
+            .args(["rm", "bench-holder"])
+            .stdout(Stdio::null())
+            .status();
     }
     if have("podman") && pause_before.is_none() {
         if let Some(pid) = std::fs::read_to_string(&pause_file)
@@ -373,7 +420,9 @@ fn main() {
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         println!("note: could not remove {}: {e}", dir.display());
     }
-    println!("container start, median of {n} runs after 2 warm-up runs (ms):");
+    println!(
+        "container start, median of {n} runs (podman 10, fuse-overlayfs 15) after 2 warm-up runs; all but podman interleaved round by round (ms):"
+    );
     let floor = rows[0].2.clone().ok();
     for (name, cmd, r) in &rows {
         match (r, floor) {
