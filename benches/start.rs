@@ -1,9 +1,12 @@
 //! Container start benchmark (harness = false): median wall time of
 //!   floor   `unshare --user --map-root-user --mount true`
-//!   warren  `warren run IMG true`            (first container of the image, warm cache)
+//!   warren  `warren run --no-join IMG true`  (first container of the image, warm cache)
 //!   join    `warren run IMG true`            (joins a namespace holder of IMG)
-//!   ch-run  `ch-run IMG.sqfs -- true`        (Charliecloud on a squashfs of the same tree)
+//!   ch-run  `ch-run STORE/…/image.sqfs -- true` (Charliecloud on warren's own squashfs)
 //!   podman  `podman run --rm --network=host IMG true` (rootless)
+//! IMG is a busybox-static tree with the standard mount points (ch-run needs them), made
+//! an OCI layout with umoci and pulled into a private store (`warren pull oci:DIR`): warren
+//! runs it by name, as users do, and ch-run mounts the very squashfs file warren runs.
 //! As root it builds the image, then drops to the user `warren-ci` (a subuid range);
 //! otherwise it runs as the calling user. Unavailable peers are skipped with the reason.
 //!   cargo bench --bench start [-- ITERATIONS]
@@ -23,32 +26,55 @@ fn have(p: &str) -> bool {
     sh(&format!("command -v {p} >/dev/null"))
 }
 
-/// Median of `n` runs in ms, or the error of the first failing run.
-fn median(n: usize, argv: &[String]) -> Result<f64, String> {
-    let mut v = Vec::with_capacity(n);
-    for i in 0..n + 2 {
-        let t = Instant::now();
-        let o = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| format!("{}: {e}", argv[0]))?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        if !o.status.success() {
-            return Err(format!(
-                "{} failed: {}",
-                argv.join(" "),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        if i >= 2 {
-            v.push(ms); // the first two runs warm caches
+/// One timed run of `argv` in ms, or its error.
+fn time_once(argv: &[String]) -> Result<f64, String> {
+    let t = Instant::now();
+    let o = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("{}: {e}", argv[0]))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if !o.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(ms)
+}
+
+/// Run every planned command once per round, round after round (so that a change in
+/// the machine's load affects all of them alike), each `n + 2` times; the first two runs
+/// warm caches. Fills each row with the median.
+fn run_rounds(rows: &mut Rows, plan: &Plan) {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); plan.len()];
+    let rounds = plan.iter().map(|p| p.2).max().unwrap_or(0) + 2;
+    for round in 0..rounds {
+        for (k, (row, argv, n)) in plan.iter().enumerate() {
+            if round >= n + 2 || rows[*row].2.is_err() && round > 0 {
+                continue;
+            }
+            match time_once(argv) {
+                Ok(ms) if round >= 2 => samples[k].push(ms),
+                Ok(_) => {}
+                Err(e) => {
+                    rows[*row].2 = Err(e);
+                    samples[k].clear();
+                }
+            }
         }
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Ok(v[v.len() / 2])
+    for (k, (row, _, _)) in plan.iter().enumerate() {
+        let v = &mut samples[k];
+        if rows[*row].2.is_ok() && !v.is_empty() {
+            v.sort_by(|a, b| a.total_cmp(b));
+            rows[*row].2 = Ok(v[v.len() / 2]);
+        }
+    }
 }
 
 fn build_image(dir: &Path) -> Result<(), String> {
@@ -56,16 +82,18 @@ fn build_image(dir: &Path) -> Result<(), String> {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .ok_or("busybox-static not installed")?;
+    if !have("umoci") {
+        return Err("umoci not installed (scripts/setup-host.sh)".into());
+    }
     let r = dir.join("rootfs");
     let ok = sh(&format!(
-        "R={r}; rm -rf $R; mkdir -p $R/bin $R/etc $R/tmp $R/root $R/dev $R/proc $R/sys $R/home $R/run $R/mnt $R/var/tmp
+        "R={r}; L={d}/oci; rm -rf $R $L; mkdir -p $R/bin $R/etc $R/tmp $R/root $R/dev $R/proc $R/sys $R/home $R/run $R/mnt $R/var/tmp
          cp {bb} $R/bin/busybox; for a in sh true ls cat id; do ln -sf busybox $R/bin/$a; done
          printf 'root:x:0:0:root:/root:/bin/sh\\n' > $R/etc/passwd; printf 'root:x:0:\\n' > $R/etc/group
          touch $R/etc/hosts $R/etc/resolv.conf $R/etc/hostname; chmod 1777 $R/tmp
-         mksquashfs $R {d}/img.sqfs -comp zstd -noappend -quiet -no-progress >/dev/null
-         cp {d}/img.sqfs {d}/img-holder.sqfs; chmod 644 {d}/*.sqfs
-         printf '%s' '{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{\"Env\":[\"PATH=/bin\"],\"Cmd\":[\"/bin/sh\"]}}}}' > {d}/config.json
-         chmod 644 {d}/config.json",
+         umoci init --layout $L >/dev/null && umoci new --image $L:latest >/dev/null
+         umoci insert --image $L:latest $R / >/dev/null
+         umoci config --image $L:latest --config.cmd /bin/sh --config.env PATH=/bin >/dev/null",
         r = r.display(),
         d = dir.display()
     ));
@@ -80,6 +108,32 @@ fn build_image(dir: &Path) -> Result<(), String> {
         dir.display()
     ));
     Ok(())
+}
+
+/// Pull the layout into the bench store; returns (reference, path of its squashfs).
+fn pull_image(w: &str, dir: &Path) -> Result<(String, String), String> {
+    let reference = format!("oci:{}/oci:latest", dir.display());
+    let pull = Command::new(w)
+        .args(["pull", "-q", &reference])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !pull.status.success() {
+        return Err(format!(
+            "warren pull {reference}: {}",
+            String::from_utf8_lossy(&pull.stderr).trim()
+        ));
+    }
+    let out = Command::new(w)
+        .args(["inspect", &reference])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("warren inspect {reference}: {e}"))?;
+    let sq = v["squashfs"]
+        .as_str()
+        .ok_or("warren inspect: no squashfs")?
+        .to_string();
+    Ok((reference, sq))
 }
 
 /// As root: become warren-ci (its IDs, its environment).
@@ -109,16 +163,17 @@ fn drop_to(user: &str) -> Result<(), String> {
     std::env::set_var("HOME", f[5]);
     std::env::set_var("USER", user);
     std::env::set_var("XDG_RUNTIME_DIR", format!("/run/user/{uid}"));
-    std::env::set_var("WARREN_CONFIG", "/nonexistent/warren.toml");
     std::env::set_current_dir("/").map_err(|e| e.to_string())?;
     Ok(())
 }
 
 type Rows = Vec<(String, String, Result<f64, String>)>;
+/// (row, argv, runs) for each command to time.
+type Plan = Vec<(usize, Vec<String>, usize)>;
 
-fn measure(rows: &mut Rows, name: &str, argv: Vec<String>, n: usize) {
-    let r = median(n, &argv);
-    rows.push((name.to_string(), argv.join(" "), r));
+fn measure(rows: &mut Rows, plan: &mut Plan, name: &str, argv: Vec<String>, n: usize) {
+    rows.push((name.to_string(), argv.join(" "), Ok(0.0)));
+    plan.push((rows.len() - 1, argv, n));
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -151,71 +206,83 @@ fn main() {
             return;
         }
     }
-    let img = dir.join("img.sqfs").display().to_string();
-    let img_h = dir.join("img-holder.sqfs").display().to_string();
-    let cfg = dir.join("config.json").display().to_string();
+    // A private store and no config file, whoever runs the bench.
+    std::env::set_var("WARREN_CONFIG", "/nonexistent/warren.toml");
+    std::env::set_var("WARREN_STORE_PATH", dir.join("store"));
     let w = bin.display().to_string();
+    let (img, sqfs) = match pull_image(&w, &dir) {
+        Ok(x) => x,
+        Err(e) => {
+            println!("start bench: SKIP: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+    };
     let mut rows: Rows = Vec::new();
+    let mut plan: Plan = Vec::new();
+    let mut podman_plan: Plan = Vec::new();
     measure(
         &mut rows,
+        &mut plan,
         "floor",
         s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
         n,
     );
-    let run = |img: &str, extra: &[&str]| {
-        let mut v = s(&[&w, "run", "--squashfs", img, "--image-config", &cfg]);
+    let run = |extra: &[&str]| {
+        let mut v = s(&[&w, "run", "--pull=never"]);
         v.extend(s(extra));
+        v.push(img.clone());
         v.push("true".into());
         v
     };
     measure(
         &mut rows,
+        &mut plan,
         "warren run (first container, native overlay)",
-        run(&img, &["--no-join", "--overlay", "native"]),
+        run(&["--no-join", "--overlay", "native"]),
         n,
     );
     measure(
         &mut rows,
+        &mut plan,
         "warren run --read-only (no overlay)",
-        run(&img, &["--no-join", "--read-only"]),
+        run(&["--no-join", "--read-only"]),
         n,
     );
     measure(
         &mut rows,
+        &mut plan,
         "warren run (fuse-overlayfs)",
-        run(&img, &["--no-join", "--overlay", "fuse"]),
+        run(&["--no-join", "--overlay", "fuse"]),
         n.min(15),
     );
     let holder = Command::new(&w)
         .args([
             "run",
-            "--squashfs",
-            &img_h,
-            "--image-config",
-            &cfg,
+            "--pull=never",
             "--holder",
             "--name",
             "bench-holder",
+            &img,
         ])
         .stdout(Stdio::null())
         .status();
-    if holder.is_ok_and(|s| s.success()) {
+    let holder_up = holder.is_ok_and(|s| s.success());
+    if holder_up {
         measure(
             &mut rows,
+            &mut plan,
             "warren run (joins a holder)",
-            run(&img_h, &[]),
+            run(&[]),
             n,
         );
         measure(
             &mut rows,
+            &mut plan,
             "warren run --read-only (joins a holder)",
-            run(&img_h, &["--read-only"]),
+            run(&["--read-only"]),
             n,
         );
-        let _ = Command::new(&w)
-            .args(["rm", "bench-holder"])
-            .stdout(Stdio::null())
-            .status();
     } else {
         rows.push((
             "warren run (joins a holder)".into(),
@@ -230,8 +297,9 @@ fn main() {
         let m = format!("--mount={}", mnt.display());
         measure(
             &mut rows,
+            &mut plan,
             "ch-run on squashfs",
-            s(&["ch-run", &m, &img, "--", "true"]),
+            s(&["ch-run", &m, &sqfs, "--", "true"]),
             n,
         );
     } else {
@@ -283,8 +351,11 @@ fn main() {
             d = dir.display()
         ));
         if ok {
+            // Timed after the others: its conmon and pause processes linger after each
+            // run and would slow whatever runs next.
             measure(
                 &mut rows,
+                &mut podman_plan,
                 "podman run --rm (rootless)",
                 s(&[
                     "podman",
@@ -309,6 +380,14 @@ fn main() {
             String::new(),
             Err("podman not installed".into()),
         ));
+    }
+    run_rounds(&mut rows, &plan);
+    run_rounds(&mut rows, &podman_plan);
+    if holder_up {
+        let _ = Command::new(&w)
+            .args(["rm", "bench-holder"])
+            .stdout(Stdio::null())
+            .status();
     }
     if have("podman") && pause_before.is_none() {
         if let Some(pid) = std::fs::read_to_string(&pause_file)
@@ -341,7 +420,9 @@ fn main() {
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         println!("note: could not remove {}: {e}", dir.display());
     }
-    println!("container start, median of {n} runs after 2 warm-up runs (ms):");
+    println!(
+        "container start, median of {n} runs (podman 10, fuse-overlayfs 15) after 2 warm-up runs; all but podman interleaved round by round (ms):"
+    );
     let floor = rows[0].2.clone().ok();
     for (name, cmd, r) in &rows {
         match (r, floor) {

@@ -404,7 +404,7 @@ fn bad_input_is_one_clear_line() {
         (vec!["--name", "bad/name", "true"], "name"),
     ] {
         let o = f.run(&f.ci, &args);
-        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
         let e = stderr(&o);
         assert_eq!(e.lines().count(), 1, "{e}");
         assert!(e.contains(want), "{args:?}: {e}");
@@ -451,6 +451,76 @@ fn a_host_terminal_passes_through() {
     assert!(out.contains("vt100"), "{out}");
     // Without a terminal, -t is refused in one line.
     let o = f.run(&f.ci, &["-t", "true"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("not a terminal"), "{}", stderr(&o));
+}
+
+#[test]
+fn writable_dir_keeps_the_layer_across_runs() {
+    let Some(f) = fixture() else { return };
+    let d = f.user_dir(&f.ci, "wdir");
+    let wd = d.join("layer");
+    let w = wd.to_str().unwrap();
+    // Container root writes to /; later runs (as the user) see it.
+    ok(&f.run(
+        &f.ci,
+        &[
+            "--writable-dir",
+            w,
+            "--remap-root",
+            "sh",
+            "-c",
+            "echo kept > /kept",
+        ],
+    ));
+    assert!(
+        wd.join("upper/kept").exists(),
+        "the layer is in the directory"
+    );
+    for _ in 0..2 {
+        let out = ok(&f.run(
+            &f.ci,
+            &[
+                "--writable-dir",
+                w,
+                "sh",
+                "-c",
+                "cat /kept; whoami; grep -c '^warren-ci:' /etc/passwd",
+            ],
+        ));
+        assert_eq!(
+            out, "kept\nwarren-ci\n1\n",
+            "kept; the entry not duplicated"
+        );
+    }
+    // Removing the layer's files (some owned by subordinate IDs) needs the namespace.
+    ok(&f.cmd(&f.ci, &["unshare", "rm", "-rf", w]).output().unwrap());
+}
+
+#[test]
+fn passwd_entry_with_and_without_a_writable_layer() {
+    let Some(f) = fixture() else { return };
+    // Fresh layer (written into the upper layer before the overlay), read-only root
+    // (bound copies), and the fuse back end: the same entry, the image's owner and mode.
+    // (The read-only root binds copies owned by the user: checked for content only.)
+    for mode in [&[][..], &["--overlay", "fuse"][..], &["--read-only"][..]] {
+        let mut a = mode.to_vec();
+        a.extend([
+            "sh",
+            "-c",
+            "grep '^warren-ci:' /etc/passwd; grep '^warren-ci:' /etc/group; stat -c '%u %g %a' /etc/passwd /etc/group /etc; grep -c '^root:' /etc/passwd",
+        ]);
+        let out = ok(&f.run(&f.ci, &a));
+        let want = format!(
+            "warren-ci:x:1001:1001::{}:/bin/sh\nwarren-ci:x:1001:\n0 0 644\n0 0 644\n0 0 755\n1\n",
+            f.ci.home.display()
+        );
+        if mode == ["--read-only"] {
+            let l: Vec<&str> = out.lines().collect();
+            let w: Vec<&str> = want.lines().collect();
+            assert_eq!((l[0], l[1], l[5]), (w[0], w[1], w[5]), "{out}");
+        } else {
+            assert_eq!(out, want, "{mode:?}");
+        }
+    }
 }

@@ -157,8 +157,21 @@ fn find_image(ctx: &Ctx, args: &mut Args) -> Result<(String, ImageEntry)> {
     Ok((image, entry))
 }
 
-pub fn run(ctx: &Ctx, mut args: Args) -> Result<i32> {
+/// `warren run`; any failure before the container's command runs is one line and exit
+/// code 125 (Podman's "the container could not be started"), so it cannot be mistaken
+/// for the command's own exit code.
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let t_start = sys::monotonic_ns();
+    match start(ctx, args, t_start) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("warren: {}", super::one_line(&e));
+            Ok(launch::EXIT_NOT_STARTED)
+        }
+    }
+}
+
+fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
     let cfg = &ctx.config.run;
     if let Some(n) = &args.name {
         state::check_name(n)?;
@@ -202,6 +215,7 @@ pub fn run(ctx: &Ctx, mut args: Args) -> Result<i32> {
         tty: args.tty,
         fake_chown: args.fake_chown,
         timing: args.timing,
+        quiet: ctx.quiet,
         mode: if args.holder {
             Mode::Holder
         } else {

@@ -17,7 +17,7 @@ use super::probe::{self, OverlayProbe};
 use super::process::{self, ExecSpec};
 use super::resolve::{self, Kind};
 use super::userns::{self, HostUser};
-use super::{caps, passwd, rootfs, squashfuse, state, sys};
+use super::{caps, passwd, prefetch, rootfs, squashfuse, state, sys, userdb};
 use crate::config::RunConfig;
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
@@ -77,12 +77,20 @@ pub struct RunSpec {
     pub fuse_overlayfs: PathBuf,
     pub fake_chown: bool,
     pub timing: bool,
+    /// Do not print the set-up's notices.
+    pub quiet: bool,
     pub tty: bool,
     pub name: Option<String>,
     pub mode: Mode,
     /// Holder to join (its record).
     pub join: Option<state::Record>,
 }
+
+/// `PATH` inside when neither the image nor the caller sets one.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Exit code when warren could not start the container (bad options, image, set-up).
+pub const EXIT_NOT_STARTED: i32 = 125;
 
 /// Helper paths from config, looked up in PATH.
 pub fn helper(prog: &str, what: &str) -> Result<PathBuf> {
@@ -322,7 +330,7 @@ fn parent(
     for r in &reports {
         match r {
             Report::Probe(p) => probe::record(&spec.rundir, p),
-            Report::Notice(n) => eprintln!("warren: {n}"),
+            Report::Notice(n) if !spec.quiet => eprintln!("warren: {n}"),
             _ => {}
         }
     }
@@ -483,6 +491,31 @@ fn child(
         binds: &spec.binds,
         etc_dir: Path::new("/etc"),
     });
+    // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
+    // upper layer and a full range, written into it before the overlay exists.
+    let mut passwd_done = false;
+    let user_files = if spec.identity == Identity::KeepId {
+        let image = userdb::open_root(&lower).map_err(err("open the image root"))?;
+        let home_s = spec.user.home.to_string_lossy();
+        let user = userdb::User {
+            name: &spec.user.name,
+            uid: spec.map.inside_uid,
+            gid: spec.map.inside_gid,
+            gecos: &spec.user.gecos,
+            home: &home_s,
+            shell: &spec.user.shell,
+        };
+        let f = userdb::files(&spec.rundir, &spec.digest, &image, &user)
+            .map_err(err("the container's /etc/passwd"))?;
+        if spec.writable == Writable::Tmpfs && !spec.map.single {
+            passwd_done = userdb::prewrite_upper(&image, &upper, &f)
+                .map_err(err("write /etc/passwd into the writable layer"))?;
+        }
+        Some(f)
+    } else {
+        None
+    };
+    times.push(("passwd", sys::monotonic_ns()));
     let root_dir = match spec.writable {
         Writable::ReadOnly => readonly_root(
             &lower,
@@ -533,49 +566,44 @@ fn child(
     }
     let writable = spec.writable != Writable::ReadOnly;
     let root = open_dir(&root_dir).map_err(err("open the container root"))?;
+    let cwd = spec
+        .workdir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    // Start reading the command's executable now; the mounts below take as long.
+    let _prefetch = spec.argv.first().and_then(|a0| {
+        let path = spec.env.get("PATH").unwrap_or(DEFAULT_PATH);
+        let f = prefetch::executable(&root, a0, path, &cwd)?;
+        prefetch::start(&f);
+        Some(f)
+    });
+    times.push(("prefetch", sys::monotonic_ns()));
 
     // 4. Users, mounts.
-    let image_passwd = resolve::read_in_root(&root, Path::new("/etc/passwd"))
-        .map_err(err("read /etc/passwd in the image"))?
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let image_passwd = if spec.identity == Identity::RemapRoot {
+        resolve::read_in_root(&root, Path::new("/etc/passwd"))
+            .map_err(err("read /etc/passwd in the image"))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     let (uid, gid, home) = identity(spec, &image_passwd)?;
     let mut extra_binds: Vec<rootfs::Op> = Vec::new();
-    if spec.identity == Identity::KeepId {
-        let image_group = resolve::read_in_root(&root, Path::new("/etc/group"))
-            .map_err(err("read /etc/group in the image"))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let shell_ok = resolve::open_in_root(&root, Path::new(&spec.user.shell)).is_ok();
-        let home_s = home.to_string_lossy();
-        let p = passwd::passwd(
-            &image_passwd,
-            &passwd::Entry {
-                name: &spec.user.name,
-                uid,
-                gid,
-                gecos: &spec.user.gecos,
-                home: &home_s,
-                shell: if shell_ok {
-                    &spec.user.shell
-                } else {
-                    "/bin/sh"
-                },
-            },
-        );
-        let g = passwd::group(&image_group, &spec.user.name, gid);
+    if let (Some(f), false) = (&user_files, passwd_done) {
         // With the full range, write them into the writable layer (so useradd works);
         // else (read-only, or unmapped owners of /etc) bind copies from the staging tmpfs.
         if writable && !spec.map.single {
             resolve::ensure_in_root(&root, Path::new("/etc"), Kind::Dir)
                 .map_err(err("/etc in the container"))?;
-            resolve::write_in_root(&root, Path::new("/etc/passwd"), p.as_bytes())
+            resolve::write_in_root(&root, Path::new("/etc/passwd"), f.passwd.as_bytes())
                 .map_err(err("write /etc/passwd"))?;
-            resolve::write_in_root(&root, Path::new("/etc/group"), g.as_bytes())
+            resolve::write_in_root(&root, Path::new("/etc/group"), f.group.as_bytes())
                 .map_err(err("write /etc/group"))?;
         } else {
-            std::fs::write("etc/passwd", p).map_err(err("write passwd copy"))?;
-            std::fs::write("etc/group", g).map_err(err("write group copy"))?;
+            std::fs::write("etc/passwd", &f.passwd).map_err(err("write passwd copy"))?;
+            std::fs::write("etc/group", &f.group).map_err(err("write group copy"))?;
             for f in ["passwd", "group"] {
                 extra_binds.push(rootfs::Op::Bind {
                     src: base.join("etc").join(f),
@@ -587,7 +615,6 @@ fn child(
             }
         }
     }
-    times.push(("passwd", sys::monotonic_ns()));
     let mut skipped = rootfs::apply(&root, &ops, writable).map_err(|e| (125, format!("{e:#}")))?;
     skipped.extend(rootfs::apply(&root, &extra_binds, false).map_err(|e| (125, format!("{e:#}")))?);
     if !skipped.is_empty() {
@@ -600,11 +627,6 @@ fn child(
             .as_bytes(),
         );
     }
-    let cwd = spec
-        .workdir
-        .clone()
-        .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| "/".into());
     if writable && cwd != "/" {
         // Podman creates a missing working directory; so do we (inside the root only).
         let _ = resolve::ensure_in_root(&root, Path::new(&cwd), Kind::Dir);
@@ -617,10 +639,7 @@ fn child(
         env.set("HOME", &home.to_string_lossy());
     }
     if env.get("PATH").is_none() {
-        env.set(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        env.set("PATH", DEFAULT_PATH);
     }
     if spec.tty && env.get("TERM").is_none() {
         env.set("TERM", "xterm");
@@ -925,6 +944,7 @@ mod tests {
             fuse_overlayfs: "f".into(),
             fake_chown: false,
             timing: false,
+            quiet: false,
             tty: false,
             name: None,
             mode: Mode::Container,

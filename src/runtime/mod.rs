@@ -6,8 +6,10 @@
 //!   `probe` decides and caches whether kernel overlayfs works.
 //! * `mounts` (pure) parses `-v`; `rootfs` plans and performs the standard mounts and
 //!   pivot_root; `resolve` does all in-root path work with openat2(RESOLVE_IN_ROOT).
-//! * `image_config`, `env`, `passwd` (pure): what the process gets.
-//! * `process` (exec, signals, exit codes, reaping), `caps`, `seccomp` (fake chown).
+//! * `image_config`, `env`, `passwd` (pure): what the process gets; `userdb` caches the
+//!   container's passwd/group per image and user and puts them in place.
+//! * `process` (exec, signals, exit codes, reaping), `caps`, `seccomp` (fake chown);
+//!   `prefetch` warms the page cache with the command's executable during set-up.
 //! * `spec` turns caller options (CLI flags, later the Slurm plugin) and a stored image into
 //!   a `RunSpec`; `launch` executes it; `holder` keeps namespaces for later containers;
 //!   `unshare` runs a command in the user's namespace; `state` is the runtime directory.
@@ -22,6 +24,7 @@ pub mod launch;
 pub mod mounts;
 pub mod overlay;
 pub mod passwd;
+pub mod prefetch;
 pub mod probe;
 pub mod process;
 pub mod resolve;
@@ -32,4 +35,5 @@ pub mod squashfuse;
 pub mod state;
 pub mod sys;
 pub mod unshare;
+pub mod userdb;
 pub mod userns;

@@ -23,6 +23,11 @@ pub enum Kind {
 
 /// Open `path` (absolute or relative, always taken inside `root`) as an O_PATH fd.
 pub fn open_in_root(root: &OwnedFd, path: &Path) -> io::Result<OwnedFd> {
+    open_in_root_flags(root, path, libc::O_PATH)
+}
+
+/// As [`open_in_root`] with open `flags` (O_CLOEXEC is added).
+pub fn open_in_root_flags(root: &OwnedFd, path: &Path, flags: i32) -> io::Result<OwnedFd> {
     let rel = relative(path);
     let c = cstr(if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -32,7 +37,7 @@ pub fn open_in_root(root: &OwnedFd, path: &Path) -> io::Result<OwnedFd> {
     sys::openat2(
         root.as_raw_fd(),
         &c,
-        (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        (flags | libc::O_CLOEXEC) as u64,
         0,
         RESOLVE,
     )

@@ -12,7 +12,7 @@ use super::mounts::Bind;
 use super::resolve::{self, Kind};
 use super::sys;
 use anyhow::{Context, Result};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// One step of the root file system's set-up.
@@ -169,7 +169,15 @@ pub fn plan(p: &Plan) -> Vec<Op> {
 /// skipped and a missing required one is an error naming it.
 pub fn apply(root: &OwnedFd, ops: &[Op], can_create: bool) -> Result<Vec<String>> {
     let mut skipped = Vec::new();
+    // Our own /dev tmpfs once mounted: its entries are created directly in it (fresh and
+    // empty, nothing of the image's in it: no path resolution needed).
+    let mut dev: Option<OwnedFd> = None;
     for op in ops {
+        if let Some(d) = &dev {
+            if apply_in_dev(d, op)? {
+                continue;
+            }
+        }
         match op {
             Op::Bind {
                 src,
@@ -208,6 +216,13 @@ pub fn apply(root: &OwnedFd, ops: &[Op], can_create: bool) -> Result<Vec<String>
                 };
                 sys::mount(fstype, &sys::fd_path(&target), fstype, *flags, Some(data))
                     .with_context(|| format!("mount {fstype} on {}", dst.display()))?;
+                if *fstype == "tmpfs" && dst == Path::new("/dev") {
+                    dev = Some(resolve::open_in_root_flags(
+                        root,
+                        dst,
+                        libc::O_RDONLY | libc::O_DIRECTORY,
+                    )?);
+                }
             }
             Op::Symlink { dst, target } => {
                 // /dev was skipped (read-only image without /dev): so are its links.
@@ -236,6 +251,109 @@ pub fn apply(root: &OwnedFd, ops: &[Op], can_create: bool) -> Result<Vec<String>
         }
     }
     Ok(skipped)
+}
+
+fn op_dst(op: &Op) -> &Path {
+    match op {
+        Op::Bind { dst, .. } | Op::Fs { dst, .. } | Op::Symlink { dst, .. } => dst,
+    }
+}
+
+/// Perform `op` if its target is directly in our /dev tmpfs (`dev`); false (nothing
+/// done) for any other target.
+fn apply_in_dev(dev: &OwnedFd, op: &Op) -> Result<bool> {
+    let dst = op_dst(op);
+    let Ok(name) = dst.strip_prefix("/dev") else {
+        return Ok(false);
+    };
+    let mut comps = name.components();
+    let (Some(std::path::Component::Normal(n)), None) = (comps.next(), comps.next()) else {
+        return Ok(false);
+    };
+    let cname = sys::cpath(Path::new(n))?;
+    let d = dev.as_raw_fd();
+    match op {
+        Op::Symlink { target, .. } => {
+            let t = std::ffi::CString::new(*target)?;
+            // SAFETY: valid C strings and an open directory fd.
+            if unsafe { libc::symlinkat(t.as_ptr(), d, cname.as_ptr()) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e).with_context(|| format!("symlink {}", dst.display()));
+                }
+            }
+            Ok(true)
+        }
+        Op::Bind {
+            src,
+            kind,
+            attrs,
+            optional,
+            ..
+        } => {
+            let tree = match sys::open_tree_clone(src, *kind == Kind::Dir) {
+                Ok(t) => t,
+                Err(e) if *optional && e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
+                Err(e) => return Err(e).with_context(|| format!("bind source {}", src.display())),
+            };
+            let target = create_in(d, &cname, *kind)
+                .with_context(|| format!("mount point {}", dst.display()))?;
+            if *attrs != 0 {
+                sys::mount_setattr(&tree, *attrs, true)
+                    .with_context(|| format!("set mount attributes on {}", dst.display()))?;
+            }
+            sys::move_mount(&tree, &target)
+                .with_context(|| format!("bind {} on {}", src.display(), dst.display()))?;
+            Ok(true)
+        }
+        Op::Fs {
+            fstype,
+            flags,
+            data,
+            ..
+        } => {
+            let target = create_in(d, &cname, Kind::Dir)
+                .with_context(|| format!("mount point {}", dst.display()))?;
+            sys::mount(fstype, &sys::fd_path(&target), fstype, *flags, Some(data))
+                .with_context(|| format!("mount {fstype} on {}", dst.display()))?;
+            Ok(true)
+        }
+    }
+}
+
+/// Create `name` (no slash) in the directory `dir` and open it, never following a link.
+fn create_in(dir: RawFd, name: &std::ffi::CStr, kind: Kind) -> std::io::Result<OwnedFd> {
+    // SAFETY: dir is an open directory fd, name a valid C string without '/'.
+    let r = unsafe {
+        match kind {
+            Kind::Dir => libc::mkdirat(dir, name.as_ptr(), 0o755),
+            Kind::File => {
+                let fd = libc::openat(
+                    dir,
+                    name.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd.min(0)
+            }
+        }
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = if kind == Kind::Dir {
+        flags | libc::O_DIRECTORY
+    } else {
+        flags
+    };
+    sys::openat2(dir, name, flags as u64, 0, libc::RESOLVE_BENEATH)
 }
 
 /// Open (or create) a mount point; None when it is missing, cannot be created and is

@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub tty: bool,
     pub fake_chown: bool,
     pub timing: bool,
+    /// No notices from the set-up (the `-q` of the CLI).
+    pub quiet: bool,
     pub mode: Mode,
     /// Join a running holder of the same image and identity when there is one.
     pub join: bool,
@@ -145,6 +147,7 @@ pub fn build(
         // Only in the single-ID mode: with a real range chown must really work.
         fake_chown: (opts.fake_chown || cfg.fake_chown) && single,
         timing: opts.timing,
+        quiet: opts.quiet,
         tty: opts.tty,
         name: opts.name.clone(),
         mode: opts.mode.clone(),

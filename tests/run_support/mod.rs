@@ -304,3 +304,70 @@ pub fn leftover_state(rundir: &Path) -> Vec<String> {
     }
     v
 }
+
+/// The loopback test registry (scripts/registry.sh) and the images the store tests run.
+pub const REGISTRY: &str = "127.0.0.1:5000";
+
+/// Why `test/NAME:latest` cannot be pulled from the test registry, or None when it can:
+/// a HEAD of its manifest over plain HTTP (the registry answers 404 for OCI manifests
+/// unless Accept lists them).
+pub fn registry_lacks(name: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = match std::net::TcpStream::connect(REGISTRY) {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(format!(
+                "registry {REGISTRY} is down ({e}): scripts/registry.sh start"
+            ))
+        }
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let req = format!(
+        "HEAD /v2/test/{name}/manifests/latest HTTP/1.1\r\nHost: {REGISTRY}\r\nAccept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json\r\nConnection: close\r\n\r\n"
+    );
+    let mut resp = String::new();
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut resp).is_err() {
+        return Some(format!("registry {REGISTRY} does not answer"));
+    }
+    if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") {
+        None
+    } else {
+        Some(format!(
+            "{REGISTRY}/test/{name}:latest is not in the registry: scripts/test-images.sh {name}"
+        ))
+    }
+}
+
+/// A private image store for `user` under the fixture dir; `warren` runs against it
+/// through `WARREN_STORE_PATH` (the config file stays absent).
+pub struct Store {
+    pub path: PathBuf,
+}
+
+impl Fixture {
+    /// A fresh, empty store owned by `user`.
+    pub fn store(&self, user: &User, name: &str) -> Store {
+        Store {
+            path: self.user_dir(user, name),
+        }
+    }
+
+    /// `warren ARGS` as `user` with `store` as its store.
+    pub fn store_cmd(&self, user: &User, store: &Store, args: &[&str]) -> Command {
+        let mut c = self.cmd(user, args);
+        c.env("WARREN_STORE_PATH", &store.path);
+        c
+    }
+
+    /// `warren run ARGS` as `user` with `store`, output collected.
+    pub fn store_run(&self, user: &User, store: &Store, args: &[&str]) -> Output {
+        let mut a = vec!["run"];
+        a.extend_from_slice(args);
+        self.store_cmd(user, store, &a).output().unwrap()
+    }
+}
+
+/// `REGISTRY/test/NAME:latest`.
+pub fn image_ref(name: &str) -> String {
+    format!("{REGISTRY}/test/{name}:latest")
+}
