@@ -115,7 +115,8 @@ pub fn prewrite_upper(image: &OwnedFd, upper: &Path, files: &Files) -> io::Resul
     }
     let dir = upper.join("etc");
     std::fs::create_dir(&dir)?;
-    std::os::unix::fs::chown(&dir, Some(etc.st_uid), Some(etc.st_gid))?;
+    // Owners as in the image, best effort (an owner the map lacks keeps ours).
+    let _ = std::os::unix::fs::chown(&dir, Some(etc.st_uid), Some(etc.st_gid));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(etc.st_mode & 0o7777))?;
     for ((name, text), (uid, gid, mode)) in [("passwd", &files.passwd), ("group", &files.group)]
         .into_iter()
@@ -123,7 +124,7 @@ pub fn prewrite_upper(image: &OwnedFd, upper: &Path, files: &Files) -> io::Resul
     {
         let p: PathBuf = dir.join(name);
         std::fs::write(&p, text)?;
-        std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
+        let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(true)
