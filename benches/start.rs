@@ -7,6 +7,8 @@
 //! IMG is a busybox-static tree with the standard mount points (ch-run needs them), made
 //! an OCI layout with umoci and pulled into a private store (`warren pull oci:DIR`): warren
 //! runs it by name, as users do, and ch-run mounts the very squashfs file warren runs.
+//! When the test registry serves test/debian (scripts/test-images.sh debian), warren and
+//! ch-run also start the debootstrap Debian (dynamically linked `true`).
 //! As root it builds the image, then drops to the user `warren-ci` (a subuid range);
 //! otherwise it runs as the calling user. Unavailable peers are skipped with the reason.
 //!   cargo bench --bench start [-- ITERATIONS]
@@ -112,7 +114,12 @@ fn build_image(dir: &Path) -> Result<(), String> {
 
 /// Pull the layout into the bench store; returns (reference, path of its squashfs).
 fn pull_image(w: &str, dir: &Path) -> Result<(String, String), String> {
-    let reference = format!("oci:{}/oci:latest", dir.display());
+    pull_ref(w, &format!("oci:{}/oci:latest", dir.display()))
+}
+
+/// Pull `reference` into the bench store; returns it and the path of its squashfs.
+fn pull_ref(w: &str, reference: &str) -> Result<(String, String), String> {
+    let reference = reference.to_string();
     let pull = Command::new(w)
         .args(["pull", "-q", &reference])
         .output()
@@ -166,6 +173,9 @@ fn drop_to(user: &str) -> Result<(), String> {
     std::env::set_current_dir("/").map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// The loopback test registry (scripts/registry.sh) holding test/debian.
+const DEBIAN_REGISTRY: &str = "127.0.0.1:5000";
 
 type Rows = Vec<(String, String, Result<f64, String>)>;
 /// (row, argv, runs) for each command to time.
@@ -308,6 +318,39 @@ fn main() {
             String::new(),
             Err("ch-run not installed".into()),
         ));
+    }
+    // A real distribution image whose `true` is dynamically linked (libc is paged in
+    // through FUSE): the debootstrap Debian of the test registry, when it is there.
+    let debian = format!("{DEBIAN_REGISTRY}/test/debian:latest");
+    match pull_ref(&w, &debian) {
+        Ok((r, sq)) => {
+            measure(
+                &mut rows,
+                &mut plan,
+                "warren run, Debian (first container)",
+                s(&[&w, "run", "--pull=never", "--no-join", &r, "true"]),
+                n,
+            );
+            if have("ch-run") {
+                let mnt = dir.join("ch-mnt-debian");
+                let _ = std::fs::create_dir_all(&mnt);
+                let m = format!("--mount={}", mnt.display());
+                measure(
+                    &mut rows,
+                    &mut plan,
+                    "ch-run on squashfs, Debian",
+                    s(&["ch-run", &m, &sq, "--", "true"]),
+                    n,
+                );
+            }
+        }
+        Err(e) => rows.push((
+            "warren run, Debian".into(),
+            String::new(),
+            Err(format!(
+                "{e} (scripts/registry.sh start; scripts/test-images.sh debian)"
+            )),
+        )),
     }
     // Rootless podman leaves a pause process: stop it afterwards if the bench started it.
     let pause_file = format!(

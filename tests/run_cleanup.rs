@@ -18,16 +18,13 @@ fn assert_clean(f: &Fixture, what: &str) {
         let procs: Vec<String> = live_processes(f.ci.uid)
             .into_iter()
             .filter(|p| {
-                [
-                    "warren",
-                    "squashfuse_ll",
-                    "fuse-overlayfs",
-                    "sleep",
-                    "sh",
-                    "busybox",
-                ]
-                .iter()
-                .any(|n| p.ends_with(&format!(" {n}")))
+                let (pid, comm) = p.split_once(' ').unwrap_or((p, ""));
+                match comm {
+                    // Ours only: other suites may run warren as the same user meanwhile.
+                    "warren" | "squashfuse_ll" => f.owns_process(pid),
+                    "fuse-overlayfs" | "sleep" | "sh" | "busybox" => true,
+                    _ => false,
+                }
             })
             .collect();
         let mounts = leftover_mounts();
@@ -159,6 +156,17 @@ fn holder_life_cycle() {
     let _stop = Stop(f);
     let ps = ok(&f.cmd(&f.ci, &["ps"]).output().unwrap());
     assert!(ps.contains("hold1") && ps.contains("holder"), "{ps}");
+    // The leftover check recognizes the holder and its daemon as ours.
+    let ours: Vec<String> = live_processes(f.ci.uid)
+        .into_iter()
+        .filter(|p| f.owns_process(p.split_once(' ').map_or(p.as_str(), |x| x.0)))
+        .collect();
+    for name in ["warren", "squashfuse_ll"] {
+        assert!(
+            ours.iter().any(|p| p.ends_with(&format!(" {name}"))),
+            "{name} of the holder not seen as the fixture's: {ours:?}"
+        );
+    }
     // A second holder for the same image and identity is refused.
     assert!(!run(&["--holder", "--name", "hold2"]).status.success());
     // Joining: same owners, own writable layer, timing shows the join step.

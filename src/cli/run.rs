@@ -126,7 +126,20 @@ fn find_image(ctx: &Ctx, args: &mut Args) -> Result<(String, ImageEntry)> {
         }
         let sq =
             std::fs::canonicalize(&sq).with_context(|| format!("--squashfs {}", sq.display()))?;
-        let digest = crate::digest::Digest::of(format!("file:{}", sq.display()).as_bytes());
+        // A stand-in digest naming this very file version (path, inode, size, mtime), so
+        // that caches and holders keyed by digest never mix two contents.
+        let md = std::fs::metadata(&sq).with_context(|| format!("--squashfs {}", sq.display()))?;
+        let digest = crate::digest::Digest::of(
+            format!(
+                "file:{}:{}:{}:{}.{}",
+                sq.display(),
+                std::os::unix::fs::MetadataExt::ino(&md),
+                md.len(),
+                std::os::unix::fs::MetadataExt::mtime(&md),
+                std::os::unix::fs::MetadataExt::mtime_nsec(&md)
+            )
+            .as_bytes(),
+        );
         let name = sq.display().to_string();
         return Ok((
             name,

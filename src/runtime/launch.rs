@@ -572,12 +572,28 @@ fn child(
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     // Start reading the command's executable now; the mounts below take as long.
-    let _prefetch = spec.argv.first().and_then(|a0| {
-        let path = spec.env.get("PATH").unwrap_or(DEFAULT_PATH);
-        let f = prefetch::executable(&root, a0, path, &cwd)?;
-        prefetch::start(&f);
-        Some(f)
-    });
+    // Kept open until exec: closing a FUSE file costs a round trip.
+    let _prefetch: Vec<OwnedFd> = spec
+        .argv
+        .first()
+        .and_then(|a0| {
+            let path = spec.env.get("PATH").unwrap_or(DEFAULT_PATH);
+            prefetch::executable(&root, a0, path, &cwd)
+        })
+        .map(|exe| {
+            let mut files = Vec::new();
+            // Its loader and libraries too, unless it was skipped (too big: likely a
+            // program that reads many other files anyway; or cached: a warm holder).
+            if prefetch::start(&exe) {
+                files = prefetch::dependencies(&root, &exe);
+                for f in &files {
+                    prefetch::start(f);
+                }
+            }
+            files.push(exe);
+            files
+        })
+        .unwrap_or_default();
     times.push(("prefetch", sys::monotonic_ns()));
 
     // 4. Users, mounts.

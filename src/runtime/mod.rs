@@ -9,12 +9,14 @@
 //! * `image_config`, `env`, `passwd` (pure): what the process gets; `userdb` caches the
 //!   container's passwd/group per image and user and puts them in place.
 //! * `process` (exec, signals, exit codes, reaping), `caps`, `seccomp` (fake chown);
-//!   `prefetch` warms the page cache with the command's executable during set-up.
+//!   `prefetch` warms the page cache with the command's executable and (`elfdeps`) its
+//!   loader and libraries during set-up.
 //! * `spec` turns caller options (CLI flags, later the Slurm plugin) and a stored image into
 //!   a `RunSpec`; `launch` executes it; `holder` keeps namespaces for later containers;
 //!   `unshare` runs a command in the user's namespace; `state` is the runtime directory.
 
 pub mod caps;
+pub mod elfdeps;
 pub mod env;
 pub mod fuse;
 pub mod holder;

@@ -2,8 +2,12 @@
 //! runs. On a fresh squashfuse mount every page the command touches is a FUSE read that
 //! decompresses a block; `exec` faults them in one at a time (a 2 MB busybox: ~20 serial
 //! reads, ~8 ms). `readahead(2)` queues the whole file at once as asynchronous FUSE reads
-//! that the daemon's threads serve in parallel while warren builds the mounts, so the
-//! command mostly finds its pages ready.
+//! that the daemon serves while warren builds the mounts, so the command mostly finds its
+//! pages ready.
+//!
+//! For a dynamically linked command the ELF interpreter and the direct libraries follow
+//! (found as the loader would by default; each up to [`MAX_BYTES`]): Debian's `ls` 26 →
+//! 23 ms for a first container.
 //!
 //! Best effort: any failure only means no prefetch.
 
@@ -38,16 +42,17 @@ const STEP: u64 = 128 << 10;
 /// Queue reads of all of `file` unless it is larger than [`MAX_BYTES`] or already in
 /// the page cache (a holder's warm mount); returns at once on FUSE (the daemon answers
 /// asynchronously).
-pub fn start(file: &OwnedFd) {
+/// Returns whether reads were queued.
+pub fn start(file: &OwnedFd) -> bool {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat fills `st` on success; we read it only then.
     if unsafe { libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return;
+        return false;
     }
     // SAFETY: fstat succeeded.
     let size = unsafe { st.assume_init() }.st_size as u64;
     if size > MAX_BYTES || cached(file, size) {
-        return;
+        return false;
     }
     let mut off = 0;
     while off < size {
@@ -55,6 +60,54 @@ pub fn start(file: &OwnedFd) {
         unsafe { libc::readahead(file.as_raw_fd(), off as i64, STEP as usize) };
         off += STEP;
     }
+    true
+}
+
+/// Directories searched for a `DT_NEEDED` library (the loader's defaults; the image's
+/// ld.so.cache is not read): multiarch first, as Debian and Ubuntu lay them out.
+fn lib_dirs() -> Vec<String> {
+    let mut v = Vec::new();
+    let triplet = match std::env::consts::ARCH {
+        "x86_64" => Some("x86_64-linux-gnu"),
+        "aarch64" => Some("aarch64-linux-gnu"),
+        "powerpc64" => Some("powerpc64le-linux-gnu"),
+        _ => None,
+    };
+    if let Some(t) = triplet {
+        v.push(format!("/lib/{t}"));
+        v.push(format!("/usr/lib/{t}"));
+    }
+    v.extend(["/lib64", "/usr/lib64", "/lib", "/usr/lib"].map(String::from));
+    v
+}
+
+/// The ELF interpreter and direct libraries of `exe` (see `elfdeps`), opened inside the
+/// root: a dynamically linked command's first reads after `exec` (Debian's `true`: ld.so
+/// and libc, ~5 ms of serial page faults on a fresh mount). Reading the headers waits
+/// for the executable's first block, which `exec` needs first anyway.
+pub fn dependencies(root: &OwnedFd, exe: &OwnedFd) -> Vec<OwnedFd> {
+    let Some(deps) = exe
+        .try_clone()
+        .ok()
+        .and_then(|fd| super::elfdeps::read(&std::fs::File::from(fd)))
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<OwnedFd> = deps
+        .interp
+        .and_then(|i| open_regular(root, Path::new(&i)))
+        .into_iter()
+        .collect();
+    let dirs = lib_dirs();
+    for name in deps.needed.iter().filter(|n| !n.contains('/')) {
+        if let Some(f) = dirs
+            .iter()
+            .find_map(|d| open_regular(root, &Path::new(d).join(name)))
+        {
+            out.push(f);
+        }
+    }
+    out
 }
 
 /// True when the first, middle and last bytes are in the page cache (reads that must
@@ -126,5 +179,37 @@ mod tests {
         assert_eq!(found("", "/bin", "/"), None);
         // The cache is warmed without error on a regular file.
         start(&executable(&root, "tool", "/usr/bin", "/").unwrap());
+    }
+
+    #[test]
+    fn loader_and_libraries_are_found_in_the_root() {
+        let Some(deps) = std::fs::File::open("/bin/true")
+            .ok()
+            .and_then(|f| crate::runtime::elfdeps::read(&f))
+        else {
+            return; // not an ELF we read (another architecture)
+        };
+        let (Some(interp), true) = (deps.interp, cfg!(target_arch = "x86_64")) else {
+            return;
+        };
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::copy("/bin/true", r.join("bin/true")).unwrap();
+        let mut want = vec![r.join(interp.trim_start_matches('/'))];
+        for n in deps.needed.iter().filter(|n| !n.contains('/')) {
+            want.push(r.join("usr/lib/x86_64-linux-gnu").join(n));
+        }
+        for w in &want {
+            std::fs::create_dir_all(w.parent().unwrap()).unwrap();
+            std::fs::write(w, "").unwrap();
+        }
+        let root = crate::runtime::userdb::open_root(r).unwrap();
+        let exe = executable(&root, "true", "/bin", "/").unwrap();
+        let got: Vec<PathBuf> = dependencies(&root, &exe)
+            .iter()
+            .map(|f| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap())
+            .collect();
+        assert_eq!(got, want);
     }
 }

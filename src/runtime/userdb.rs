@@ -47,6 +47,7 @@ pub fn files(rundir: &Path, digest: &str, image: &OwnedFd, user: &User) -> io::R
     }
     let f = build(image, user)?;
     let _ = std::fs::create_dir(&dir);
+    bound(&dir);
     let _ = write_atomic(&gf, &f.group).and_then(|_| write_atomic(&pf, &f.passwd));
     Ok(f)
 }
@@ -74,6 +75,22 @@ pub fn build(image: &OwnedFd, user: &User) -> io::Result<Files> {
         ),
         group: passwd::group(&image_group, user.name, user.gid),
     })
+}
+
+/// Files kept in the cache directory; beyond this (on a miss) it is emptied and refills
+/// with what is in use.
+const MAX_CACHED: usize = 512;
+
+fn bound(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    if files.len() >= MAX_CACHED {
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
 
 fn cache_key(digest: &str, u: &User) -> String {
@@ -115,7 +132,8 @@ pub fn prewrite_upper(image: &OwnedFd, upper: &Path, files: &Files) -> io::Resul
     }
     let dir = upper.join("etc");
     std::fs::create_dir(&dir)?;
-    std::os::unix::fs::chown(&dir, Some(etc.st_uid), Some(etc.st_gid))?;
+    // Owners as in the image, best effort (an owner the map lacks keeps ours).
+    let _ = std::os::unix::fs::chown(&dir, Some(etc.st_uid), Some(etc.st_gid));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(etc.st_mode & 0o7777))?;
     for ((name, text), (uid, gid, mode)) in [("passwd", &files.passwd), ("group", &files.group)]
         .into_iter()
@@ -123,7 +141,7 @@ pub fn prewrite_upper(image: &OwnedFd, upper: &Path, files: &Files) -> io::Resul
     {
         let p: PathBuf = dir.join(name);
         std::fs::write(&p, text)?;
-        std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
+        let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(true)
@@ -211,6 +229,22 @@ mod tests {
         ] {
             assert_ne!(base, cache_key("sha256:a", &u));
         }
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir_all(img.join("etc")).unwrap();
+        let root = open_root(&img).unwrap();
+        let cache = d.path().join("passwd");
+        std::fs::create_dir(&cache).unwrap();
+        for i in 0..MAX_CACHED {
+            std::fs::write(cache.join(format!("old{i}.passwd")), "").unwrap();
+        }
+        files(d.path(), "sha256:y", &root, &user()).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+        assert_eq!(left.len(), 2, "emptied, then the new pair");
     }
 
     #[test]

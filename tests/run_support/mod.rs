@@ -121,6 +121,14 @@ fn build() -> Result<Fixture, String> {
     unsafe { libc::atexit(remove_fixture_dir) };
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A runtime dir per user and test process: records, staging and caches of other
+    // warren runs on the machine (another test suite, a benchmark) are not ours to count.
+    for u in [&ci, &nosub] {
+        let rt = dir.join(format!("rt-{}", u.uid));
+        std::fs::create_dir(&rt).unwrap();
+        std::os::unix::fs::chown(&rt, Some(u.uid), Some(u.gid)).unwrap();
+        std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     // A private copy of the binary: the shared target dir may be rebuilt meanwhile.
     let bin = dir.join("warren");
     std::fs::copy(env!("CARGO_BIN_EXE_warren"), &bin).unwrap();
@@ -179,6 +187,7 @@ impl Fixture {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("XDG_RUNTIME_DIR", format!("/run/user/{}", user.uid))
             .env("WARREN_CONFIG", "/nonexistent/warren.toml")
+            .env("WARREN_RUN_RUNTIME_DIR", self.rundir(user))
             .current_dir("/");
         c
     }
@@ -210,9 +219,20 @@ impl Fixture {
         d
     }
 
-    /// The user's runtime dir for warren.
+    /// The user's runtime dir for warren (`run.runtime_dir`, private to this fixture).
     pub fn rundir(&self, user: &User) -> PathBuf {
-        PathBuf::from(format!("/run/user/{}/warren", user.uid))
+        self.dir.join(format!("rt-{}", user.uid))
+    }
+
+    /// True when process `pid` belongs to this fixture: a `warren` running the fixture's
+    /// binary, or a process whose command line names the fixture dir (its FUSE daemons).
+    /// Other processes (the container's own) are judged by name by the caller.
+    pub fn owns_process(&self, pid: &str) -> bool {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let dir = self.dir.to_string_lossy();
+        exe.as_deref() == Some(self.bin.as_path())
+            || String::from_utf8_lossy(&cmdline).contains(dir.as_ref())
     }
 }
 
