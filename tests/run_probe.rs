@@ -12,11 +12,11 @@ fn probe_answers_and_caches() {
             .is_ok_and(|s| s.success())
     };
     if !have("mksquashfs") || !have("squashfuse_ll") {
-        eprintln!("SKIP: mksquashfs or squashfuse_ll not installed (scripts/setup-host.sh)");
+        skip("mksquashfs or squashfuse_ll not installed (scripts/setup-host.sh)");
         return;
     }
     if !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: no /dev/fuse");
+        skip("no /dev/fuse");
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -39,4 +39,12 @@ fn probe_answers_and_caches() {
     // Nothing mounted is left: the probe's namespace died with its process.
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(rt.to_str().unwrap()), "{mi}");
+}
+
+fn skip(why: &str) {
+    assert!(
+        std::env::var_os("WARREN_TEST_NO_SKIP").is_none(),
+        "would skip under WARREN_TEST_NO_SKIP: {why}"
+    );
+    eprintln!("SKIP: {why}");
 }

@@ -13,7 +13,7 @@ use run_support::{fixture, image_ref, ok, registry_lacks, stderr};
 macro_rules! need_image {
     ($name:expr) => {
         if let Some(why) = registry_lacks($name) {
-            eprintln!("SKIP: {why}");
+            run_support::skip_note(&why);
             return;
         }
     };

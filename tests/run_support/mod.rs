@@ -60,13 +60,22 @@ fn sh(cmd: &str) {
     assert!(st.success(), "{cmd}");
 }
 
+/// Say why a test is skipped; under `WARREN_TEST_NO_SKIP` (CI, where every
+/// prerequisite is installed) a skip is a failure instead.
+pub fn skip_note(why: &str) {
+    if std::env::var_os("WARREN_TEST_NO_SKIP").is_some() {
+        panic!("would skip under WARREN_TEST_NO_SKIP: {why}");
+    }
+    eprintln!("SKIP: {why}");
+}
+
 /// The fixture, or None (with the reason printed) when prerequisites are missing.
 pub fn fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Result<Fixture, String>> = OnceLock::new();
     match F.get_or_init(build) {
         Ok(f) => Some(f),
         Err(why) => {
-            eprintln!("SKIP: {why}");
+            skip_note(why);
             None
         }
     }
