@@ -23,15 +23,7 @@ pub struct Files {
 }
 
 /// The user's entry as it goes into the container (the shell is checked in the image).
-#[derive(Debug, Clone)]
-pub struct User<'a> {
-    pub name: &'a str,
-    pub uid: u32,
-    pub gid: u32,
-    pub gecos: &'a str,
-    pub home: &'a str,
-    pub shell: &'a str,
-}
+pub type User<'a> = Entry<'a>;
 
 /// The files for `user` in the image whose root is `image` (read-only lower): from the
 /// cache in `rundir` when there, else built from the image and cached (best effort).
@@ -65,12 +57,8 @@ pub fn build(image: &OwnedFd, user: &User) -> io::Result<Files> {
         passwd: passwd::passwd(
             &image_passwd,
             &Entry {
-                name: user.name,
-                uid: user.uid,
-                gid: user.gid,
-                gecos: user.gecos,
-                home: user.home,
                 shell: if shell_ok { user.shell } else { "/bin/sh" },
+                ..user.clone()
             },
         ),
         group: passwd::group(&image_group, user.name, user.gid),
