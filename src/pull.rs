@@ -77,6 +77,7 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     let resolved = source
         .resolve(&platform)
         .with_context(|| format!("resolve {}", source.describe()))?;
+    warn_platform_mismatch(&name, &platform, &resolved.config_bytes, pr);
     let rec = RefRecord {
         name: name.clone(),
         top: resolved.top_digest.clone(),
@@ -129,6 +130,26 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     target
         .image(md)
         .with_context(|| format!("image {md} vanished right after publishing"))
+}
+
+/// A single-platform image (no index to choose from) built for another platform than
+/// the one asked for: pulled anyway, with one warning line, as podman does.
+fn warn_platform_mismatch(name: &str, want: &Platform, config: &[u8], pr: &Progress) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(config) else {
+        return;
+    };
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str());
+    if let (Some(os), Some(arch)) = (field("os"), field("architecture")) {
+        if !want.matches(os, arch, field("variant")) {
+            let have = match field("variant") {
+                Some(var) => format!("{os}/{arch}/{var}"),
+                None => format!("{os}/{arch}"),
+            };
+            pr.line(&format!(
+                "warning: {name} is built for {have}, not the requested {want}"
+            ));
+        }
+    }
 }
 
 /// The source for a reference, its canonical tag name, and what it points at now.

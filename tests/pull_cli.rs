@@ -106,6 +106,20 @@ fn pull_busybox_from_registry() {
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", "127.0.0.1:5000/test/busybox"])).unwrap();
     assert_eq!(v["cmd"], serde_json::json!(["/bin/sh"]));
+
+    // A single-platform image asked for another platform: pulled, with one warning.
+    let o = env.run(&[
+        "pull",
+        "--platform",
+        "linux/riscv64",
+        "127.0.0.1:5000/test/busybox:latest",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is built for linux/amd64, not the requested linux/riscv64"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
