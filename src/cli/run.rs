@@ -110,7 +110,8 @@ pub struct Args {
     /// (testing) The OCI image config JSON for --squashfs.
     #[arg(long, hide = true, requires = "squashfs")]
     pub image_config: Option<PathBuf>,
-    /// Image reference (tag, digest or short name), or the first word of the command with --squashfs.
+    // With the hidden --squashfs this is the first word of the command instead.
+    /// Image reference (tag, digest or short name); pulled first if missing (--pull).
     #[arg(value_name = "IMAGE")]
     pub image: Option<String>,
     /// Command and arguments (default: the image's entrypoint and cmd).
