@@ -186,23 +186,14 @@ pub fn apply(root: &OwnedFd, ops: &[Op], can_create: bool) -> Result<Vec<String>
                 attrs,
                 optional,
             } => {
-                let tree = match sys::open_tree_clone(src, *kind == Kind::Dir) {
-                    Ok(t) => t,
-                    Err(e) if *optional && e.raw_os_error() == Some(libc::ENOENT) => continue,
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("bind source {}", src.display()))
-                    }
+                let Some(tree) = clone_source(src, *kind, *optional)? else {
+                    continue;
                 };
                 let Some(target) = target(root, dst, *kind, can_create, *optional, &mut skipped)?
                 else {
                     continue;
                 };
-                if *attrs != 0 {
-                    sys::mount_setattr(&tree, *attrs, true)
-                        .with_context(|| format!("set mount attributes on {}", dst.display()))?;
-                }
-                sys::move_mount(&tree, &target)
-                    .with_context(|| format!("bind {} on {}", src.display(), dst.display()))?;
+                attach(&tree, &target, *attrs, src, dst)?;
             }
             Op::Fs {
                 fstype,
@@ -291,19 +282,12 @@ fn apply_in_dev(dev: &OwnedFd, op: &Op) -> Result<bool> {
             optional,
             ..
         } => {
-            let tree = match sys::open_tree_clone(src, *kind == Kind::Dir) {
-                Ok(t) => t,
-                Err(e) if *optional && e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
-                Err(e) => return Err(e).with_context(|| format!("bind source {}", src.display())),
+            let Some(tree) = clone_source(src, *kind, *optional)? else {
+                return Ok(true);
             };
             let target = create_in(d, &cname, *kind)
                 .with_context(|| format!("mount point {}", dst.display()))?;
-            if *attrs != 0 {
-                sys::mount_setattr(&tree, *attrs, true)
-                    .with_context(|| format!("set mount attributes on {}", dst.display()))?;
-            }
-            sys::move_mount(&tree, &target)
-                .with_context(|| format!("bind {} on {}", src.display(), dst.display()))?;
+            attach(&tree, &target, *attrs, src, dst)?;
             Ok(true)
         }
         Op::Fs {
@@ -319,6 +303,25 @@ fn apply_in_dev(dev: &OwnedFd, op: &Op) -> Result<bool> {
             Ok(true)
         }
     }
+}
+
+/// A bind source as a detached mount tree; `None` when an optional source is missing.
+fn clone_source(src: &Path, kind: Kind, optional: bool) -> Result<Option<OwnedFd>> {
+    match sys::open_tree_clone(src, kind == Kind::Dir) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if optional && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("bind source {}", src.display())),
+    }
+}
+
+/// Set `attrs` (nosuid, nodev, ro…) on a cloned tree and attach it on `target`.
+fn attach(tree: &OwnedFd, target: &OwnedFd, attrs: u64, src: &Path, dst: &Path) -> Result<()> {
+    if attrs != 0 {
+        sys::mount_setattr(tree, attrs, true)
+            .with_context(|| format!("set mount attributes on {}", dst.display()))?;
+    }
+    sys::move_mount(tree, target)
+        .with_context(|| format!("bind {} on {}", src.display(), dst.display()))
 }
 
 /// Create `name` (no slash) in the directory `dir` and open it, never following a link.
