@@ -144,7 +144,10 @@ fn lenient(s: &[u8]) -> Option<u64> {
     if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         u64::from_str_radix(h, 16).ok()
     } else if s.len() > 1 && s.starts_with('0') {
-        u64::from_str_radix(&s[1..], 8).ok()
+        // Not octal after all (`09`): whoever repairs it will mean decimal.
+        u64::from_str_radix(&s[1..], 8)
+            .ok()
+            .or_else(|| s.parse().ok())
     } else {
         s.parse().ok()
     }
