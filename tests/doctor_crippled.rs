@@ -281,3 +281,51 @@ fn healthy_user_and_cli_surface() {
         "{p}"
     );
 }
+
+/// `SLURM_VERSION_NUMBER` from the installed `slurm/slurm_version.h` (libslurm-dev).
+fn slurm_version_number() -> Result<u32, String> {
+    let h = "/usr/include/slurm/slurm_version.h";
+    let text =
+        fs::read_to_string(h).map_err(|e| format!("{h}: {e} (libslurm-dev not installed)"))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("#define"))
+        .filter_map(|l| l.trim().strip_prefix("SLURM_VERSION_NUMBER"))
+        .find_map(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| format!("{h}: no SLURM_VERSION_NUMBER"))
+}
+
+/// doctor's ELF reader against the real Slurm plugins: each `plugin_version` equals the
+/// installed Slurm's `SLURM_VERSION_NUMBER` (read from its header, not assumed).
+#[test]
+fn elf_reader_reads_installed_slurm_plugin_versions() {
+    let want = need!(slurm_version_number());
+    // Where distributions install Slurm's plugins (as doctor's slurm check looks).
+    let dir = need!([
+        "/usr/lib/x86_64-linux-gnu/slurm-wlm",
+        "/usr/lib64/slurm",
+        "/usr/lib/slurm",
+        "/usr/local/lib/slurm"
+    ]
+    .iter()
+    .map(Path::new)
+    .find(|d| d.join("proctrack_linuxproc.so").is_file())
+    .ok_or("no Slurm plugin directory with proctrack_linuxproc.so (slurm-wlm not installed)"));
+    let mut read = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "so") {
+            continue;
+        }
+        let b = fs::read(&p).unwrap();
+        if let Some(v) = warren::admin::doctor::elf::u32_symbol(&b, "plugin_version") {
+            assert_eq!(v, want, "{}: {v:#x} != {want:#x}", p.display());
+            read += 1;
+        }
+    }
+    let b = fs::read(dir.join("proctrack_linuxproc.so")).unwrap();
+    assert_eq!(
+        warren::admin::doctor::elf::u32_symbol(&b, "plugin_version"),
+        Some(want)
+    );
+    eprintln!("{read} plugins in {} are version {want:#x}", dir.display());
+}
