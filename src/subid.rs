@@ -137,20 +137,25 @@ fn reserved(raw: &[u8]) -> Option<(u64, u64)> {
     Some((start, count.min(ID_LIMIT - start)))
 }
 
-/// A number as C's `strtoul(s, _, 0)` would read it, around stray white space.
-fn lenient(s: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(s).ok()?.trim();
+/// A number as C's `strtoul(s, _, 0)` reads a whole field (shadow's `getulong`, login.defs'
+/// `getdef`): surrounding white space ignored, `0x` hex, leading-`0` octal, else decimal.
+pub fn c_ulong(s: &str) -> Option<u64> {
+    let s = s.trim();
     let s = s.strip_prefix('+').unwrap_or(s);
     if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         u64::from_str_radix(h, 16).ok()
     } else if s.len() > 1 && s.starts_with('0') {
-        // Not octal after all (`09`): whoever repairs it will mean decimal.
-        u64::from_str_radix(&s[1..], 8)
-            .ok()
-            .or_else(|| s.parse().ok())
+        u64::from_str_radix(&s[1..], 8).ok()
     } else {
         s.parse().ok()
     }
+}
+
+/// A refused line's number: as shadow would read it, or (`09`, not octal) as whoever
+/// repairs it will mean it.
+fn lenient(s: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(s).ok()?;
+    c_ulong(s).or_else(|| s.trim().parse().ok())
 }
 
 /// One non-empty, non-comment line.
