@@ -168,7 +168,10 @@ fn options_end_at_the_image() {
     let Some(f) = run_support::fixture() else {
         return;
     };
-    // With --squashfs the command's first word stands where IMAGE would.
+    // With --squashfs the command's first word stands where IMAGE would. Right after it,
+    // words that are warren options belong to the command.
+    let o = f.run(&f.ci, &["-e", "X=1", "echo", "-e", "Y=2", "--name", "n"]);
+    assert_eq!(run_support::ok(&o), "Y=2 --name n\n");
     let o = f.run(
         &f.ci,
         &[
