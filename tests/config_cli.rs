@@ -34,10 +34,12 @@ fn usage_errors_exit_125_for_run_and_2_for_other_commands() {
     let err = failed(&env.run(&["run", "-e"]), 125);
     assert!(err.contains("--env"), "{err}");
     // Global flags before the command do not hide it.
-    failed(
+    let err = failed(
         &env.run(&["--quiet", "run", "--overlay", "kernel", "img"]),
         125,
     );
+    // What clap puts on further lines is kept on the one line.
+    assert!(err.contains("possible values: auto, native, fuse"), "{err}");
     let err = failed(&env.run(&["images", "--no-such-flag"]), 2);
     assert!(err.contains("'--no-such-flag'"), "{err}");
     failed(&env.run(&["no-such-command"]), 2);

@@ -91,7 +91,7 @@ fn invoked_subcommand(args: &[std::ffi::OsString]) -> Option<&std::ffi::OsStr> {
 }
 
 /// Print a clap error or help; returns the exit code. Help and version go out as clap
-/// renders them; an error is one line (its first), with where to read more.
+/// renders them; an error is one line, with where to read more.
 fn clap_exit(e: clap::Error, is_run: bool) -> i32 {
     use clap::error::ErrorKind;
     match e.kind() {
@@ -104,15 +104,22 @@ fn clap_exit(e: clap::Error, is_run: bool) -> i32 {
             usage_exit_code(is_run)
         }
         _ => {
+            // clap's rendering spans lines (possible values, tips, usage): keep what
+            // says what was wrong, on one line.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let what: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .collect();
+            let what = what.join("; ");
+            let what = what.strip_prefix("error: ").unwrap_or(&what);
             let help = if is_run {
                 "warren run --help"
             } else {
                 "warren --help"
             };
-            eprintln!("warren: {first} (see '{help}')");
+            eprintln!("warren: {what} (see '{help}')");
             usage_exit_code(is_run)
         }
     }
