@@ -20,7 +20,7 @@ pub enum ConfigError {
     #[error("config {origin}: {err}")]
     Read { origin: String, err: std::io::Error },
     /// A file that is not valid TOML or has a bad key or value, at `line:col` (1-based).
-    #[error("config {file}:{line}:{col}: {message}")]
+    #[error("{file}:{line}:{col}: {message}")]
     File {
         file: String,
         line: usize,
@@ -668,17 +668,17 @@ mod tests {
         let e = load("[pull]\nparallel = 2\nretries = = 3\n", &[])
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("config W:3:11: "), "{e}");
+        assert!(e.starts_with("W:3:11: "), "{e}");
         assert!(!e.contains('\n'), "{e}");
         // A type error is located too.
         let e = load("[pull]\n\nparallel = \"x\"\n", &[])
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("config W:3:12: "), "{e}");
+        assert!(e.starts_with("W:3:12: "), "{e}");
         let e = load("[store]\nkeep_layers = 7\n", &[])
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("config W:2:15: ") && e.contains("1/0"), "{e}");
+        assert!(e.starts_with("W:2:15: ") && e.contains("1/0"), "{e}");
     }
 
     #[test]

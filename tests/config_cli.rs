@@ -90,11 +90,11 @@ fn toml_errors_are_one_line_with_file_line_and_column() {
     let env = Env::with_config("[pull]\nretries = = 3\n");
     let err = failed(&env.run(&["images"]), 2);
     // Line 1-2 are the generated [store] section.
-    let want = format!("warren: config {}:4:11: ", env.config().display());
+    let want = format!("warren: {}:4:11: ", env.config().display());
     assert!(err.starts_with(&want), "{err}");
     let env = Env::with_config("[run]\nmount_home = \"sometimes\"\n");
     let err = failed(&env.run(&["run", "img"]), 125);
-    let want = format!("warren: config {}:4:14: ", env.config().display());
+    let want = format!("warren: {}:4:14: ", env.config().display());
     assert!(err.starts_with(&want) && err.contains("1/0"), "{err}");
 }
 
