@@ -28,6 +28,7 @@ pub enum OverlayArg {
 
 #[derive(clap::Args, Debug)]
 #[command(
+    override_usage = "warren run [OPTIONS] IMAGE [COMMAND [ARG...]]",
     after_help = "Identity: by default you keep your own UID/GID inside (files you write to \
 bind mounts are yours on the host); --remap-root makes you UID 0 inside. See docs/run.md."
 )]
@@ -95,7 +96,7 @@ pub struct Args {
     #[arg(long)]
     pub fake_chown: bool,
     /// Print a per-step start-up breakdown to stderr.
-    #[arg(long, env = "WARREN_TIMING")]
+    #[arg(long, env = "WARREN_TIMING", value_parser = timing_value)]
     pub timing: bool,
     /// Start a namespace holder for IMAGE (needs --name) and return; later runs of the
     /// same image join it. Stop it with `warren rm NAME`.
@@ -110,13 +111,36 @@ pub struct Args {
     /// (testing) The OCI image config JSON for --squashfs.
     #[arg(long, hide = true, requires = "squashfs")]
     pub image_config: Option<PathBuf>,
-    // With the hidden --squashfs this is the first word of the command instead.
-    /// Image reference (tag, digest or short name); pulled first if missing (--pull).
-    #[arg(value_name = "IMAGE")]
-    pub image: Option<String>,
-    /// Command and arguments (default: the image's entrypoint and cmd).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// IMAGE (tag, digest or short name; pulled first if missing, see --pull), then the
+    /// command and its arguments (default: the image's entrypoint and cmd). Options end
+    /// at IMAGE: what follows is the container's, as with podman.
+    #[arg(value_name = "IMAGE [COMMAND [ARG...]]", trailing_var_arg = true)]
     pub command: Vec<String>,
+    // Filled by `split_image` from the first positional word (one positional list is
+    // what makes clap stop parsing options at IMAGE). With the hidden --squashfs there is
+    // no IMAGE and the run path moves it back to the command.
+    #[arg(skip)]
+    pub image: Option<String>,
+}
+
+impl Args {
+    /// Move the first positional word (IMAGE) from `command` to `image`.
+    pub fn split_image(mut self) -> Args {
+        if self.image.is_none() && !self.command.is_empty() {
+            self.image = Some(self.command.remove(0));
+        }
+        self
+    }
+}
+
+/// `WARREN_TIMING`'s value (the flag itself stores `true`), through the one boolean parser.
+fn timing_value(s: &str) -> Result<bool, String> {
+    crate::config::parse_bool(s).ok_or_else(|| {
+        format!(
+            "WARREN_TIMING (or --timing) takes {}",
+            crate::config::BOOL_VALUES
+        )
+    })
 }
 
 fn find_image(ctx: &Ctx, args: &mut Args) -> Result<(String, ImageEntry)> {
