@@ -18,10 +18,12 @@ use crate::image::{layer, Limits};
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::source::{ResolvedImage, Source};
+use crate::store::gc::remove_image_dir;
 use crate::store::layout::Store;
 use crate::store::lock::Lock;
 use crate::store::refs::RefRecord;
-use crate::store::{canonical_oci, publish, refs, ImageEntry, Stores};
+use crate::store::space::{self, NoSpace};
+use crate::store::{canonical_oci, describe, integrity, publish, refs, ImageEntry, Stores};
 use anyhow::{bail, Context, Result};
 use oci_spec::image::Descriptor;
 use std::fs::File;
@@ -67,8 +69,19 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
                 stores.image(&rec.manifest)
             };
             if let Some(e) = found {
-                pr.line(&format!("{name}: up to date"));
-                return Ok(e);
+                // The image may be kept in another store than the tag.
+                let dir = e.squashfs.parent().unwrap_or(Path::new("/"));
+                match integrity::quick(dir) {
+                    integrity::Status::Sound => {
+                        pr.line(&format!("{name}: up to date"));
+                        return Ok(e);
+                    }
+                    st => pr.line(&format!(
+                        "{name}: {}: {}; repairing",
+                        dir.display(),
+                        describe(&st)
+                    )),
+                }
             }
         }
     }
@@ -77,6 +90,12 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     let resolved = source
         .resolve(&platform)
         .with_context(|| format!("resolve {}", source.describe()))?;
+    crate::image::config::check(&resolved.config_bytes).with_context(|| {
+        format!(
+            "{name}: image config {}",
+            resolved.manifest.config().digest()
+        )
+    })?;
     warn_platform_mismatch(&name, &platform, &resolved.config_bytes, pr);
     let rec = RefRecord {
         name: name.clone(),
@@ -87,9 +106,11 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     let md = &resolved.manifest_digest;
     // Already in some store (a shared one: no copy unless asked to publish there).
     let existing = if opts.shared {
-        target.image(md)
+        target
+            .image(md)
+            .filter(|_| integrity::quick(&target.image_dir(md)) == integrity::Status::Sound)
     } else {
-        stores.image(md)
+        stores.sound_image(md).0
     };
     if let Some(e) = existing {
         refs::write(&target, &rec)?;
@@ -99,9 +120,19 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
 
     let _lock = Lock::exclusive(&target.lock_file("image", md))?;
     if let Some(e) = target.image(md) {
-        // Someone else built it while we waited for the lock.
-        refs::write(&target, &rec)?;
-        return Ok(e);
+        match integrity::quick(&target.image_dir(md)) {
+            // Someone else built (or repaired) it while we waited for the lock.
+            integrity::Status::Sound => {
+                refs::write(&target, &rec)?;
+                return Ok(e);
+            }
+            // Damaged or unverifiable: replace it (running containers keep the old
+            // file open; it goes when they end).
+            st => {
+                pr.line(&format!("{name}: rebuilding image {md}: {}", describe(&st)));
+                remove_image_dir(&target, md)?;
+            }
+        }
     }
     publish::clean_stale_image(&target, md);
     let stage = publish::stage_image(&target, md)?;
@@ -116,7 +147,7 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     );
     if let Err(e) = built {
         let _ = std::fs::remove_dir_all(&stage);
-        return Err(e);
+        return Err(out_of_space(&target, e));
     }
     publish::publish_image(&target, &stage, md)?;
     refs::write(&target, &rec)?;
@@ -130,6 +161,18 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     target
         .image(md)
         .with_context(|| format!("image {md} vanished right after publishing"))
+}
+
+/// `e`, or [`NoSpace`] when the store's file system is what failed: an ENOSPC in the
+/// chain, or a squasher failure with less free space left than the image's bytes
+/// (tar2sqfs reports ENOSPC as an I/O error and deletes its output).
+fn out_of_space(target: &Store, e: anyhow::Error) -> anyhow::Error {
+    let low = |need: u64| space::free_bytes(&target.root).is_some_and(|f| f < need);
+    let squash_failed = e.downcast_ref::<SquashFailed>();
+    if space::is_enospc(&e) || squash_failed.is_some_and(|s| low(s.bytes)) {
+        return NoSpace(target.root.clone()).into();
+    }
+    e
 }
 
 /// A single-platform image (no index to choose from) built for another platform than
@@ -301,7 +344,11 @@ fn build(
         &spools,
         &sqfs,
         &SquashOptions::from_config(&cfg.pull),
-    )?;
+    )
+    .map_err(|e| {
+        let bytes = spools.iter().map(SpoolReader::len).sum();
+        e.context(SquashFailed { bytes })
+    })?;
     publish::seal_file(&sqfs)?;
     for (name, bytes) in [
         ("config.json", &img.config_bytes),
@@ -311,6 +358,7 @@ fn build(
         std::fs::write(&p, bytes).with_context(|| format!("write {}", p.display()))?;
         publish::seal_file(&p)?;
     }
+    integrity::seal(stage)?;
     Ok(())
 }
 
@@ -335,6 +383,11 @@ fn obtain_blob(
     }
     let partial = target.partial_blob(d);
     if let Err(e) = source.fetch_blob(desc, &partial, progress) {
+        if space::is_enospc(&e) {
+            // A partial blob would keep the store full until `prune`.
+            let _ = std::fs::remove_file(&partial);
+            return Err(NoSpace(target.root.clone()).into());
+        }
         // Bytes that are all there but wrong cannot be resumed: start over next time.
         if std::fs::metadata(&partial).is_ok_and(|m| m.len() >= desc.size()) {
             let _ = std::fs::remove_file(&partial);
@@ -343,6 +396,13 @@ fn obtain_blob(
     }
     let p = publish::publish_blob(target, &partial, d)?;
     File::open(&p).with_context(|| format!("open {}", p.display()))
+}
+
+/// Context of a squash failure: the bytes the image holds before compression.
+#[derive(Debug, thiserror::Error)]
+#[error("squash the image ({bytes} bytes of files)")]
+struct SquashFailed {
+    bytes: u64,
 }
 
 /// A counting semaphore (downloads at once, CPU-bound layers at once).

@@ -6,6 +6,8 @@
 //! files and the squashfs is built from metadata, so owners, modes, xattrs and device
 //! rules come from the layers, never from the host, and no layer path can reach outside.
 
+/// Checking the image config blob's shape.
+pub mod config;
 /// One parsed layer entry and path normalisation.
 pub mod entry;
 /// Applying layers in order (whiteouts, opaque dirs, hard links) to an in-memory tree.

@@ -47,6 +47,16 @@ pub struct SpoolReader {
 }
 
 impl SpoolReader {
+    /// Bytes in the spool.
+    pub fn len(&self) -> u64 {
+        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True when the spool holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Copy `len` bytes at `offset` to `w`.
     pub fn copy_to(&self, offset: u64, len: u64, w: &mut dyn Write) -> io::Result<()> {
         let mut buf = vec![0u8; (len as usize).min(1 << 20)];

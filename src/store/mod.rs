@@ -6,6 +6,8 @@
 
 /// Removing tags, images, unused blobs and debris (`rmi`, `prune`).
 pub mod gc;
+/// Integrity records of published images and their checks.
+pub mod integrity;
 /// Paths inside one store directory.
 pub mod layout;
 /// flock-based locks.
@@ -14,6 +16,8 @@ pub mod lock;
 pub mod publish;
 /// Tag records.
 pub mod refs;
+/// Recognising a full file system.
+pub mod space;
 
 use crate::config::Config;
 use crate::digest::Digest;
@@ -70,15 +74,14 @@ impl Stores {
 
     /// The store `warren pull` writes to: the user's, or with `shared` the first shared.
     pub fn writable(&self, shared: bool) -> Result<Store> {
-        let s = if shared {
+        if shared {
             match self.stores.get(1) {
-                Some(s) => s,
+                Some(s) => Store::create(&s.root),
                 None => bail!("no shared store configured (store.shared in warren.toml)"),
             }
         } else {
-            &self.stores[0]
-        };
-        Store::create(&s.root)
+            Store::create_with_parents(&self.stores[0].root)
+        }
     }
 
     /// Kind of store `i` in [`Stores::stores`].
@@ -93,6 +96,20 @@ impl Stores {
     /// The published image `d` from the first store that has it.
     pub fn image(&self, d: &Digest) -> Option<ImageEntry> {
         self.stores.iter().find_map(|s| s.image(d))
+    }
+
+    /// The published image `d` from the first store where it passes the quick integrity
+    /// check, and why each damaged or unrecorded copy before it was passed over.
+    pub fn sound_image(&self, d: &Digest) -> (Option<ImageEntry>, Vec<String>) {
+        let mut why = Vec::new();
+        for s in &self.stores {
+            let Some(e) = s.image(d) else { continue };
+            match integrity::quick(&s.image_dir(d)) {
+                integrity::Status::Sound => return (Some(e), why),
+                st => why.push(format!("{}: {}", s.image_dir(d).display(), describe(&st))),
+            }
+        }
+        (None, why)
     }
 
     /// The first tag record for `name` (canonical form) on `platform`, in store order.
@@ -161,6 +178,17 @@ impl Stores {
             }
         }
         Ok(None)
+    }
+}
+
+/// An integrity status in words (`sound`, `no integrity record`, `damaged: why`).
+pub fn describe(st: &integrity::Status) -> String {
+    match st {
+        integrity::Status::Sound => "sound".into(),
+        integrity::Status::Unrecorded => {
+            "no integrity record (published by an older warren)".into()
+        }
+        integrity::Status::Damaged(why) => format!("damaged: {why}"),
     }
 }
 
