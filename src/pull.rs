@@ -147,20 +147,31 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     );
     if let Err(e) = built {
         let _ = std::fs::remove_dir_all(&stage);
-        return Err(out_of_space(&target, e));
+        let e = out_of_space(&target, e);
+        if e.is::<NoSpace>() && !cfg.store.keep_layers {
+            // Do not leave the store full of this image's blobs until `prune`.
+            drop_blobs(&target, &resolved.manifest);
+        }
+        return Err(e);
     }
     publish::publish_image(&target, &stage, md)?;
     refs::write(&target, &rec)?;
     if !cfg.store.keep_layers {
-        for l in resolved.manifest.layers() {
-            if let Ok(d) = Digest::parse(l.digest().as_ref()) {
-                publish::drop_blob(&target, &d)?;
-            }
-        }
+        drop_blobs(&target, &resolved.manifest);
     }
     target
         .image(md)
         .with_context(|| format!("image {md} vanished right after publishing"))
+}
+
+/// Delete the layer blobs of `m` that no other pull is using (best effort: a blob left
+/// behind is only cache, which `prune` removes).
+fn drop_blobs(target: &Store, m: &oci_spec::image::ImageManifest) {
+    for l in m.layers() {
+        if let Ok(d) = Digest::parse(l.digest().as_ref()) {
+            let _ = publish::drop_blob(target, &d);
+        }
+    }
 }
 
 /// `e`, or [`NoSpace`] when the store's file system is what failed: an ENOSPC in the
@@ -169,7 +180,7 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
 fn out_of_space(target: &Store, e: anyhow::Error) -> anyhow::Error {
     let low = |need: u64| space::free_bytes(&target.root).is_some_and(|f| f < need);
     let squash_failed = e.downcast_ref::<SquashFailed>();
-    if space::is_enospc(&e) || squash_failed.is_some_and(|s| low(s.bytes)) {
+    if e.is::<NoSpace>() || space::is_enospc(&e) || squash_failed.is_some_and(|s| low(s.bytes)) {
         return NoSpace(target.root.clone()).into();
     }
     e
