@@ -87,23 +87,18 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     }
 
     let target = stores.writable(opts.shared)?;
-    let resolved = source
-        .resolve(&platform)
+    // The manifest only: a pull that finds the image stored (built meanwhile by a
+    // concurrent pull it waited for) fetches nothing more.
+    let m = source
+        .resolve_manifest(&platform)
         .with_context(|| format!("resolve {}", source.describe()))?;
-    crate::image::config::check(&resolved.config_bytes).with_context(|| {
-        format!(
-            "{name}: image config {}",
-            resolved.manifest.config().digest()
-        )
-    })?;
-    warn_platform_mismatch(&name, &platform, &resolved.config_bytes, pr);
     let rec = RefRecord {
         name: name.clone(),
-        top: resolved.top_digest.clone(),
-        manifest: resolved.manifest_digest.clone(),
+        top: m.top_digest.clone(),
+        manifest: m.manifest_digest.clone(),
         platform: platform.to_string(),
     };
-    let md = &resolved.manifest_digest;
+    let md = &m.manifest_digest.clone();
     // Already in some store (a shared one: no copy unless asked to publish there).
     let existing = if opts.shared {
         target
@@ -134,6 +129,13 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
             }
         }
     }
+    let config_bytes = source
+        .fetch_config(&m)
+        .with_context(|| format!("resolve {}", source.describe()))?;
+    crate::image::config::check(&config_bytes)
+        .with_context(|| format!("{name}: image config {}", m.manifest.config().digest()))?;
+    warn_platform_mismatch(&name, &platform, &config_bytes, pr);
+    let resolved = ResolvedImage::new(m, config_bytes);
     publish::clean_stale_image(&target, md);
     let stage = publish::stage_image(&target, md)?;
     let built = build(
