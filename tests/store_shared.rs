@@ -72,3 +72,31 @@ fn admin_pulls_into_shared_user_reuses() {
         .join(digest.trim_start_matches("sha256:"))
         .is_dir());
 }
+
+/// The same tag and image in the user's store and a shared one: `images` lists it once,
+/// where pull and run find it (the user's store), not twice as "user".
+#[test]
+fn image_in_both_stores_is_listed_once() {
+    need!(need_user(TEST_USER));
+    let env = Env::new();
+    let shared = env.path().join("shared");
+    env.write_config(&format!("shared = [\"{}\"]\n", shared.display()));
+    let spec = need!(env.torture());
+    let digest = env.ok(&["pull", "-q", &spec]).trim().to_string();
+    let o = Command::new(warren_bin())
+        .args(["pull", "-q", "--store", "shared", &spec])
+        .env("WARREN_CONFIG", env.config())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "admin pull: {}", stderr(&o));
+    assert!(shared
+        .join("images")
+        .join(digest.trim_start_matches("sha256:"))
+        .is_dir());
+    let rows = json(&env.run(&["images", "--json"]));
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["digest"], digest);
+    assert_eq!(rows[0]["store"], "user");
+    assert_eq!(rows[0]["store_path"], env.store().display().to_string());
+}
