@@ -142,6 +142,11 @@ fn parse_entry<R: Read>(
         }
     }
     let (dir, name) = super::entry::split_parent(&path);
+    // `.wh.` names are markers, never directories: `.wh..wh..opq/x` would otherwise
+    // create a directory of that name in the image (found by flatten_props).
+    if dir.split(|&b| b == b'/').any(|c| c.starts_with(b".wh.")) {
+        bail!("reserved whiteout name in a parent directory");
+    }
     if let Some(target) = name.strip_prefix(b".wh.") {
         if target == b".wh..opq" {
             return Ok(Parsed::Entry(Entry {

@@ -12,6 +12,8 @@ pub mod config;
 pub mod entry;
 /// Applying layers in order (whiteouts, opaque dirs, hard links) to an in-memory tree.
 pub mod flatten;
+#[cfg(test)]
+mod flatten_props;
 /// Decompressing and parsing one layer blob.
 pub mod layer;
 /// Anonymous files holding file contents until the squashfs is written.
