@@ -108,6 +108,7 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
         stores.sound_image(md).0
     };
     if let Some(e) = existing {
+        warn_stored_platform(&name, &platform, &e, pr);
         refs::write(&target, &rec)?;
         pr.line(&format!("{name}: image {md} already stored"));
         return Ok(e);
@@ -118,6 +119,7 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
         match integrity::quick(&target.image_dir(md)) {
             // Someone else built (or repaired) it while we waited for the lock.
             integrity::Status::Sound => {
+                warn_stored_platform(&name, &platform, &e, pr);
                 refs::write(&target, &rec)?;
                 return Ok(e);
             }
@@ -186,6 +188,14 @@ fn out_of_space(target: &Store, e: anyhow::Error) -> anyhow::Error {
         return NoSpace(target.root.clone()).into();
     }
     e
+}
+
+/// [`warn_platform_mismatch`] for an image already stored (its config is read from the
+/// store: nothing is fetched).
+fn warn_stored_platform(name: &str, want: &Platform, e: &ImageEntry, pr: &Progress) {
+    if let Ok(config) = std::fs::read(&e.config) {
+        warn_platform_mismatch(name, want, &config, pr);
+    }
 }
 
 /// A single-platform image (no index to choose from) built for another platform than
