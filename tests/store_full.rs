@@ -123,3 +123,18 @@ fn squashfs_does_not_fit_beside_its_blob() {
     let d = env.ok(&["pull", "-q", &spec]);
     assert!(env.sqfs(&d).is_file());
 }
+
+/// The same through the registry source: the partial download is removed.
+#[test]
+fn registry_blob_larger_than_the_store() {
+    use support::registry::{need_registry, PLAIN};
+    need!(need_root("mount a tmpfs"));
+    need!(need_programs(&["tar2sqfs", "mount", "umount"]));
+    need!(need_registry(&[PLAIN]));
+    let env = Env::new();
+    // The busybox layer is about 1 MiB.
+    let fs = Tmpfs::mount(&env, &env.store(), "256k");
+    fails_full_and_clean(&env, "127.0.0.1:5000/test/busybox:latest");
+    fs.resize("64m");
+    env.ok(&["pull", "-q", "127.0.0.1:5000/test/busybox:latest"]);
+}

@@ -100,3 +100,53 @@ fn image_in_both_stores_is_listed_once() {
     assert_eq!(rows[0]["store"], "user");
     assert_eq!(rows[0]["store_path"], env.store().display().to_string());
 }
+
+/// A damaged image in a shared store the user cannot write: the user's pull does not
+/// answer "up to date" from it but builds a sound copy in the user's own store.
+#[test]
+fn damaged_shared_image_is_rebuilt_in_the_users_store() {
+    use std::io::{Seek, SeekFrom, Write};
+    need!(need_user(TEST_USER));
+    let env = Env::new();
+    let shared = env.path().join("shared");
+    env.write_config(&format!("shared = [\"{}\"]\n", shared.display()));
+    let spec = need!(env.torture());
+    let o = Command::new(warren_bin())
+        .args(["pull", "-q", "--store", "shared", &spec])
+        .env("WARREN_CONFIG", env.config())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "admin pull: {}", stderr(&o));
+    let digest = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let sqfs = shared
+        .join("images")
+        .join(digest.trim_start_matches("sha256:"))
+        .join("image.sqfs");
+    let len = std::fs::metadata(&sqfs).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&sqfs).unwrap();
+    f.seek(SeekFrom::Start(len / 2)).unwrap();
+    f.write_all(&[0xa5; 4096]).unwrap();
+    drop(f);
+
+    let again = env.run(&["pull", &spec]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let err = stderr(&again);
+    assert!(
+        err.contains("damaged") && !err.contains("up to date"),
+        "{err}"
+    );
+    assert!(env.sqfs(&digest).is_file(), "no copy in the user's store");
+    let v = env.run(&["verify", "--json"]);
+    assert_eq!(v.status.code(), Some(1), "the shared copy is still damaged");
+    let rows = json(&v);
+    let user_row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["store_path"] == env.store().display().to_string())
+        .expect("the user's copy is verified");
+    assert_eq!(user_row["status"], "sound");
+    // The image is found (and run) from the user's store from now on.
+    let rows = json(&env.run(&["images", "--json"]));
+    assert_eq!(rows[0]["store"], "user", "{rows}");
+}
