@@ -12,7 +12,7 @@
 use crate::config::Config;
 use crate::digest::Digest;
 use crate::image::flatten::Tree;
-use crate::image::spool::{Spool, SpoolReader};
+use crate::image::spool::{Spool, SpoolReader, SpoolWrite};
 use crate::image::squash::{squash, SquashOptions};
 use crate::image::{layer, Limits};
 use crate::platform::Platform;
@@ -182,6 +182,11 @@ fn drop_blobs(target: &Store, m: &oci_spec::image::ImageManifest) {
 /// chain, or a squasher failure with less free space left than the image's bytes
 /// (tar2sqfs reports ENOSPC as an I/O error and deletes its output).
 fn out_of_space(target: &Store, e: anyhow::Error) -> anyhow::Error {
+    if let Some(SpoolWrite(dir)) = e.downcast_ref::<SpoolWrite>() {
+        if space::is_enospc(&e) {
+            return NoSpace(dir.clone()).into();
+        }
+    }
     let low = |need: u64| space::free_bytes(&target.root).is_some_and(|f| f < need);
     let squash_failed = e.downcast_ref::<SquashFailed>();
     if e.is::<NoSpace>() || space::is_enospc(&e) || squash_failed.is_some_and(|s| low(s.bytes)) {

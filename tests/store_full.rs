@@ -138,3 +138,27 @@ fn registry_blob_larger_than_the_store() {
     fs.resize("64m");
     env.ok(&["pull", "-q", "127.0.0.1:5000/test/busybox:latest"]);
 }
+
+/// A full `$TMPDIR` (where layer contents are spooled) is named as such, not as the
+/// store.
+#[test]
+fn full_spool_dir_is_named() {
+    need!(need_root("mount a tmpfs"));
+    need!(need_programs(&["tar2sqfs", "mount", "umount"]));
+    let env = Env::new();
+    let spec = layout(&env, 4 << 20);
+    let tmpdir = env.path().join("spool");
+    let _fs = Tmpfs::mount(&env, &tmpdir, "1m");
+    let o = env
+        .cmd(&["pull", "-q", &spec])
+        .env("TMPDIR", &tmpdir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o).trim(),
+        format!("warren: no space left on device in {}", tmpdir.display())
+    );
+    assert!(names(&env.store().join("tmp")).is_empty());
+    assert!(names(&tmpdir).is_empty(), "spool files left");
+}

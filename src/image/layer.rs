@@ -13,7 +13,7 @@
 //! - entry count and file size bounded by [`Limits`].
 
 use super::entry::{normalise, show, DataRef, Entry, Kind, Meta};
-use super::spool::Spool;
+use super::spool::{Spool, SpoolWrite};
 use super::Limits;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -181,7 +181,9 @@ fn parse_entry<R: Read>(
                     limits.max_file_size
                 );
             }
-            let (offset, len) = spool.append(e).context("spool file contents")?;
+            let (offset, len) = spool
+                .append(e)
+                .map_err(|err| anyhow::Error::new(err).context(SpoolWrite(spool.dir().into())))?;
             if len != size {
                 bail!("truncated: {len} of {size} bytes");
             }
