@@ -122,26 +122,29 @@ pub fn quick(dir: &Path) -> Status {
     if m.len() == rec.size && Stamp::of(&m) == rec.stamp {
         return Status::Sound;
     }
-    let st = compare(dir, &rec);
-    if st == Status::Sound {
-        // Best effort: a shared store may not be ours to write.
-        let _ = write(
-            dir,
-            &Record {
-                stamp: Stamp::of(&m),
-                ..rec
-            },
-        );
-    }
-    st
+    compare_and_refresh(dir, rec, &m)
 }
 
-/// The full check: hash the whole file against the record.
+/// The full check: hash the whole file against the record (refreshing a changed stamp
+/// of a sound file, as [`quick`] does).
 pub fn full(dir: &Path) -> Status {
-    match read(dir) {
-        Some(rec) => compare(dir, &rec),
-        None => Status::Unrecorded,
+    let Some(rec) = read(dir) else {
+        return Status::Unrecorded;
+    };
+    match fs::metadata(dir.join(SQUASHFS)) {
+        Ok(m) => compare_and_refresh(dir, rec, &m),
+        Err(e) => Status::Damaged(format!("{SQUASHFS}: {e}")),
     }
+}
+
+fn compare_and_refresh(dir: &Path, rec: Record, m: &fs::Metadata) -> Status {
+    let st = compare(dir, &rec);
+    let stamp = Stamp::of(m);
+    if st == Status::Sound && stamp != rec.stamp {
+        // Best effort: a shared store may not be ours to write.
+        let _ = write(dir, &Record { stamp, ..rec });
+    }
+    st
 }
 
 fn compare(dir: &Path, rec: &Record) -> Status {
@@ -263,6 +266,21 @@ mod tests {
         let after = read(d.path()).unwrap();
         assert_eq!(after.sha256, before.sha256);
         assert_ne!(after.stamp, before.stamp);
+    }
+
+    #[test]
+    fn full_check_refreshes_a_changed_stamp() {
+        let d = tempfile::tempdir().unwrap();
+        image(d.path());
+        let before = read(d.path()).unwrap();
+        let p = d.path().join(SQUASHFS);
+        let copy = d.path().join("copy");
+        fs::copy(&p, &copy).unwrap();
+        fs::rename(&copy, &p).unwrap();
+        assert_eq!(full(d.path()), Status::Sound);
+        let after = read(d.path()).unwrap();
+        assert_ne!(after.stamp, before.stamp);
+        assert_eq!(after.stamp, Stamp::of(&fs::metadata(&p).unwrap()));
     }
 
     #[test]
