@@ -71,7 +71,7 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
             if let Some(e) = found {
                 // The image may be kept in another store than the tag.
                 let dir = e.squashfs.parent().unwrap_or(Path::new("/"));
-                match integrity::quick(dir) {
+                match integrity::quick_for_use(dir) {
                     integrity::Status::Sound => {
                         pr.line(&format!("{name}: up to date"));
                         return Ok(e);

@@ -150,3 +150,41 @@ fn damaged_shared_image_is_rebuilt_in_the_users_store() {
     let rows = json(&env.run(&["images", "--json"]));
     assert_eq!(rows[0]["store"], "user", "{rows}");
 }
+
+/// A shared image published by an older warren (no integrity record) that the user
+/// cannot write is used as it is: no copy per user. Its owner's pull adds the record.
+#[test]
+fn unrecorded_read_only_shared_image_is_used_as_is() {
+    need!(need_user(TEST_USER));
+    let env = Env::new();
+    let shared = env.path().join("shared");
+    env.write_config(&format!("shared = [\"{}\"]\n", shared.display()));
+    let spec = need!(env.torture());
+    let admin_pull = || {
+        let o = Command::new(warren_bin())
+            .args(["pull", "--store", "shared", &spec])
+            .env("WARREN_CONFIG", env.config())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "admin pull: {}", stderr(&o));
+        o
+    };
+    let digest = String::from_utf8_lossy(&admin_pull().stdout)
+        .trim()
+        .to_string();
+    let record = shared
+        .join("images")
+        .join(digest.trim_start_matches("sha256:"))
+        .join("integrity.json");
+    std::fs::remove_file(&record).unwrap();
+
+    let again = env.run(&["pull", &spec]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+    assert!(!env.sqfs(&digest).exists(), "the user's store got a copy");
+
+    // The owner (root here) can write it: its pull rebuilds it with a record.
+    let o = admin_pull();
+    assert!(stderr(&o).contains("no integrity record"), "{}", stderr(&o));
+    assert!(record.is_file());
+}

@@ -104,7 +104,7 @@ impl Stores {
         let mut why = Vec::new();
         for s in &self.stores {
             let Some(e) = s.image(d) else { continue };
-            match integrity::quick(&s.image_dir(d)) {
+            match integrity::quick_for_use(&s.image_dir(d)) {
                 integrity::Status::Sound => return (Some(e), why),
                 st => why.push(format!("{}: {}", s.image_dir(d).display(), describe(&st))),
             }
