@@ -105,7 +105,7 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
             .image(md)
             .filter(|_| integrity::quick(&target.image_dir(md)) == integrity::Status::Sound)
     } else {
-        stores.sound_image(md).0
+        stores.sound_image(md)
     };
     if let Some(e) = existing {
         warn_stored_platform(&name, &platform, &e, pr);

@@ -98,18 +98,13 @@ impl Stores {
         self.stores.iter().find_map(|s| s.image(d))
     }
 
-    /// The published image `d` from the first store where it passes the quick integrity
-    /// check, and why each damaged or unrecorded copy before it was passed over.
-    pub fn sound_image(&self, d: &Digest) -> (Option<ImageEntry>, Vec<String>) {
-        let mut why = Vec::new();
-        for s in &self.stores {
-            let Some(e) = s.image(d) else { continue };
-            match integrity::quick_for_use(&s.image_dir(d)) {
-                integrity::Status::Sound => return (Some(e), why),
-                st => why.push(format!("{}: {}", s.image_dir(d).display(), describe(&st))),
-            }
-        }
-        (None, why)
+    /// The published image `d` from the first store where it passes the integrity check
+    /// for use ([`integrity::quick_for_use`]); damaged copies are passed over.
+    pub fn sound_image(&self, d: &Digest) -> Option<ImageEntry> {
+        self.stores.iter().find_map(|s| {
+            let e = s.image(d)?;
+            (integrity::quick_for_use(&s.image_dir(d)) == integrity::Status::Sound).then_some(e)
+        })
     }
 
     /// The first tag record for `name` (canonical form) on `platform`, in store order.
