@@ -16,6 +16,7 @@ pub mod rmi;
 pub mod run;
 pub mod store_args;
 pub mod unshare;
+pub mod verify;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +50,8 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Delete store data nothing refers to.
     Prune(prune::Args),
+    /// Check every stored image against its integrity record (full hash).
+    Verify(verify::Args),
     /// Run a command in a new rootless container.
     Run(run::Args),
     /// Run a command in the user namespace (inspect or delete subuid-owned files).
@@ -163,6 +166,7 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect::run(&ctx, a),
         Command::Rmi(a) => rmi::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
         Command::Run(a) => run::run(&ctx, a.split_image()),
         Command::Unshare(a) => unshare::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
