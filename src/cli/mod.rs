@@ -5,6 +5,7 @@ use crate::config::Config;
 use clap::{Parser, Subcommand};
 
 pub mod admin;
+pub mod caller;
 pub mod doctor;
 pub mod images;
 pub mod inspect;
@@ -15,6 +16,7 @@ pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod store_args;
+pub mod supervisor;
 pub mod unshare;
 
 #[derive(Parser, Debug)]

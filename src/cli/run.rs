@@ -1,10 +1,10 @@
-//! `warren run`: parse the options, find (or pull) the image, build the run spec and
-//! hand it to `runtime::launch`.
+//! `warren run`: parse the options, find (or pull) the image, build the run spec for
+//! this process's caller and hand it to the supervisor (`cli::supervisor`).
 
 use super::Ctx;
+use crate::runtime::holder::Scope;
 use crate::runtime::idmap::Identity;
-use crate::runtime::launch::{self, Mode, OverlayChoice, Writable};
-use crate::runtime::spec::{self, RunOptions};
+use crate::runtime::spec::{self, Mode, OverlayChoice, RunOptions, Writable};
 use crate::runtime::{state, sys};
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
@@ -180,7 +180,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("warren: {}", super::one_line(&e));
-            Ok(launch::EXIT_NOT_STARTED)
+            Ok(spec::EXIT_NOT_STARTED)
         }
     }
 }
@@ -235,18 +235,17 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         } else {
             Mode::Container
         },
+        scope: Scope::User,
         join: !args.no_join,
     };
-    let host_env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &host_env)?;
+    let caller = super::caller::current(cfg)?;
+    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
     if !ctx.quiet {
         for n in &notices {
             eprintln!("warren: {n}");
         }
     }
-    let code = launch::run(cfg, &spec, t_start)?;
+    let code = super::supervisor::run(cfg, &spec, t_start)?;
     if spec.mode == Mode::Holder && code == 0 && !ctx.quiet {
         println!("{}", args.name.unwrap_or_default());
     }
