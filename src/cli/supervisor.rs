@@ -12,8 +12,9 @@
 
 use crate::config::RunConfig;
 use crate::runtime::messages::{self, Message};
-use crate::runtime::setup::{self, Choice, Log, SetupError};
-use crate::runtime::spec::{identity_name, Mode, RunSpec, Writable};
+use crate::runtime::overlay::{self, Choice};
+use crate::runtime::setup::{self, Log, SetupError};
+use crate::runtime::spec::{self, Mode, RunSpec};
 use crate::runtime::{holder, probe, process, state, sys, userns};
 use anyhow::{bail, Context, Result};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -31,18 +32,7 @@ pub const FORWARDED: [libc::c_int; 6] = [
 /// Start the container (or holder) and, for a container, wait for it; returns the exit
 /// code. Notices and the timing line go to stderr unless `spec.quiet`.
 pub fn run(cfg: &RunConfig, spec: &RunSpec, t_start: u64) -> Result<i32> {
-    let stage = spec.rundir.join("mnt");
-    let s = stage.to_string_lossy();
-    if s.contains([',', ':', '\\']) {
-        bail!("runtime dir {s} contains ',', ':' or '\\', which overlay options cannot carry; set run.runtime_dir");
-    }
-    let choice = setup::choose_backend(spec);
-    if let Writable::Dir(d) = &spec.writable {
-        for sub in ["upper", "work"] {
-            std::fs::create_dir_all(d.join(sub))
-                .with_context(|| format!("--writable-dir {}", d.display()))?;
-        }
-    }
+    let choice = overlay::choose(spec);
     let join_fd = match &spec.join {
         Some(h) => Some(
             sys::pidfd_open(h.pid).with_context(|| format!("holder {} (pid {})", h.id, h.pid))?,
@@ -52,22 +42,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, t_start: u64) -> Result<i32> {
     let record = match spec.mode {
         Mode::Container => Some(state::register(
             &spec.rundir,
-            &state::Record {
-                id: state::new_id(),
-                name: spec.name.clone(),
-                pid: std::process::id() as i32,
-                image: spec.image.clone(),
-                digest: spec.digest.clone(),
-                command: spec.argv.clone(),
-                started: state::now(),
-                kind: "container".into(),
-                identity: identity_name(spec.identity).into(),
-                holder: spec
-                    .join
-                    .as_ref()
-                    .map(|h| h.name.clone().unwrap_or(h.id.clone())),
-                scope: spec.scope.clone(),
-            },
+            &spec::container_record(spec, std::process::id() as i32),
         )?),
         Mode::Holder => None,
     };

@@ -11,8 +11,8 @@
 //! the (always empty) `RUNDIR/mnt`, so nothing is ever left on the host file system.
 
 use super::idmap::Identity;
-use super::overlay::Backend;
-use super::probe::{self, OverlayProbe};
+use super::overlay::{Backend, Choice};
+use super::probe::OverlayProbe;
 use super::process::ExecSpec;
 use super::resolve::{self, Kind};
 use super::spec::{OverlayChoice, RunSpec, Writable};
@@ -65,31 +65,6 @@ impl Log {
     /// Mark the end of a step.
     pub fn mark(&mut self, step: &'static str) {
         self.times.push((step, sys::monotonic_ns()));
-    }
-}
-
-/// How to build the writable layer, decided before the container's process exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Choice {
-    pub backend: Backend,
-    /// Report the native attempt for the per-boot cache (`Log::probe`).
-    pub report_probe: bool,
-}
-
-/// The overlay back end from the spec and the per-boot probe cache.
-pub fn choose_backend(spec: &RunSpec) -> Choice {
-    let (backend, report_probe) = match spec.overlay {
-        OverlayChoice::Native => (Backend::Native, false),
-        OverlayChoice::Fuse => (Backend::Fuse, false),
-        OverlayChoice::Auto => match probe::cached(&spec.rundir) {
-            Some(OverlayProbe::Native) => (Backend::Native, false),
-            Some(OverlayProbe::Unsupported(_)) => (Backend::Fuse, false),
-            None => (Backend::Native, true),
-        },
-    };
-    Choice {
-        backend,
-        report_probe,
     }
 }
 
@@ -418,4 +393,69 @@ pub fn final_env(spec: &RunSpec, home: &Path) -> super::env::Env {
         env.set("TERM", "xterm");
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::caller::Caller;
+    use crate::runtime::idmap::{self, Identity};
+    use crate::runtime::spec::Mode;
+
+    fn spec(env: &[(&str, &str)], tty: bool) -> RunSpec {
+        let mut e = crate::runtime::env::Env::default();
+        for (k, v) in env {
+            e.set(k, v);
+        }
+        RunSpec {
+            squashfs: "/i".into(),
+            image: "i".into(),
+            digest: "d".into(),
+            argv: vec!["true".into()],
+            env: e,
+            workdir: None,
+            image_user: None,
+            identity: Identity::KeepId,
+            map: idmap::choose(Identity::KeepId, 1001, 1001, &[], &[]),
+            writable: Writable::Tmpfs,
+            overlay: OverlayChoice::Auto,
+            binds: vec![],
+            home: None,
+            user: Caller::from_facts(1001, 1001, Default::default(), None, vec![], "/r".into()),
+            rundir: "/r".into(),
+            tmpfs_size: "1m".into(),
+            squashfuse: "s".into(),
+            fuse_overlayfs: "f".into(),
+            fake_chown: false,
+            timing: false,
+            quiet: false,
+            tty,
+            name: None,
+            mode: Mode::Container,
+            scope: Default::default(),
+            join: None,
+        }
+    }
+
+    #[test]
+    fn final_env_fills_only_what_is_missing() {
+        let e = final_env(&spec(&[], false), Path::new("/home/a"));
+        assert_eq!(
+            e.to_strings(),
+            vec!["HOME=/home/a".to_string(), format!("PATH={DEFAULT_PATH}")]
+        );
+        let e = final_env(
+            &spec(&[("PATH", "/bin"), ("HOME", "/h"), ("TERM", "vt100")], true),
+            Path::new("/home/a"),
+        );
+        assert_eq!(e.to_strings(), vec!["PATH=/bin", "HOME=/h", "TERM=vt100"]);
+        let e = final_env(&spec(&[], true), Path::new("/"));
+        assert_eq!(e.get("TERM"), Some("xterm"));
+    }
+
+    #[test]
+    fn errors_carry_their_exit_code() {
+        let e = SetupError::new("x");
+        assert_eq!((e.code, e.to_string()), (125, "x".to_string()));
+    }
 }

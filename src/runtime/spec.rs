@@ -98,6 +98,26 @@ pub fn identity_name(i: Identity) -> &'static str {
     }
 }
 
+/// The `ps`/`rm` record of a container run by `pid` (the process that waits for it).
+pub fn container_record(spec: &RunSpec, pid: i32) -> state::Record {
+    state::Record {
+        id: state::new_id(),
+        name: spec.name.clone(),
+        pid,
+        image: spec.image.clone(),
+        digest: spec.digest.clone(),
+        command: spec.argv.clone(),
+        started: state::now(),
+        kind: "container".into(),
+        identity: identity_name(spec.identity).into(),
+        holder: spec
+            .join
+            .as_ref()
+            .map(|h| h.name.clone().unwrap_or(h.id.clone())),
+        scope: spec.scope.clone(),
+    }
+}
+
 /// What the caller asks for; `None` means "the configured default".
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -141,6 +161,11 @@ pub fn build(
     let mut notices = plan.problems.clone();
     notices.extend(plan.notice.clone());
     let rundir = user.runtime_dir.clone();
+    let stage = rundir.join("mnt");
+    let s = stage.to_string_lossy();
+    if s.contains([',', ':', '\\']) {
+        bail!("runtime dir {s} contains ',', ':' or '\\', which overlay options cannot carry; set run.runtime_dir");
+    }
     state::ensure_runtime_dir(&rundir, user.uid)?;
     let binds = opts
         .volumes
@@ -165,8 +190,10 @@ pub fn build(
     )?;
     let writable = match &opts.writable {
         Writable::Dir(d) => {
-            std::fs::create_dir_all(d)
-                .with_context(|| format!("--writable-dir {}", d.display()))?;
+            for sub in ["upper", "work"] {
+                std::fs::create_dir_all(d.join(sub))
+                    .with_context(|| format!("--writable-dir {}", d.display()))?;
+            }
             Writable::Dir(
                 std::fs::canonicalize(d)
                     .with_context(|| format!("--writable-dir {}", d.display()))?,

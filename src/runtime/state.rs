@@ -276,3 +276,49 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod runtime_dir_tests {
+    use super::*;
+
+    #[test]
+    fn choice_without_the_process_environment() {
+        let mut cfg = crate::config::RunConfig::default();
+        let d = tempfile::tempdir().unwrap();
+        let home = Path::new("/home/a");
+        // An XDG dir owned by someone else (root owns the temp dir; uid 4242 does not).
+        assert_eq!(
+            choose_runtime_dir(&cfg, 4242, home, Some(d.path())),
+            PathBuf::from("/tmp/warren-4242")
+        );
+        assert_eq!(
+            choose_runtime_dir(&cfg, 4242, home, None),
+            PathBuf::from("/tmp/warren-4242")
+        );
+        assert_eq!(
+            choose_runtime_dir(&cfg, 4242, home, Some(Path::new("relative"))),
+            PathBuf::from("/tmp/warren-4242")
+        );
+        let me = fs::metadata(d.path()).unwrap().uid();
+        assert_eq!(
+            choose_runtime_dir(&cfg, me, home, Some(d.path())),
+            d.path().join("warren")
+        );
+        cfg.runtime_dir = Some("~/rt".into());
+        assert_eq!(
+            choose_runtime_dir(&cfg, me, home, Some(d.path())),
+            PathBuf::from("/home/a/rt")
+        );
+        cfg.runtime_dir = Some("/abs".into());
+        assert_eq!(
+            choose_runtime_dir(&cfg, me, home, None),
+            PathBuf::from("/abs")
+        );
+        // Created 0700 and owner-checked.
+        let rt = d.path().join("rt");
+        ensure_runtime_dir(&rt, me).unwrap();
+        assert!(rt.join("mnt").is_dir() && rt.join("ctr").is_dir());
+        assert_eq!(fs::metadata(&rt).unwrap().mode() & 0o777, 0o700);
+        assert!(ensure_runtime_dir(&rt, me.wrapping_add(1)).is_err());
+    }
+}
