@@ -93,20 +93,17 @@ fn run_registered(
         let Pipes { sync, go, report } = pipes;
         drop((sync.0, go.1, report.0));
         restore_signals(&old_mask);
-        let mut rep = Some(report.1);
-        let code = match child(
+        let child = Child {
             spec,
             choice,
-            join_fd.as_ref(),
-            me,
+            join_fd: join_fd.as_ref(),
+            parent: me,
             tty_fg,
-            &sync.1,
-            &go.0,
-            &mut rep,
-        ) {
-            Ok(never) => match never {},
-            Err(e) => e.code,
+            sync_w: &sync.1,
+            go_r: &go.0,
+            rep: Some(report.1),
         };
+        let code = child.run().code;
         // SAFETY: leave the forked child without unwinding into warren's frames.
         unsafe { libc::_exit(code) };
     }
@@ -267,93 +264,87 @@ fn log_messages(spec: &RunSpec, log: &Log) -> Vec<Message> {
     out
 }
 
-/// The set-up process: namespaces and maps (with warren's help), then the library's
-/// set-up, then exec. Returns only on error, after reporting it.
-#[allow(clippy::too_many_arguments)]
-fn child(
-    spec: &RunSpec,
+/// What the forked set-up process works with.
+struct Child<'a> {
+    spec: &'a RunSpec,
     choice: Choice,
-    join_fd: Option<&OwnedFd>,
+    /// pidfd of the holder to join.
+    join_fd: Option<&'a OwnedFd>,
+    /// warren's PID (the container dies with it).
     parent: i32,
+    /// Become the terminal's foreground process group.
     tty_fg: bool,
-    sync_w: &OwnedFd,
-    go_r: &OwnedFd,
-    rep: &mut Option<OwnedFd>,
-) -> Result<std::convert::Infallible, SetupError> {
-    let mut log = Log::default();
-    log.mark("fork");
-    let res = child_steps(
-        spec, choice, join_fd, parent, tty_fg, sync_w, go_r, rep, &mut log,
-    );
-    let Err(e) = res;
-    let mut msgs = log_messages(spec, &log);
-    msgs.push(Message::Error {
-        code: e.code,
-        msg: e.msg.clone(),
-    });
-    send(rep, &msgs);
-    Err(e)
+    sync_w: &'a OwnedFd,
+    go_r: &'a OwnedFd,
+    /// The report pipe; `None` once closed (a holder closes it when ready).
+    rep: Option<OwnedFd>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn child_steps(
-    spec: &RunSpec,
-    choice: Choice,
-    join_fd: Option<&OwnedFd>,
-    parent: i32,
-    tty_fg: bool,
-    sync_w: &OwnedFd,
-    go_r: &OwnedFd,
-    rep: &mut Option<OwnedFd>,
-    log: &mut Log,
-) -> Result<std::convert::Infallible, SetupError> {
-    let holder = spec.mode == Mode::Holder;
-    let err = |what: &str, e: std::io::Error| SetupError::new(format!("{what}: {e}"));
-    if !holder {
-        sys::die_with_parent(libc::SIGKILL, parent)
-            .map_err(|e| err("set parent-death signal", e))?;
+impl Child<'_> {
+    /// The set-up process: namespaces and maps (with warren's help), then the library's
+    /// set-up, then exec. Returns only on error, after reporting it.
+    fn run(mut self) -> SetupError {
+        let mut log = Log::default();
+        log.mark("fork");
+        let Err(e) = self.steps(&mut log);
+        let mut msgs = log_messages(self.spec, &log);
+        msgs.push(Message::Error {
+            code: e.code,
+            msg: e.msg.clone(),
+        });
+        send(&self.rep, &msgs);
+        e
     }
-    if tty_fg {
-        // SAFETY: join our own new process group (the parent does the same; either wins).
-        unsafe { libc::setpgid(0, 0) };
-    }
-    // 1. The user namespace and its maps (the mount namespace is the library's).
-    if let Some(fd) = join_fd {
-        setup::join_holder(fd)?;
-        log.mark("join");
-    } else {
-        setup::new_user_namespace()?;
-        if spec.map.single {
-            userns::write_self(&spec.map).map_err(|e| err("write the single-ID map", e))?;
-        } else {
-            sys::write_all(sync_w.as_raw_fd(), b"u").map_err(|e| err("sync with warren", e))?;
-            if !matches!(sys::read_byte(go_r.as_raw_fd()), Ok(Some(_))) {
-                return Err(SetupError::new("warren did not write the ID maps"));
-            }
+
+    fn steps(&mut self, log: &mut Log) -> Result<std::convert::Infallible, SetupError> {
+        let spec = self.spec;
+        let holder = spec.mode == Mode::Holder;
+        let err = |what: &str, e: std::io::Error| SetupError::new(format!("{what}: {e}"));
+        if !holder {
+            sys::die_with_parent(libc::SIGKILL, self.parent)
+                .map_err(|e| err("set parent-death signal", e))?;
         }
-        log.mark("userns");
+        if self.tty_fg {
+            // SAFETY: join our own new process group (the parent does the same; either wins).
+            unsafe { libc::setpgid(0, 0) };
+        }
+        // 1. The user namespace and its maps (the mount namespace is the library's).
+        if let Some(fd) = self.join_fd {
+            setup::join_holder(fd)?;
+            log.mark("join");
+        } else {
+            setup::new_user_namespace()?;
+            if spec.map.single {
+                userns::write_self(&spec.map).map_err(|e| err("write the single-ID map", e))?;
+            } else {
+                sys::write_all(self.sync_w.as_raw_fd(), b"u")
+                    .map_err(|e| err("sync with warren", e))?;
+                if !matches!(sys::read_byte(self.go_r.as_raw_fd()), Ok(Some(_))) {
+                    return Err(SetupError::new("warren did not write the ID maps"));
+                }
+            }
+            log.mark("userns");
+        }
+        // 2. The library's set-up, in this process.
+        let staged = setup::stage(spec, log)?;
+        if holder {
+            let mut msgs = log_messages(spec, log);
+            msgs.push(Message::Ready);
+            let rep = &mut self.rep;
+            return holder::serve(spec, staged.daemon, || {
+                send(rep, &msgs);
+                // Closing our end of the report pipe tells warren we are ready.
+                *rep = None;
+            })
+            .map_err(|(code, msg)| SetupError { code, msg });
+        }
+        let prepared = setup::prepare_root(spec, &staged, self.choice, Some(self.parent), log)?;
+        send(&self.rep, &log_messages(spec, log));
+        *log = Log::default();
+        // 3. Exec (the report pipe is CLOEXEC: warren sees EOF when the command runs).
+        let (code, msg) = process::exec(&prepared.exec);
+        Err(SetupError { code, msg })
     }
-    // 2. The library's set-up, in this process.
-    let staged = setup::stage(spec, log)?;
-    if holder {
-        let msgs = log_messages(spec, log);
-        return holder::serve(spec, staged.daemon, || {
-            send(rep, &msgs);
-            send(rep, &[Message::Ready]);
-            // Closing our end of the report pipe tells warren we are ready.
-            *rep = None;
-        })
-        .map_err(|(code, msg)| SetupError { code, msg });
-    }
-    let prepared = setup::prepare_root(spec, &staged, choice, Some(parent), log)?;
-    send(rep, &log_messages(spec, log));
-    log.notices.clear();
-    log.probe = None;
-    log.times.clear();
-    // 3. Exec (the report pipe is CLOEXEC: warren sees EOF when the command runs).
-    let (code, msg) = process::exec(&prepared.exec);
-    drop(prepared);
-    Err(SetupError { code, msg })
 }
 
 /// Block the forwarded signals and SIGCHLD (before fork); returns the old mask.

@@ -54,48 +54,11 @@ pub fn process_identity(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::caller::Caller;
-    use crate::runtime::idmap;
-    use crate::runtime::spec::{Mode, OverlayChoice, Writable};
 
     fn spec_with(identity: Identity, image_user: Option<&str>) -> RunSpec {
         RunSpec {
-            squashfs: "/i".into(),
-            image: "i".into(),
-            digest: "d".into(),
-            argv: vec![],
-            env: Default::default(),
-            workdir: None,
             image_user: image_user.map(String::from),
-            identity,
-            map: idmap::choose(identity, 1001, 1001, &[(100000, 65536)], &[(100000, 65536)]),
-            writable: Writable::Tmpfs,
-            overlay: OverlayChoice::Auto,
-            binds: vec![],
-            home: None,
-            user: Caller {
-                uid: 1001,
-                gid: 1001,
-                name: "a".into(),
-                passwd_gid: Some(1001),
-                home: "/home/a".into(),
-                gecos: String::new(),
-                shell: "/bin/sh".into(),
-                env: vec![],
-                runtime_dir: "/r".into(),
-            },
-            rundir: "/r".into(),
-            tmpfs_size: "1m".into(),
-            squashfuse: "s".into(),
-            fuse_overlayfs: "f".into(),
-            fake_chown: false,
-            timing: false,
-            quiet: false,
-            tty: false,
-            name: None,
-            mode: Mode::Container,
-            scope: Default::default(),
-            join: None,
+            ..crate::runtime::spec::sample(identity)
         }
     }
 

@@ -91,3 +91,27 @@ pub fn mount_fuse(
     )
     .with_context(|| format!("mount fuse-overlayfs ({})", prog.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::idmap::Identity;
+
+    #[test]
+    fn choice_follows_config_then_the_boot_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let mut spec = crate::runtime::spec::sample(Identity::KeepId);
+        spec.rundir = d.path().to_path_buf();
+        let pick = |s: &RunSpec| (choose(s).backend, choose(s).report_probe);
+        // Nothing cached: try native and report the outcome.
+        assert_eq!(pick(&spec), (Backend::Native, true));
+        probe::record(d.path(), &OverlayProbe::Unsupported("EINVAL".into()));
+        assert_eq!(pick(&spec), (Backend::Fuse, false));
+        probe::record(d.path(), &OverlayProbe::Native);
+        assert_eq!(pick(&spec), (Backend::Native, false));
+        spec.overlay = OverlayChoice::Fuse;
+        assert_eq!(pick(&spec), (Backend::Fuse, false));
+        spec.overlay = OverlayChoice::Native;
+        assert_eq!(pick(&spec), (Backend::Native, false));
+    }
+}

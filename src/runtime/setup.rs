@@ -398,43 +398,15 @@ pub fn final_env(spec: &RunSpec, home: &Path) -> super::env::Env {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::caller::Caller;
-    use crate::runtime::idmap::{self, Identity};
-    use crate::runtime::spec::Mode;
+    use crate::runtime::idmap::Identity;
 
     fn spec(env: &[(&str, &str)], tty: bool) -> RunSpec {
-        let mut e = crate::runtime::env::Env::default();
+        let mut spec = crate::runtime::spec::sample(Identity::KeepId);
         for (k, v) in env {
-            e.set(k, v);
+            spec.env.set(k, v);
         }
-        RunSpec {
-            squashfs: "/i".into(),
-            image: "i".into(),
-            digest: "d".into(),
-            argv: vec!["true".into()],
-            env: e,
-            workdir: None,
-            image_user: None,
-            identity: Identity::KeepId,
-            map: idmap::choose(Identity::KeepId, 1001, 1001, &[], &[]),
-            writable: Writable::Tmpfs,
-            overlay: OverlayChoice::Auto,
-            binds: vec![],
-            home: None,
-            user: Caller::from_facts(1001, 1001, Default::default(), None, vec![], "/r".into()),
-            rundir: "/r".into(),
-            tmpfs_size: "1m".into(),
-            squashfuse: "s".into(),
-            fuse_overlayfs: "f".into(),
-            fake_chown: false,
-            timing: false,
-            quiet: false,
-            tty,
-            name: None,
-            mode: Mode::Container,
-            scope: Default::default(),
-            join: None,
-        }
+        spec.tty = tty;
+        spec
     }
 
     #[test]

@@ -271,3 +271,82 @@ pub fn build(
     };
     Ok((spec, notices))
 }
+
+/// A plain spec for unit tests: user 1001 with a subordinate range, keep-id, tmpfs layer.
+#[cfg(test)]
+pub(crate) fn sample(identity: Identity) -> RunSpec {
+    RunSpec {
+        squashfs: "/i".into(),
+        image: "i".into(),
+        digest: "d".into(),
+        argv: vec![],
+        env: Default::default(),
+        workdir: None,
+        image_user: None,
+        identity,
+        map: super::idmap::choose(identity, 1001, 1001, &[(100000, 65536)], &[(100000, 65536)]),
+        writable: Writable::Tmpfs,
+        overlay: OverlayChoice::Auto,
+        binds: vec![],
+        home: None,
+        user: Caller {
+            uid: 1001,
+            gid: 1001,
+            name: "a".into(),
+            passwd_gid: Some(1001),
+            home: "/home/a".into(),
+            gecos: String::new(),
+            shell: "/bin/sh".into(),
+            env: vec![],
+            runtime_dir: "/r".into(),
+        },
+        rundir: "/r".into(),
+        tmpfs_size: "1m".into(),
+        squashfuse: "s".into(),
+        fuse_overlayfs: "f".into(),
+        fake_chown: false,
+        timing: false,
+        quiet: false,
+        tty: false,
+        name: None,
+        mode: Mode::Container,
+        scope: Scope::User,
+        join: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_record_names_its_holder_and_scope() {
+        let mut s = sample(Identity::RemapRoot);
+        s.argv = vec!["true".into()];
+        s.scope = Scope::Job {
+            job_id: 9,
+            step_id: Some(1),
+            name: None,
+        };
+        let r = container_record(&s, 42);
+        assert_eq!(
+            (
+                r.pid,
+                r.kind.as_str(),
+                r.identity.as_str(),
+                r.holder.clone()
+            ),
+            (42, "container", "remap-root", None)
+        );
+        assert_eq!(
+            (r.command.clone(), r.scope.job_id()),
+            (vec!["true".to_string()], Some(9))
+        );
+        let mut h = r.clone();
+        h.name = Some("h1".into());
+        s.join = Some(h);
+        assert_eq!(container_record(&s, 1).holder.as_deref(), Some("h1"));
+        s.join.as_mut().unwrap().name = None;
+        assert_eq!(container_record(&s, 1).holder, Some(r.id));
+    }
+}
