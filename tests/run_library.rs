@@ -180,3 +180,101 @@ fn plugin_path_prepares_in_process_and_leaves_nothing() {
     let ctr: Vec<_> = std::fs::read_dir(rundir.join("ctr")).unwrap().collect();
     assert!(ctr.is_empty(), "records left: {ctr:?}");
 }
+
+/// Holders of two jobs of one user with one image, and a CLI holder of that image: each
+/// is found only in its own scope, and stopping one job's holders leaves the others.
+#[test]
+fn job_holders_are_scoped() {
+    let Some(f) = fixture() else { return };
+    let u = &f.ci;
+    let run = |extra: &[&str]| f.run(u, extra);
+    let ok = |o: &std::process::Output| run_support::ok(o);
+    let holders = || -> Vec<(String, String)> {
+        let o = f.cmd(u, &["ps", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "holder")
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_string(),
+                    r["scope"].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        ok(&run(&["--holder", "--name", "h", "--job", "5"])).trim(),
+        "h"
+    );
+    // Same name and image in another job, and a CLI holder: all allowed.
+    assert_eq!(
+        ok(&run(&["--holder", "--name", "h", "--job", "6"])).trim(),
+        "h"
+    );
+    assert_eq!(ok(&run(&["--holder", "--name", "u"])).trim(), "u");
+    // A second holder in the same job (same image, identity) is refused.
+    assert!(!run(&["--holder", "--name", "h9", "--job", "5"])
+        .status
+        .success());
+    assert_eq!(holders().len(), 3);
+    // A container of job 5 joins job 5's holder; one of job 7 finds none and builds its
+    // own namespaces; a plain run joins the CLI holder.
+    for (extra, joins) in [
+        (vec!["--job", "5"], true),
+        (vec!["--job", "7"], false),
+        (vec!["--job", "5.1"], false),
+        (vec![], true),
+    ] {
+        let mut a = extra.clone();
+        a.extend(["--timing", "true"]);
+        let o = run(&a);
+        ok(&o);
+        let err = run_support::stderr(&o);
+        assert_eq!(err.contains(", join "), joins, "{extra:?}: {err}");
+    }
+    // Bad job values are one clear line and exit 125 or clap's 2, never a start.
+    let o = run(&["--job", "5x", "true"]);
+    assert!(!o.status.success());
+    assert!(run_support::stderr(&o).contains("JOB.STEP"));
+    // Job 5's end stops job 5's holder only.
+    assert_eq!(
+        ok(&f.cmd(u, &["rm", "--job", "5"]).output().unwrap()).trim(),
+        "1"
+    );
+    let left = holders();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter()
+            .any(|(n, s)| n == "h" && s.contains("\"job_id\":6")),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|(n, s)| n == "u" && s.contains("\"user\"")),
+        "{left:?}"
+    );
+    assert_eq!(
+        ok(&f.cmd(u, &["rm", "--job", "6"]).output().unwrap()).trim(),
+        "1"
+    );
+    assert_eq!(ok(&f.cmd(u, &["rm", "u"]).output().unwrap()).trim(), "u");
+    assert!(holders().is_empty());
+    // Nothing of the fixture's left: processes, mounts.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let procs: Vec<String> = live_processes(u.uid)
+            .into_iter()
+            .filter(|p| f.owns_process(p.split_once(' ').map_or(p.as_str(), |x| x.0)))
+            .collect();
+        let mounts = leftover_mounts();
+        if procs.is_empty() && mounts.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: processes {procs:?}, mounts {mounts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

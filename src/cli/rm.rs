@@ -7,8 +7,11 @@ use anyhow::{bail, Context, Result};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Names or IDs (an ID prefix of 4+ characters is enough).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "job")]
     pub names: Vec<String>,
+    /// Stop every holder of Slurm job JOB (started with `warren run --holder --job JOB…`).
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<u32>,
     /// Seconds to wait after SIGTERM before SIGKILL.
     #[arg(short = 't', long = "time", default_value_t = 10)]
     pub time: u64,
@@ -19,6 +22,12 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let rundir = super::caller::runtime_dir(&ctx.config.run)?;
+    if let Some(job) = args.job {
+        let n = holder::stop_job(&rundir, job, args.time)?;
+        if !ctx.quiet {
+            println!("{n}");
+        }
+    }
     let recs = state::list(&rundir)?;
     let mut code = 0;
     for n in &args.names {

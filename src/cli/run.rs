@@ -104,6 +104,10 @@ pub struct Args {
     /// Do not join a running holder of the same image.
     #[arg(long)]
     pub no_join: bool,
+    /// Belong to Slurm job JOB (step STEP): holders started with it serve, and containers
+    /// with it join, only that job's (step's) holders; `warren rm --job JOB` stops them.
+    #[arg(long, value_name = "JOB[.STEP]", value_parser = parse_job)]
+    pub job: Option<Scope>,
     /// (testing) Run this squashfs file directly instead of a stored image.
     #[arg(long, hide = true, requires = "image_config")]
     pub squashfs: Option<PathBuf>,
@@ -117,6 +121,10 @@ pub struct Args {
     /// Command and arguments (default: the image's entrypoint and cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+fn parse_job(s: &str) -> Result<Scope, String> {
+    Scope::parse_job(s).map_err(|e| e.to_string())
 }
 
 fn find_image(ctx: &Ctx, args: &mut Args) -> Result<(String, ImageEntry)> {
@@ -235,7 +243,7 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         } else {
             Mode::Container
         },
-        scope: Scope::User,
+        scope: args.job.clone().unwrap_or(Scope::User),
         join: !args.no_join,
     };
     let caller = super::caller::current(cfg)?;

@@ -40,7 +40,31 @@ pub enum Scope {
     },
 }
 
+/// A `--job` value that is not `JOB` or `JOB.STEP` (decimal, 32 bits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job {0:?}: use JOB or JOB.STEP (decimal numbers, as in SLURM_JOB_ID.SLURM_STEP_ID)")]
+pub struct BadJob(pub String);
+
 impl Scope {
+    /// Parse `JOB` or `JOB.STEP` (e.g. from `SLURM_JOB_ID`/`SLURM_STEP_ID`) into a job scope.
+    pub fn parse_job(s: &str) -> Result<Scope, BadJob> {
+        let num = |t: &str| -> Result<u32, BadJob> {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(BadJob(s.to_string()));
+            }
+            t.parse().map_err(|_| BadJob(s.to_string()))
+        };
+        let (job, step) = match s.split_once('.') {
+            Some((j, st)) => (num(j)?, Some(num(st)?)),
+            None => (num(s)?, None),
+        };
+        Ok(Scope::Job {
+            job_id: job,
+            step_id: step,
+            name: None,
+        })
+    }
+
     /// The job this scope belongs to, if any.
     pub fn job_id(&self) -> Option<u32> {
         match self {
@@ -237,6 +261,50 @@ mod tests {
             d,
             "keep-id"
         ));
+    }
+
+    #[test]
+    fn job_values() {
+        assert_eq!(Scope::parse_job("42").unwrap(), job(42, None));
+        assert_eq!(Scope::parse_job("42.7").unwrap(), job(42, Some(7)));
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".1",
+            "-1",
+            "+1",
+            "1.2.3",
+            "x",
+            "4294967296",
+            " 1",
+            "1 ",
+        ] {
+            assert!(Scope::parse_job(bad).is_err(), "{bad:?}");
+        }
+        let e = Scope::parse_job("a\nb").unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("JOB.STEP"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn job_values_round_trip(j in proptest::prelude::any::<u32>(), st in proptest::option::of(proptest::prelude::any::<u32>())) {
+            let text = match st { Some(x) => format!("{j}.{x}"), None => j.to_string() };
+            proptest::prop_assert_eq!(Scope::parse_job(&text).unwrap(), job(j, st));
+        }
+
+        #[test]
+        fn any_text_parses_or_fails_cleanly(s in ".{0,24}") {
+            match Scope::parse_job(&s) {
+                // Accepted: decimal digits with at most one '.', nothing else.
+                Ok(_) => proptest::prop_assert!(
+                    s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                        && s.bytes().filter(|&b| b == b'.').count() <= 1
+                ),
+                // Refused: one line naming the value.
+                Err(e) => proptest::prop_assert!(!e.to_string().contains('\n')),
+            }
+        }
     }
 
     #[test]
