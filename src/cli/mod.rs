@@ -5,6 +5,7 @@ use crate::config::Config;
 use clap::{Parser, Subcommand};
 
 pub mod admin;
+pub mod caller;
 pub mod doctor;
 pub mod images;
 pub mod inspect;
@@ -15,6 +16,7 @@ pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod store_args;
+pub mod supervisor;
 pub mod unshare;
 pub mod verify;
 
@@ -78,7 +80,7 @@ pub struct Ctx {
 /// (clap's and most Unix tools' usage code).
 fn usage_exit_code(is_run: bool) -> i32 {
     if is_run {
-        crate::runtime::launch::EXIT_NOT_STARTED
+        crate::runtime::spec::EXIT_NOT_STARTED
     } else {
         2
     }

@@ -1,10 +1,10 @@
-//! `warren run`: parse the options, find (or pull) the image, build the run spec and
-//! hand it to `runtime::launch`.
+//! `warren run`: parse the options, find (or pull) the image, build the run spec for
+//! this process's caller and hand it to the supervisor (`cli::supervisor`).
 
 use super::Ctx;
+use crate::runtime::holder::Scope;
 use crate::runtime::idmap::Identity;
-use crate::runtime::launch::{self, Mode, OverlayChoice, Writable};
-use crate::runtime::spec::{self, RunOptions};
+use crate::runtime::spec::{self, Mode, OverlayChoice, RunOptions, Writable};
 use crate::runtime::{state, sys};
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
@@ -105,6 +105,10 @@ pub struct Args {
     /// Do not join a running holder of the same image.
     #[arg(long)]
     pub no_join: bool,
+    /// Belong to Slurm job JOB (step STEP): holders started with it serve, and containers
+    /// with it join, only that job's (step's) holders; `warren rm --job JOB` stops them.
+    #[arg(long, value_name = "JOB[.STEP]", value_parser = parse_job)]
+    pub job: Option<Scope>,
     /// (testing) Run this squashfs file directly instead of a stored image.
     #[arg(long, hide = true, requires = "image_config")]
     pub squashfs: Option<PathBuf>,
@@ -141,6 +145,10 @@ fn timing_value(s: &str) -> Result<bool, String> {
             crate::config::BOOL_VALUES
         )
     })
+}
+
+fn parse_job(s: &str) -> Result<Scope, String> {
+    Scope::parse_job(s).map_err(|e| e.to_string())
 }
 
 fn find_image(ctx: &Ctx, args: &mut Args) -> Result<(String, ImageEntry)> {
@@ -204,7 +212,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("warren: {}", super::one_line(&e));
-            Ok(launch::EXIT_NOT_STARTED)
+            Ok(spec::EXIT_NOT_STARTED)
         }
     }
 }
@@ -259,18 +267,17 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         } else {
             Mode::Container
         },
+        scope: args.job.clone().unwrap_or(Scope::User),
         join: !args.no_join,
     };
-    let host_env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &host_env)?;
+    let caller = super::caller::current(cfg)?;
+    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
     if !ctx.quiet {
         for n in &notices {
             eprintln!("warren: {n}");
         }
     }
-    let code = launch::run(cfg, &spec, t_start)?;
+    let code = super::supervisor::run(cfg, &spec, t_start)?;
     if spec.mode == Mode::Holder && code == 0 && !ctx.quiet {
         println!("{}", args.name.unwrap_or_default());
     }
