@@ -38,17 +38,16 @@ pub struct PullOptions {
     pub platform: Option<String>,
     /// Pull into the first shared store instead of the user's.
     pub shared: bool,
-    pub quiet: bool,
 }
 
 /// Pull `image` (as typed) into the store, or answer from the store when the tag still
 /// resolves to the stored digest.
-pub fn pull(cfg: &Config, image: &str, opts: &PullOptions) -> Result<ImageEntry> {
-    let progress = Progress::new(opts.quiet);
-    pull_with(cfg, image, opts, &progress)
-}
-
-fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Result<ImageEntry> {
+pub fn pull(
+    cfg: &Config,
+    image: &str,
+    opts: &PullOptions,
+    pr: &dyn Progress,
+) -> Result<ImageEntry> {
     let reference = Reference::parse(image)?;
     let platform = match opts.platform.as_deref().or(cfg.pull.platform.as_deref()) {
         Some(p) => Platform::parse(p)?,
@@ -197,7 +196,7 @@ fn out_of_space(target: &Store, e: anyhow::Error) -> anyhow::Error {
 
 /// [`warn_platform_mismatch`] for an image already stored (its config is read from the
 /// store: nothing is fetched).
-fn warn_stored_platform(name: &str, want: &Platform, e: &ImageEntry, pr: &Progress) {
+fn warn_stored_platform(name: &str, want: &Platform, e: &ImageEntry, pr: &dyn Progress) {
     if let Ok(config) = std::fs::read(&e.config) {
         warn_platform_mismatch(name, want, &config, pr);
     }
@@ -205,7 +204,7 @@ fn warn_stored_platform(name: &str, want: &Platform, e: &ImageEntry, pr: &Progre
 
 /// A single-platform image (no index to choose from) built for another platform than
 /// the one asked for: pulled anyway, with one warning line, as podman does.
-fn warn_platform_mismatch(name: &str, want: &Platform, config: &[u8], pr: &Progress) {
+fn warn_platform_mismatch(name: &str, want: &Platform, config: &[u8], pr: &dyn Progress) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(config) else {
         return;
     };
@@ -275,7 +274,7 @@ fn build(
     target: &Store,
     img: &ResolvedImage,
     stage: &Path,
-    pr: &Progress,
+    pr: &dyn Progress,
 ) -> Result<()> {
     let layers = img.manifest.layers();
     for (i, l) in layers.iter().enumerate() {
@@ -465,116 +464,28 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// What the user sees: per-layer bars on a terminal, plain lines otherwise, nothing
-/// with `-q`. All on stderr (stdout carries the digest).
-enum Progress {
-    Quiet,
-    Plain,
-    Bars {
-        multi: indicatif::MultiProgress,
-        bars: Mutex<Vec<indicatif::ProgressBar>>,
-    },
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Progress {
-        use std::io::IsTerminal;
-        if quiet {
-            Progress::Quiet
-        } else if std::io::stderr().is_terminal() {
-            Progress::Bars {
-                multi: indicatif::MultiProgress::new(),
-                bars: Mutex::new(Vec::new()),
-            }
-        } else {
-            Progress::Plain
-        }
-    }
-
-    fn line(&self, s: &str) {
-        match self {
-            Progress::Quiet => {}
-            Progress::Plain => eprintln!("{s}"),
-            Progress::Bars { multi, .. } => {
-                let _ = multi.println(s);
-            }
-        }
-    }
-
+/// What a pull reports as it goes. The library never prints: front ends implement this
+/// (the CLI with bars or plain lines on stderr, the Slurm plugin with its log).
+pub trait Progress: Sync {
+    /// A one-line message (up to date, rebuilding, squashing …).
+    fn line(&self, _s: &str) {}
+    /// A notice about the image's content (dropped device nodes …).
     fn note(&self, s: &str) {
         self.line(s)
     }
-
-    fn start(&self, layers: &[Descriptor]) {
-        match self {
-            Progress::Quiet => {}
-            Progress::Plain => {
-                for (i, l) in layers.iter().enumerate() {
-                    eprintln!(
-                        "layer {}/{}: {} ({} bytes)",
-                        i + 1,
-                        layers.len(),
-                        l.digest(),
-                        l.size()
-                    );
-                }
-            }
-            Progress::Bars { multi, bars } => {
-                let style = indicatif::ProgressStyle::with_template(
-                    "{prefix} {bar:30} {bytes:>10}/{total_bytes:<10} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-                let mut v = bars.lock().unwrap_or_else(|e| e.into_inner());
-                for l in layers {
-                    let b = multi.add(indicatif::ProgressBar::new(l.size()));
-                    b.set_style(style.clone());
-                    let d = l.digest().to_string();
-                    b.set_prefix(d.chars().skip(7).take(12).collect::<String>());
-                    v.push(b);
-                }
-            }
-        }
-    }
-
-    fn bar(&self, i: usize) -> Option<indicatif::ProgressBar> {
-        match self {
-            Progress::Bars { bars, .. } => bars
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(i)
-                .cloned(),
-            _ => None,
-        }
-    }
-
-    fn bytes(&self, i: usize, n: u64) {
-        if let Some(b) = self.bar(i) {
-            b.set_position(n);
-        }
-    }
-
-    fn unpacking(&self, i: usize) {
-        if let Some(b) = self.bar(i) {
-            b.set_position(b.length().unwrap_or(0));
-            b.set_message("unpacking");
-        }
-    }
-
-    /// Take the bars off the terminal (the digest goes to stdout next).
-    fn finish_layers(&self) {
-        if let Progress::Bars { multi, .. } = self {
-            let _ = multi.clear();
-        }
-    }
-
-    fn done(&self, i: usize) {
-        match self {
-            Progress::Plain => eprintln!("layer {}: applied", i + 1),
-            _ => {
-                if let Some(b) = self.bar(i) {
-                    b.finish_with_message("done");
-                }
-            }
-        }
-    }
+    /// The layers about to be fetched.
+    fn start(&self, _layers: &[Descriptor]) {}
+    /// Layer `i` has `n` bytes so far.
+    fn bytes(&self, _i: usize, _n: u64) {}
+    /// Layer `i` is downloaded and being unpacked.
+    fn unpacking(&self, _i: usize) {}
+    /// All layers are fetched (the squash comes next).
+    fn finish_layers(&self) {}
+    /// Layer `i` is applied to the tree.
+    fn done(&self, _i: usize) {}
 }
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {}

@@ -26,9 +26,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let opts = PullOptions {
         platform: a.platform,
         shared: a.store.shared()?,
-        quiet: ctx.quiet,
     };
-    let e = pull(&ctx.config, &a.image, &opts)?;
+    let progress = super::progress::Terminal::new(ctx.quiet);
+    let e = pull(&ctx.config, &a.image, &opts, &progress)?;
     println!("{}", e.digest);
     Ok(0)
 }

@@ -186,15 +186,13 @@ fn find_image(ctx: &Ctx, args: &mut Args) -> Result<(String, ImageEntry)> {
     let Some(image) = args.image.clone() else {
         bail!("run: no IMAGE given");
     };
-    let opts = crate::pull::PullOptions {
-        quiet: ctx.quiet,
-        ..Default::default()
-    };
+    let opts = crate::pull::PullOptions::default();
+    let progress = super::progress::Terminal::new(ctx.quiet);
     let entry = match args.pull {
-        PullPolicy::Always => crate::pull::pull(&ctx.config, &image, &opts)?,
+        PullPolicy::Always => crate::pull::pull(&ctx.config, &image, &opts, &progress)?,
         PullPolicy::Missing => match crate::store::Stores::open(&ctx.config)?.find(&image)? {
             Some(e) => e,
-            None => crate::pull::pull(&ctx.config, &image, &opts)?,
+            None => crate::pull::pull(&ctx.config, &image, &opts, &progress)?,
         },
         PullPolicy::Never => crate::store::Stores::open(&ctx.config)?
             .find(&image)?
