@@ -175,7 +175,7 @@ pub fn mount_with_daemon(
             }
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             // Quiet: fuse-overlayfs chatters ("unknown argument ignored"); a daemon that
-            // fails shows as a mount error (ENOTCONN) reported by warren.
+            // fails is named by `daemon_death` when the set-up then fails (ENOTCONN).
             if null >= 0 {
                 libc::dup2(null, 0);
                 libc::dup2(null, 1);

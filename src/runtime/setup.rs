@@ -262,7 +262,7 @@ fn prepare_root_inner(
     } else {
         vec![lower]
     };
-    log.mark("skeleton");
+    // Its time counts in the next step ("overlay"; the read-only root's in "prefetch").
 
     let root_dir = match spec.writable {
         Writable::ReadOnly => {
