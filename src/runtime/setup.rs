@@ -235,7 +235,7 @@ fn prepare_root_inner(
     };
     // With the full range, write them through the writable layer (so useradd works);
     // else (read-only, or unmapped owners of /etc) bind copies from the staging tmpfs.
-    let bind_passwd = user_files.is_some() && !passwd_done && !(writable && !spec.map.single);
+    let bind_passwd = user_files.is_some() && !passwd_done && (!writable || spec.map.single);
     log.mark("passwd");
 
     // Mount points the image lacks come from a skeleton stacked on top of it: no copy-up
