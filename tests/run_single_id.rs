@@ -27,6 +27,7 @@ echo deep > /deep/new/path/written && echo deep-ok
 cat /a/new/file.txt
 test -d "$HOME" && test -w "$HOME" && echo home-bind-ok
 grep ' / / ' /proc/self/mountinfo | cut -d' ' -f6
+stat -c '%u:%g %a' /etc
 /busybox-suid grep '^Uid:' /proc/self/status
 "#;
 
@@ -78,9 +79,18 @@ fn check_mode(f: &Fixture, user: &User, gid: u32, mode: &[&str]) {
     if mode.contains(&"--read-only") {
         assert!(opts.contains(&"ro"), "{what}: / has {}", lines[n]);
     }
+    // /etc got skeleton entries (hosts…): it shows the image's mode, and its owner (root)
+    // when mapped; in the single-ID mode root is not, and the directory is the user's.
+    let single = user.uid == f.nosub.uid || gid != user.gid;
+    let etc_owner = if single {
+        format!("{}:{gid}", user.uid)
+    } else {
+        "0:0".to_string()
+    };
+    assert_eq!(lines[n + 1], format!("{etc_owner} 755"), "{what}");
     let uid = user.uid;
     assert_eq!(
-        lines[n + 1],
+        lines[n + 2],
         format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}"),
         "{what}"
     );
