@@ -24,6 +24,7 @@ touch /tmp/t && echo tmp-ok
 test -c /dev/null && echo x > /dev/null && test -c /dev/urandom && test -d /dev/pts && echo dev-ok
 test -e /proc/self/status && test -d /sys/kernel && echo proc-sys-ok
 echo deep > /deep/new/path/written && echo deep-ok
+test -f /usr/lib/linked/dir/written && echo under-a-symlink-ok
 cat /a/new/file.txt
 test -d "$HOME" && test -w "$HOME" && echo home-bind-ok
 grep ' / / ' /proc/self/mountinfo | cut -d' ' -f6
@@ -43,12 +44,14 @@ fn check_mode(f: &Fixture, user: &User, gid: u32, mode: &[&str]) {
     std::fs::create_dir(&deep).unwrap();
     std::os::unix::fs::chown(&deep, Some(user.uid), Some(user.gid)).unwrap();
     let v_deep = format!("{}:/deep/new/path", deep.display());
+    // Under the image's /lib -> usr/lib: made where the link leads.
+    let v_link = format!("{}:/lib/linked/dir", deep.display());
     let v_file = format!("{}:/a/new/file.txt:ro", file.display());
     let home = user.home.to_str().unwrap();
     let v_home = format!("{home}:{home}");
     let mut args: Vec<&str> = mode.to_vec();
     args.extend([
-        "-v", &v_deep, "-v", &v_file, "-v", &v_home, "sh", "-c", SCRIPT,
+        "-v", &v_deep, "-v", &v_link, "-v", &v_file, "-v", &v_home, "sh", "-c", SCRIPT,
     ]);
     let o = f
         .cmd_gid(user, gid, &f.run_args_on(&f.bare_sqfs, &args))
@@ -59,7 +62,7 @@ fn check_mode(f: &Fixture, user: &User, gid: u32, mode: &[&str]) {
     let err = stderr(&o);
     assert!(!err.contains("no mount point"), "{what}: {err}");
     let expected = format!(
-        "user={name} {uid}:{gid}\n1\nhome={home}\nhome-writable\n== hosts\n{}== resolv.conf\n{}== hostname\n{}==\ntmp-ok\ndev-ok\nproc-sys-ok\ndeep-ok\nbound file\nhome-bind-ok\n",
+        "user={name} {uid}:{gid}\n1\nhome={home}\nhome-writable\n== hosts\n{}== resolv.conf\n{}== hostname\n{}==\ntmp-ok\ndev-ok\nproc-sys-ok\ndeep-ok\nunder-a-symlink-ok\nbound file\nhome-bind-ok\n",
         host_file("hosts"),
         host_file("resolv.conf"),
         host_file("hostname"),

@@ -54,16 +54,24 @@ fn normalize(dst: &Path) -> Option<PathBuf> {
 
 /// Make, under `skel`, every entry of `wanted` that the image (opened as `image`) lacks,
 /// with its parents; returns true when anything was made (`skel` is then worth
-/// stacking). A mount point under a symlink of the image is left out (a skeleton
-/// directory would hide the link); so is one whose parent in the image is not a directory.
+/// stacking). An entry under a symlink of the image is made where the link leads inside
+/// the image (`/lib/x` with `/lib -> usr/lib` at `/usr/lib/x`), as the mounts will resolve
+/// it; one under a dangling link, or whose parent in the image is not a directory, is
+/// left out.
 pub fn build(image: &OwnedFd, skel: &Path, wanted: &[(PathBuf, Kind)]) -> bool {
+    let Ok(image_path) = std::fs::read_link(sys::fd_path(image)) else {
+        return false;
+    };
     let mut any = false;
     for (dst, kind) in wanted {
         match resolve::open_in_root(image, dst) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             _ => continue,
         }
-        if make(image, skel, dst, *kind).is_ok() {
+        let Some(at) = place(image, &image_path, dst) else {
+            continue;
+        };
+        if make(image, skel, &at, *kind).is_ok() {
             any = true;
         }
     }
@@ -71,6 +79,29 @@ pub fn build(image: &OwnedFd, skel: &Path, wanted: &[(PathBuf, Kind)]) -> bool {
         copy_attrs(image, Path::new("/"), skel);
     }
     any
+}
+
+/// Where the absent `dst` is in the image: its deepest existing ancestor resolved inside
+/// the image root (symlinks followed in-root), then the missing rest. `image_path` is
+/// the image root's path as the kernel names it.
+fn place(image: &OwnedFd, image_path: &Path, dst: &Path) -> Option<PathBuf> {
+    let mut existing = dst.parent()?.to_path_buf();
+    let mut rest = vec![dst.file_name()?.to_owned()];
+    loop {
+        match resolve::open_in_root(image, &existing) {
+            Ok(fd) => {
+                let real = std::fs::read_link(sys::fd_path(&fd)).ok()?;
+                let mut p = Path::new("/").join(real.strip_prefix(image_path).ok()?);
+                p.extend(rest.iter().rev());
+                return Some(p);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                rest.push(existing.file_name()?.to_owned());
+                existing = existing.parent()?.to_path_buf();
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Make `dst` (absent from the image) under `skel`, each parent directory taking the
@@ -202,12 +233,15 @@ mod tests {
         .unwrap();
         std::fs::write(img.path().join("etc/passwd"), "").unwrap();
         std::os::unix::fs::symlink("/elsewhere", img.path().join("link")).unwrap();
+        std::fs::create_dir_all(img.path().join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", img.path().join("lib")).unwrap();
         let root = crate::runtime::readonly::open_dir(img.path()).unwrap();
         let w = wanted([
             (Path::new("/etc/hosts"), Kind::File),
             (Path::new("/etc/passwd"), Kind::File),
             (Path::new("/data/deep/dir"), Kind::Dir),
             (Path::new("/link/x"), Kind::Dir),
+            (Path::new("/lib/new/x"), Kind::Dir),
         ]);
         assert!(build(&root, skel.path(), &w));
         let s = skel.path();
@@ -215,6 +249,9 @@ mod tests {
         assert!(!s.join("etc/passwd").exists());
         assert!(s.join("data/deep/dir").is_dir());
         assert!(!s.join("link").exists());
+        // Under a symlink: where it leads; the link itself stays the image's.
+        assert!(s.join("usr/lib/new/x").is_dir());
+        assert!(!s.join("lib").exists());
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&s.join("etc")), 0o750, "the image's /etc mode");
         // Nothing missing: nothing made.

@@ -26,7 +26,8 @@ pub struct Fixture {
     pub sqfs: PathBuf,
     /// A busybox image without any mount point: no /proc, /sys, /dev, /tmp, /home,
     /// /etc/hosts, /etc/resolv.conf, /etc/hostname (its /etc, owned by root, has only
-    /// passwd and group), with a setuid-root busybox copy at /busybox-suid.
+    /// passwd and group), with a setuid-root busybox copy at /busybox-suid and a symlink
+    /// `/lib -> usr/lib`.
     pub bare_sqfs: PathBuf,
     pub config: PathBuf,
     pub ci: User,
@@ -165,7 +166,7 @@ fn build() -> Result<Fixture, String> {
     ));
     std::fs::remove_dir_all(&root).unwrap();
     sh(&format!(
-        "R={r}; mkdir -p $R/bin $R/etc
+        "R={r}; mkdir -p $R/bin $R/etc $R/usr/lib; ln -s usr/lib $R/lib
          cp {bb} $R/bin/busybox; for a in {applets}; do ln -sf busybox $R/bin/$a; done
          printf 'root:x:0:0:root:/root:/bin/sh\\n' > $R/etc/passwd
          printf 'root:x:0:\\n' > $R/etc/group
