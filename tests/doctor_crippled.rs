@@ -442,3 +442,60 @@ fn elf_reader_reads_installed_slurm_plugin_versions() {
     );
     eprintln!("{read} plugins in {} are version {want:#x}", dir.display());
 }
+
+#[test]
+fn runtime_dir_fallback_is_a_warning_naming_what_run_uses() {
+    let (_, nosub) = need!(prerequisites());
+    let d = shared_tmp();
+    // An XDG_RUNTIME_DIR that does not exist, and one owned by root: `warren run` falls
+    // back to /tmp/warren-UID from both (state::decide_runtime_dir), so doctor must not
+    // fail them; it says why and what run uses.
+    let missing = d.path().join("no-such-dir");
+    for (xdg, why) in [
+        (missing.to_str().unwrap(), "does not exist"),
+        (d.path().to_str().unwrap(), "belongs to UID 0"),
+    ] {
+        let (_, v) = doctor(Some(&nosub), &[], &[("XDG_RUNTIME_DIR", xdg)], d.path());
+        let fb = check(&v, "runtime_dir_fallback");
+        assert_eq!(fb["status"], "warn", "{fb}");
+        let detail = fb["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{fb}");
+        assert!(
+            detail.contains(&format!("warren run uses /tmp/warren-{}", nosub.uid)),
+            "{fb}"
+        );
+        let rd = check(&v, "runtime_dir");
+        assert!(
+            rd["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("/tmp/warren-{}", nosub.uid)),
+            "{rd}"
+        );
+    }
+    // A usable XDG_RUNTIME_DIR: no fallback, the dir is XDG/warren.
+    let own = d.path().join("xdg");
+    fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(nosub.uid), Some(nosub.gid)).unwrap();
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).unwrap();
+    let (_, v) = doctor(
+        Some(&nosub),
+        &[],
+        &[("XDG_RUNTIME_DIR", own.to_str().unwrap())],
+        d.path(),
+    );
+    assert!(v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["id"] != "runtime_dir_fallback"));
+    let rd = check(&v, "runtime_dir");
+    assert_eq!(rd["status"], "ok", "{rd}");
+    assert!(
+        rd["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/warren ", own.display())),
+        "{rd}"
+    );
+}

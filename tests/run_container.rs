@@ -524,3 +524,116 @@ fn passwd_entry_with_and_without_a_writable_layer() {
         }
     }
 }
+
+/// `warren run` as warren-ci with a private config file holding `toml`.
+fn run_with_config(
+    f: &run_support::Fixture,
+    name: &str,
+    toml: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let cfg = f.dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, toml).unwrap();
+    f.cmd(&f.ci, &f.run_args(args))
+        .env("WARREN_CONFIG", &cfg)
+        .output()
+        .unwrap()
+}
+
+/// One line on stderr, exit 125, containing `want`.
+fn one_line_125(o: &std::process::Output, want: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(125), "{e}");
+    assert!(e.contains(want), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
+
+#[test]
+fn a_newuidmap_that_writes_nothing_is_named() {
+    let Some(f) = fixture() else { return };
+    let o = run_with_config(
+        f,
+        "true-newuidmap",
+        "[run]\nnewuidmap = \"/bin/true\"\n",
+        &["true"],
+    );
+    one_line_125(
+        &o,
+        "newuidmap (/bin/true) exited 0 but did not write the uid map of pid ",
+    );
+    assert!(stderr(&o).contains("setuid root"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_squashfuse_that_dies_is_named() {
+    let Some(f) = fixture() else { return };
+    for (prog, how) in [
+        ("/bin/false", "exited with status 1 before answering"),
+        ("/nonexistent/squashfuse_ll", "not found"),
+    ] {
+        let o = run_with_config(
+            f,
+            "false-squashfuse",
+            &format!("[run]\nsquashfuse = \"{prog}\"\n"),
+            &["true"],
+        );
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{e}");
+        assert!(e.contains(prog), "{e}");
+        assert!(e.contains(how), "{e}");
+        assert!(
+            !e.contains("Transport endpoint") || e.contains("squashfuse ("),
+            "{e}"
+        );
+    }
+    let o = run_with_config(
+        f,
+        "false-squashfuse",
+        "[run]\nsquashfuse = \"/bin/false\"\n",
+        &["true"],
+    );
+    one_line_125(
+        &o,
+        "squashfuse (/bin/false) exited with status 1 before answering",
+    );
+}
+
+#[test]
+fn a_fuse_overlayfs_that_dies_is_named() {
+    let Some(f) = fixture() else { return };
+    let o = run_with_config(
+        f,
+        "false-fuse-overlayfs",
+        "[run]\nfuse_overlayfs = \"/bin/false\"\noverlay = \"fuse\"\n",
+        &["true"],
+    );
+    one_line_125(
+        &o,
+        "fuse-overlayfs (/bin/false) exited with status 1 before answering",
+    );
+}
+
+#[test]
+fn dev_fuse_without_access_is_named() {
+    let Some(f) = fixture() else { return };
+    // A private mount namespace where /dev/fuse is a 0600 node (as on a fresh machine):
+    // the host's stays as it is for the other tests.
+    let node = f.dir.join("fuse-0600");
+    let inner = f.cmd(&f.ci, &f.run_args(&["true"]));
+    let mut c = std::process::Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-ec"])
+        .arg("mknod \"$1\" c 10 229; chmod 0600 \"$1\"; mount --bind \"$1\" /dev/fuse; shift; exec \"$@\"")
+        .arg("sh")
+        .arg(&node)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let o = c.output().unwrap();
+    let _ = std::fs::remove_file(&node);
+    one_line_125(
+        &o,
+        "/dev/fuse: permission denied (mode 0600): an admin must make it 0666",
+    );
+    assert!(stderr(&o).contains("warren doctor"), "{}", stderr(&o));
+}

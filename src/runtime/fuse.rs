@@ -14,6 +14,70 @@ use std::path::Path;
 /// The daemon's end of /dev/fuse, always this descriptor number in the daemon.
 const DAEMON_FD: i32 = 3;
 
+/// Why `/dev/fuse` cannot be opened, in one line naming it and the fix.
+fn device_error(e: io::Error) -> io::Error {
+    use std::os::unix::fs::MetadataExt;
+    let msg = match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            let mode = std::fs::metadata("/dev/fuse")
+                .map(|m| format!(" (mode {:04o})", m.mode() & 0o7777))
+                .unwrap_or_default();
+            format!("/dev/fuse: permission denied{mode}: an admin must make it 0666 (chmod 0666 /dev/fuse, or a udev rule); see warren doctor")
+        }
+        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => format!(
+            "/dev/fuse: {e}: the node has no FUSE device (an admin must load the fuse module or create the node); see warren doctor"
+        ),
+        _ => format!("/dev/fuse: {e}"),
+    };
+    io::Error::new(e.kind(), msg)
+}
+
+/// When the daemon `pid` (a child of this process, `prog` serving `what`) is dead or
+/// dies within a moment, one line saying so, to put before `failure` (the error seen by
+/// the set-up: a dead daemon shows as "Transport endpoint is not connected"); None while
+/// it runs. Waits (at most a second) only when `failure` looks like a lost connection.
+/// Reaps the daemon when it is dead.
+pub fn daemon_death(pid: i32, what: &str, prog: &Path, failure: &str) -> Option<String> {
+    if pid <= 0 {
+        return None;
+    }
+    let lost = [libc::ENOTCONN, libc::ECONNABORTED]
+        .iter()
+        .any(|&e| failure.contains(&io::Error::from_raw_os_error(e).to_string()));
+    if lost {
+        if let Ok(fd) = sys::pidfd_open(pid) {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; a pidfd is readable once its process exited.
+            unsafe { libc::poll(&mut p, 1, 1000) };
+        }
+    }
+    let mut status = 0;
+    // SAFETY: pid is our child; WNOHANG never blocks.
+    if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != pid {
+        return None;
+    }
+    let how = if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            127 => {
+                "could not be executed (exit status 127: not found, or not a program)".to_string()
+            }
+            c => format!("exited with status {c}"),
+        }
+    } else if libc::WIFSIGNALED(status) {
+        format!("was killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{what} ({}) {how} before answering: check that it is a working {what} for FUSE 3 (libfuse 3.3 or later, which accepts /dev/fd/N), e.g. run it by hand; see warren doctor",
+        prog.display()
+    ))
+}
+
 /// Mount a FUSE file system of type `fuse.SUBTYPE` on `target` and start `prog ARGS…
 /// /dev/fd/3` to serve it. Returns the daemon's PID (a child of the caller, killed by
 /// SIGKILL when the caller dies, deaf to terminal and job-control signals).
@@ -30,7 +94,7 @@ pub fn mount_with_daemon(
     // SAFETY: open with a constant path; returns a new fd or -1.
     let raw = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if raw < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(device_error(io::Error::last_os_error()));
     }
     // SAFETY: fresh fd we own.
     let dev = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -111,7 +175,7 @@ pub fn mount_with_daemon(
             }
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             // Quiet: fuse-overlayfs chatters ("unknown argument ignored"); a daemon that
-            // fails shows as a mount error (ENOTCONN) reported by warren.
+            // fails is named by `daemon_death` when the set-up then fails (ENOTCONN).
             if null >= 0 {
                 libc::dup2(null, 0);
                 libc::dup2(null, 1);

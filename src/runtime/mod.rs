@@ -40,6 +40,7 @@ pub mod resolve;
 pub mod rootfs;
 pub mod seccomp;
 pub mod setup;
+pub mod skeleton;
 pub mod spec;
 pub mod squashfuse;
 pub mod state;

@@ -40,51 +40,67 @@ pub fn choose(spec: &RunSpec) -> Choice {
     }
 }
 
-/// Kernel overlay on `target`. Paths must not contain `,`, `:` or `\` (the caller passes
-/// short relative names under its own staging directory).
-pub fn mount_native(lower: &Path, upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+/// `lowerdir=` value: the layers, first on top.
+fn lowerdir(lowers: &[&Path]) -> String {
+    let l: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    l.join(":")
+}
+
+/// The container root is never a way to gain privilege or reach devices: `nosuid` (a
+/// setuid file of the image gives nothing) and `nodev`, in every mode.
+const ROOT_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+/// Kernel overlay on `target`, `lowers` first on top. Paths must not contain `,`, `:` or
+/// `\` (the caller passes names under its own staging directory, checked at start).
+pub fn mount_native(
+    lowers: &[&Path],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
     let data = format!(
         "lowerdir={},upperdir={},workdir={},userxattr",
-        lower.display(),
+        lowerdir(lowers),
         upper.display(),
         work.display()
     );
-    sys::mount("overlay", target, "overlay", libc::MS_NODEV, Some(&data))
+    sys::mount("overlay", target, "overlay", ROOT_FLAGS, Some(&data))
 }
 
 /// A read-only kernel overlay of several lower layers (first on top), no upper layer.
 pub fn mount_readonly(lowers: &[&Path], target: &Path) -> std::io::Result<()> {
-    let l: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-    let data = format!("lowerdir={},userxattr", l.join(":"));
+    let data = format!("lowerdir={},userxattr", lowerdir(lowers));
     sys::mount(
         "overlay",
         target,
         "overlay",
-        libc::MS_NODEV | libc::MS_RDONLY,
+        ROOT_FLAGS | libc::MS_RDONLY,
         Some(&data),
     )
 }
 
-/// fuse-overlayfs on `target` (absolute paths); returns the daemon's PID.
+/// fuse-overlayfs on `target` (absolute paths), `lowers` first on top, writable with
+/// `upper_work` (upper, work), else read-only; returns the daemon's PID.
 pub fn mount_fuse(
     prog: &Path,
-    lower: &Path,
-    upper: &Path,
-    work: &Path,
+    lowers: &[&Path],
+    upper_work: Option<(&Path, &Path)>,
     target: &Path,
 ) -> Result<i32> {
     // noacl: with ACLs on, fuse-overlayfs 1.10 answers EOPNOTSUPP to the kernel's ACL
     // lookups over a squashfuse lower, and every non-root access fails.
-    let opts = format!(
-        "noacl,lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        upper.display(),
-        work.display()
-    );
+    let mut opts = format!("noacl,lowerdir={}", lowerdir(lowers));
+    if let Some((upper, work)) = upper_work {
+        opts.push_str(&format!(
+            ",upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        ));
+    }
     fuse::mount_with_daemon(
         target,
         "fuse-overlayfs",
-        false,
+        upper_work.is_none(),
         true,
         prog,
         &[OsStr::new("-f"), OsStr::new("-o"), OsStr::new(&opts)],

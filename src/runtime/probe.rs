@@ -140,7 +140,7 @@ fn probe_with(
             }
             let daemon = squashfuse::mount(squashfuse, img, Path::new("l"))?;
             let r = overlay::mount_native(
-                Path::new("l"),
+                &[Path::new("l")],
                 Path::new("u"),
                 Path::new("w"),
                 Path::new("r"),

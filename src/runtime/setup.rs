@@ -156,7 +156,9 @@ pub fn prepare(
     prepare_root(spec, &staged, choice, parent, log)
 }
 
-/// Step 2: writable layer, user files, mounts, pivot_root; returns what to exec.
+/// Step 2: writable layer, user files, mounts, pivot_root; returns what to exec. A
+/// failure caused by a FUSE daemon that died (a misconfigured `run.squashfuse` or
+/// `run.fuse_overlayfs`) is reported as such.
 pub fn prepare_root(
     spec: &RunSpec,
     staged: &Staged,
@@ -164,11 +166,39 @@ pub fn prepare_root(
     parent: Option<i32>,
     log: &mut Log,
 ) -> Result<Prepared, SetupError> {
+    let mut overlay_daemon = None;
+    prepare_root_inner(spec, staged, choice, parent, log, &mut overlay_daemon).map_err(|e| {
+        let daemons = [
+            (staged.daemon, "squashfuse", spec.squashfuse.as_path()),
+            (
+                overlay_daemon.unwrap_or(0),
+                "fuse-overlayfs",
+                spec.fuse_overlayfs.as_path(),
+            ),
+        ];
+        for (pid, what, prog) in daemons {
+            if let Some(why) = super::fuse::daemon_death(pid, what, prog, &e.msg) {
+                return SetupError::new(format!("{why} (then: {})", e.msg));
+            }
+        }
+        e
+    })
+}
+
+fn prepare_root_inner(
+    spec: &RunSpec,
+    staged: &Staged,
+    choice: Choice,
+    parent: Option<i32>,
+    log: &mut Log,
+    overlay_daemon: &mut Option<i32>,
+) -> Result<Prepared, SetupError> {
     let (base, lower) = (&staged.base, &staged.lower);
     let (upper, work) = match &spec.writable {
         Writable::Dir(d) => (d.join("upper"), d.join("work")),
         _ => (base.join("u"), base.join("w")),
     };
+    let writable = spec.writable != Writable::ReadOnly;
     let ops = rootfs::plan(&rootfs::Plan {
         tty_gid: spec.map.maps_gid(5),
         root_mapped: spec.map.maps_uid(0) && spec.map.maps_gid(0),
@@ -179,11 +209,11 @@ pub fn prepare_root(
         binds: &spec.binds,
         etc_dir: Path::new("/etc"),
     });
+    let image = readonly::open_dir(lower).map_err(err("open the image root"))?;
     // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
     // upper layer and a full range, written into it before the overlay exists.
     let mut passwd_done = false;
     let user_files = if spec.identity == Identity::KeepId {
-        let image = userdb::open_root(lower).map_err(err("open the image root"))?;
         let home_s = spec.user.home.to_string_lossy();
         let user = userdb::User {
             name: &spec.user.name,
@@ -203,20 +233,49 @@ pub fn prepare_root(
     } else {
         None
     };
+    // With the full range, write them through the writable layer (so useradd works);
+    // else (read-only, or unmapped owners of /etc) bind copies from the staging tmpfs.
+    let bind_passwd = user_files.is_some() && !passwd_done && (!writable || spec.map.single);
     log.mark("passwd");
+
+    // Mount points the image lacks come from a skeleton stacked on top of it: no copy-up
+    // of the image's directories (impossible for unmapped owners in the single-ID mode).
+    let passwd_targets = [
+        (Path::new("/etc/passwd"), Kind::File),
+        (Path::new("/etc/group"), Kind::File),
+    ];
+    let wanted = super::skeleton::wanted(
+        ops.iter()
+            .filter_map(|op| match op {
+                rootfs::Op::Bind { dst, kind, .. } => Some((dst.as_path(), *kind)),
+                rootfs::Op::Fs { dst, .. } => Some((dst.as_path(), Kind::Dir)),
+                rootfs::Op::Symlink { .. } => None,
+            })
+            .chain(passwd_targets.into_iter().filter(|_| bind_passwd)),
+    );
+    let skel = base.join("k");
+    let skel_made =
+        std::fs::create_dir(&skel).is_ok() && super::skeleton::build(&image, &skel, &wanted);
+    drop(image);
+    let layers: Vec<&Path> = if skel_made {
+        vec![&skel, lower]
+    } else {
+        vec![lower]
+    };
+    // Its time counts in the next step ("overlay"; the read-only root's in "prefetch").
+
     let root_dir = match spec.writable {
-        Writable::ReadOnly => readonly::root(
-            lower,
-            base,
-            &ops,
-            spec.identity == Identity::KeepId,
-            choice.backend,
-        ),
+        Writable::ReadOnly => {
+            let (r, pid) = readonly::root(&layers, base, choice.backend, &spec.fuse_overlayfs)
+                .map_err(|e| SetupError::new(format!("{e:#}")))?;
+            *overlay_daemon = pid;
+            r
+        }
         _ => {
             readonly::copy_root_attrs(lower, &upper);
             let merged = base.join("r");
             let native = if choice.backend == Backend::Native {
-                let r = super::overlay::mount_native(lower, &upper, &work, &merged);
+                let r = super::overlay::mount_native(&layers, &upper, &work, &merged);
                 if choice.report_probe && spec.writable == Writable::Tmpfs {
                     log.probe = Some(match &r {
                         Ok(()) => OverlayProbe::Native,
@@ -236,8 +295,15 @@ pub fn prepare_root(
                 false
             };
             if !native {
-                super::overlay::mount_fuse(&spec.fuse_overlayfs, lower, &upper, &work, &merged)
-                    .map_err(|e| SetupError::new(format!("{e:#}")))?;
+                *overlay_daemon = Some(
+                    super::overlay::mount_fuse(
+                        &spec.fuse_overlayfs,
+                        &layers,
+                        Some((&upper, &work)),
+                        &merged,
+                    )
+                    .map_err(|e| SetupError::new(format!("{e:#}")))?,
+                );
             }
             log.mark("overlay");
             merged
@@ -253,7 +319,6 @@ pub fn prepare_root(
             return Err(os_err("new mount namespace"));
         }
     }
-    let writable = spec.writable != Writable::ReadOnly;
     let root = readonly::open_dir(&root_dir).map_err(err("open the container root"))?;
     let cwd = spec
         .workdir
@@ -276,9 +341,7 @@ pub fn prepare_root(
     let (uid, gid, home) = identity::process_identity(spec, &image_passwd)?;
     let mut extra_binds: Vec<rootfs::Op> = Vec::new();
     if let (Some(f), false) = (&user_files, passwd_done) {
-        // With the full range, write them into the writable layer (so useradd works);
-        // else (read-only, or unmapped owners of /etc) bind copies from the staging tmpfs.
-        if writable && !spec.map.single {
+        if !bind_passwd {
             resolve::ensure_in_root(&root, Path::new("/etc"), Kind::Dir)
                 .map_err(err("/etc in the container"))?;
             resolve::write_in_root(&root, Path::new("/etc/passwd"), f.passwd.as_bytes())

@@ -221,7 +221,8 @@ pub fn build(
             None
         }
     };
-    let needs_fuse_overlay = writable != Writable::ReadOnly && overlay != OverlayChoice::Native;
+    // Also a read-only root may need it (a skeleton of mount points over the image).
+    let needs_fuse_overlay = overlay != OverlayChoice::Native;
     let single = plan.map.single;
     if opts.fake_chown && !single {
         notices.push(

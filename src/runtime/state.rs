@@ -17,26 +17,78 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Where the runtime directory is, without touching the process: `run.runtime_dir`
-/// (a leading `~` is `home`), else `XDG_RUNTIME_DIR/warren` when the caller gave one that
-/// is an absolute directory owned by `uid`, else `/tmp/warren-UID`. A front end without
-/// an environment (slurmstepd, Slurm's oci.conf runtime) passes `/run/user/UID` or `None`.
+/// Where the runtime directory came from ([`decide_runtime_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeDirSource {
+    /// `run.runtime_dir`.
+    Config,
+    /// `XDG_RUNTIME_DIR/warren`.
+    Xdg,
+    /// `/tmp/warren-UID`, and why the XDG runtime directory was not used.
+    Fallback(String),
+}
+
+/// The runtime directory warren uses, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeDirChoice {
+    pub path: PathBuf,
+    pub source: RuntimeDirSource,
+}
+
+/// The one decision of where the runtime directory is (`run` and `warren doctor` both
+/// use it), without touching the process: `run.runtime_dir` (a leading `~` is `home`),
+/// else `XDG_RUNTIME_DIR/warren` when the caller gave one that is an absolute directory
+/// owned by `uid`, else `/tmp/warren-UID`. A front end without an environment
+/// (slurmstepd, Slurm's oci.conf runtime) passes `/run/user/UID` or `None`.
+pub fn decide_runtime_dir(
+    cfg: &crate::config::RunConfig,
+    uid: u32,
+    home: &Path,
+    xdg_runtime_dir: Option<&Path>,
+) -> RuntimeDirChoice {
+    if let Some(d) = &cfg.runtime_dir {
+        let path = match d.strip_prefix("~") {
+            Ok(rest) => home.join(rest),
+            Err(_) => d.clone(),
+        };
+        return RuntimeDirChoice {
+            path,
+            source: RuntimeDirSource::Config,
+        };
+    }
+    let why = match xdg_runtime_dir {
+        None => "XDG_RUNTIME_DIR is not set".to_string(),
+        Some(x) if !x.is_absolute() => format!("XDG_RUNTIME_DIR {} is not absolute", x.display()),
+        Some(x) => match fs::symlink_metadata(x) {
+            Err(_) => format!("XDG_RUNTIME_DIR {} does not exist", x.display()),
+            Ok(m) if !m.is_dir() => format!("XDG_RUNTIME_DIR {} is not a directory", x.display()),
+            Ok(m) if m.uid() != uid => format!(
+                "XDG_RUNTIME_DIR {} belongs to UID {}, not {uid}",
+                x.display(),
+                m.uid()
+            ),
+            Ok(_) => {
+                return RuntimeDirChoice {
+                    path: x.join("warren"),
+                    source: RuntimeDirSource::Xdg,
+                }
+            }
+        },
+    };
+    RuntimeDirChoice {
+        path: PathBuf::from(format!("/tmp/warren-{uid}")),
+        source: RuntimeDirSource::Fallback(why),
+    }
+}
+
+/// The path of [`decide_runtime_dir`].
 pub fn choose_runtime_dir(
     cfg: &crate::config::RunConfig,
     uid: u32,
     home: &Path,
     xdg_runtime_dir: Option<&Path>,
 ) -> PathBuf {
-    match &cfg.runtime_dir {
-        Some(d) => match d.strip_prefix("~") {
-            Ok(rest) => home.join(rest),
-            Err(_) => d.clone(),
-        },
-        None => match xdg_runtime_dir.filter(|p| p.is_absolute() && owned_dir(p, uid)) {
-            Some(x) => x.join("warren"),
-            None => PathBuf::from(format!("/tmp/warren-{uid}")),
-        },
-    }
+    decide_runtime_dir(cfg, uid, home, xdg_runtime_dir).path
 }
 
 /// The runtime directory ([`choose_runtime_dir`]), created 0700 and checked to be owned
@@ -82,10 +134,6 @@ pub fn ensure_runtime_dir(dir: &Path, uid: u32) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn owned_dir(p: &Path, uid: u32) -> bool {
-    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == uid)
 }
 
 /// What `warren ps` shows about a container or holder.
@@ -304,6 +352,17 @@ mod runtime_dir_tests {
             choose_runtime_dir(&cfg, me, home, Some(d.path())),
             d.path().join("warren")
         );
+        // The source and the reason of a fallback, as doctor reports them.
+        let src = |x: Option<&Path>, uid| decide_runtime_dir(&cfg, uid, home, x).source;
+        assert_eq!(src(Some(d.path()), me), RuntimeDirSource::Xdg);
+        let why = |s: RuntimeDirSource| match s {
+            RuntimeDirSource::Fallback(w) => w,
+            o => panic!("{o:?}"),
+        };
+        assert!(why(src(None, me)).contains("not set"));
+        assert!(why(src(Some(Path::new("rel")), me)).contains("not absolute"));
+        assert!(why(src(Some(&d.path().join("no")), me)).contains("does not exist"));
+        assert!(why(src(Some(d.path()), 4242)).contains(&format!("belongs to UID {me}")));
         cfg.runtime_dir = Some("~/rt".into());
         assert_eq!(
             choose_runtime_dir(&cfg, me, home, Some(d.path())),

@@ -80,31 +80,50 @@ pub fn plan_from(
     })
 }
 
-/// Run newuidmap and newgidmap on `pid` (both at once; they are independent).
+/// Run newuidmap and newgidmap on `pid` (both at once; they are independent), then check
+/// that they wrote the maps: a helper that is not shadow's setuid one (`/bin/true`, a
+/// copy without the setuid bit) may exit 0 having done nothing, and the namespace would
+/// then fail later with a misleading error.
 pub fn write_with_helpers(cfg: &RunConfig, pid: i32, map: &IdMap) -> Result<()> {
-    let spawn = |prog: &str, ext: &[idmap::Extent]| -> Result<std::process::Child> {
-        let path = crate::util::which(prog)
-            .with_context(|| format!("{prog} not found (install the uidmap package)"))?;
-        Command::new(&path)
-            .arg(pid.to_string())
-            .args(IdMap::helper_args(ext))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("run {}", path.display()))
-    };
+    let spawn =
+        |prog: &str, ext: &[idmap::Extent]| -> Result<(std::path::PathBuf, std::process::Child)> {
+            let path = crate::util::which(prog)
+                .with_context(|| format!("{prog} not found (install the uidmap package)"))?;
+            let child = Command::new(&path)
+                .arg(pid.to_string())
+                .args(IdMap::helper_args(ext))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("run {}", path.display()))?;
+            Ok((path, child))
+        };
     let u = spawn(&cfg.newuidmap, &map.uid)?;
     let g = spawn(&cfg.newgidmap, &map.gid)?;
-    for (name, child) in [(&cfg.newuidmap, u), (&cfg.newgidmap, g)] {
+    for (helper, file, (path, child)) in [("newuidmap", "uid_map", u), ("newgidmap", "gid_map", g)]
+    {
         let out = child
             .wait_with_output()
-            .with_context(|| format!("wait for {name}"))?;
+            .with_context(|| format!("wait for {helper} ({})", path.display()))?;
         if !out.status.success() {
             let msg = String::from_utf8_lossy(&out.stderr)
                 .trim()
                 .replace('\n', " ");
-            bail!("{name} failed ({}): {msg}", out.status);
+            bail!(
+                "{helper} ({}) failed ({}): {msg}",
+                path.display(),
+                out.status
+            );
+        }
+        let written = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .with_context(|| format!("read /proc/{pid}/{file}"))?;
+        if written.trim().is_empty() {
+            bail!(
+                "{helper} ({}) exited 0 but did not write the {} of pid {pid}: is it shadow-utils' {helper}, setuid root? (set run.{helper} to it; see warren doctor)",
+                path.display(),
+                file.replace('_', " ")
+            );
         }
     }
     Ok(())

@@ -24,6 +24,11 @@ pub struct Fixture {
     pub dir: PathBuf,
     pub bin: PathBuf,
     pub sqfs: PathBuf,
+    /// A busybox image without any mount point: no /proc, /sys, /dev, /tmp, /home,
+    /// /etc/hosts, /etc/resolv.conf, /etc/hostname (its /etc, owned by root, has only
+    /// passwd and group), with a setuid-root busybox copy at /busybox-suid and a symlink
+    /// `/lib -> usr/lib`.
+    pub bare_sqfs: PathBuf,
     pub config: PathBuf,
     pub ci: User,
     pub nosub: User,
@@ -160,6 +165,20 @@ fn build() -> Result<Fixture, String> {
         d = dir.display(),
     ));
     std::fs::remove_dir_all(&root).unwrap();
+    sh(&format!(
+        "R={r}; mkdir -p $R/bin $R/etc $R/usr/lib; ln -s usr/lib $R/lib
+         cp {bb} $R/bin/busybox; for a in {applets}; do ln -sf busybox $R/bin/$a; done
+         printf 'root:x:0:0:root:/root:/bin/sh\\n' > $R/etc/passwd
+         printf 'root:x:0:\\n' > $R/etc/group
+         cp {bb} $R/busybox-suid; chmod 4755 $R/busybox-suid
+         chown -R 0:0 $R; chmod 755 $R $R/etc
+         mksquashfs $R {d}/bare.sqfs -comp zstd -noappend -quiet -no-progress >/dev/null
+         chmod 644 {d}/bare.sqfs",
+        r = root.display(),
+        bb = busybox.display(),
+        d = dir.display(),
+    ));
+    std::fs::remove_dir_all(&root).unwrap();
     let config = dir.join("config.json");
     std::fs::write(
         &config,
@@ -168,6 +187,7 @@ fn build() -> Result<Fixture, String> {
     .unwrap();
     Ok(Fixture {
         sqfs: dir.join("img.sqfs"),
+        bare_sqfs: dir.join("bare.sqfs"),
         config,
         dir,
         bin,
@@ -210,6 +230,14 @@ impl Fixture {
             "--image-config",
             self.config.to_str().unwrap(),
         ];
+        v.extend_from_slice(args);
+        v
+    }
+
+    /// As [`run_args`] with another squashfs (e.g. `bare_sqfs`).
+    pub fn run_args_on<'a>(&'a self, sqfs: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = self.run_args(&[]);
+        v[2] = sqfs.to_str().unwrap();
         v.extend_from_slice(args);
         v
     }

@@ -3,6 +3,7 @@
 
 use super::{can_access, Check, Target};
 use crate::config::Config;
+use crate::runtime::state::{self, RuntimeDirSource};
 use anyhow::Result;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -29,8 +30,9 @@ pub struct Facts {
     pub user_store: Result<Dir, String>,
     /// Shared stores, in config order.
     pub shared: Vec<Dir>,
-    /// The runtime directory and where it came from.
-    pub runtime: Option<(Dir, &'static str)>,
+    /// The runtime directory `run` would use (`state::decide_runtime_dir`), where it came
+    /// from, and whether the user can create it in its parent when it does not exist.
+    pub runtime: (Dir, RuntimeDirSource, bool),
 }
 
 fn probe(t: &Target, p: &Path) -> Result<Dir> {
@@ -62,6 +64,7 @@ pub fn gather(cfg: &Config, t: &Target) -> Result<Facts> {
         (Some(p), _) => Ok(crate::config::expand_tilde(p)),
         (None, false) => cfg.user_store().map_err(|e| format!("{e:#}")),
         (None, true) => home
+            .as_ref()
             .map(|h| h.join(".local/share/warren"))
             .ok_or_else(|| "user has no home directory".to_string()),
     };
@@ -75,22 +78,30 @@ pub fn gather(cfg: &Config, t: &Target) -> Result<Facts> {
         .iter()
         .map(|p| probe(t, p))
         .collect::<Result<Vec<_>>>()?;
-    let runtime = match (
-        &cfg.run.runtime_dir,
-        std::env::var_os("XDG_RUNTIME_DIR"),
-        t.switch,
-    ) {
-        (Some(p), _, _) => Some((p.clone(), "run.runtime_dir")),
-        (None, Some(x), false) => Some((PathBuf::from(x), "$XDG_RUNTIME_DIR")),
-        (None, _, _) => Some((
-            PathBuf::from(format!("/run/user/{}", t.uid)),
-            "/run/user/UID",
-        )),
+    // The same decision as `run`'s: the caller's XDG_RUNTIME_DIR when doctoring oneself;
+    // for another user, what a front end without that user's environment passes.
+    let xdg = if t.switch {
+        Some(PathBuf::from(format!("/run/user/{}", t.uid)))
+    } else {
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
     };
-    let runtime = match runtime {
-        Some((p, from)) => Some((probe(t, &p)?, from)),
-        None => None,
+    let home = if t.switch {
+        home
+    } else {
+        crate::config::home_dir()
     };
+    let choice = state::decide_runtime_dir(
+        &cfg.run,
+        t.uid,
+        home.as_deref().unwrap_or(Path::new("/")),
+        xdg.as_deref(),
+    );
+    let dir = probe(t, &choice.path)?;
+    let creatable = match choice.path.parent() {
+        Some(parent) if dir.meta.is_none() => can_access(t, parent, libc::W_OK | libc::X_OK)?,
+        _ => false,
+    };
+    let runtime = (dir, choice.source, creatable);
     Ok(Facts {
         uid: t.uid,
         user_store,
@@ -146,19 +157,37 @@ pub fn judge(f: &Facts) -> Vec<Check> {
             Some((_, mode)) => Check::ok("shared_store", format!("{p} (mode {mode:04o}) readable, not writable by the user")),
         });
     }
-    if let Some((d, from)) = &f.runtime {
-        let p = d.path.display();
-        let fallback = format!("/tmp/warren-{}", f.uid);
-        out.push(match d.meta {
-            None => Check::warn("runtime_dir", format!("{p} ({from}) does not exist: falling back to {fallback}"),
-                format!("as root: install -d -m 0700 -o {uid} {p}   (pam_systemd/logind normally creates it)", uid = f.uid)),
-            Some((owner, _)) if owner != f.uid => Check::fail("runtime_dir", format!("{p} ({from}) is owned by UID {owner}, not {}", f.uid),
-                format!("as root: chown {} {p}; chmod 0700 {p}", f.uid)),
-            Some((_, mode)) if mode & 0o077 != 0 => Check::warn("runtime_dir", format!("{p} ({from}) has mode {mode:04o}: other users can see container state"),
-                format!("chmod 0700 {p}")),
-            Some(_) => Check::ok("runtime_dir", format!("{p} ({from}), owned, 0700")),
-        });
+    out.extend(judge_runtime(f.uid, &f.runtime));
+    out
+}
+
+/// The runtime directory as `run` treats it: `run` creates a missing one (0700) and
+/// makes an existing one 0700, refuses one it does not own, and falls back to
+/// `/tmp/warren-UID` from an unusable `XDG_RUNTIME_DIR` (a warning here, as it works).
+fn judge_runtime(uid: u32, (d, source, creatable): &(Dir, RuntimeDirSource, bool)) -> Vec<Check> {
+    let p = d.path.display();
+    let from = match source {
+        RuntimeDirSource::Config => "run.runtime_dir",
+        RuntimeDirSource::Xdg => "$XDG_RUNTIME_DIR/warren",
+        RuntimeDirSource::Fallback(_) => "fallback",
+    };
+    let mut out = Vec::new();
+    if let RuntimeDirSource::Fallback(why) = source {
+        out.push(Check::warn(
+            "runtime_dir_fallback",
+            format!("{why}: warren run uses {p} (on /tmp, shared by all users)"),
+            format!("as root: install -d -m 0700 -o {uid} /run/user/{uid}   (pam_systemd/logind normally creates it), or set run.runtime_dir"),
+        ));
     }
+    out.push(match d.meta {
+        None if *creatable => Check::ok("runtime_dir", format!("{p} ({from}) does not exist yet: warren run creates it (0700)")),
+        None => Check::fail("runtime_dir", format!("{p} ({from}) does not exist and the user cannot create it"),
+            format!("as root: install -d -m 0700 -o {uid} {p}, or set run.runtime_dir to a directory the user owns")),
+        Some((owner, _)) if owner != uid => Check::fail("runtime_dir", format!("{p} ({from}) is owned by UID {owner}, not {uid}: warren run refuses it"),
+            format!("as root: chown {uid} {p}; chmod 0700 {p}   (or remove it)")),
+        Some((_, mode)) if mode & 0o077 != 0 => Check::ok("runtime_dir", format!("{p} ({from}) has mode {mode:04o}: warren run makes it 0700")),
+        Some(_) => Check::ok("runtime_dir", format!("{p} ({from}), owned, 0700")),
+    });
     out
 }
 
@@ -186,10 +215,11 @@ mod tests {
                 dir("/shared/open", Some((0, 0o777)), true, true),
                 dir("/shared/hidden", Some((0, 0o700)), false, false),
             ],
-            runtime: Some((
-                dir("/run/user/1000", Some((1000, 0o755)), true, true),
-                "$XDG_RUNTIME_DIR",
-            )),
+            runtime: (
+                dir("/run/user/1000/warren", Some((1000, 0o700)), true, true),
+                RuntimeDirSource::Xdg,
+                false,
+            ),
         };
         let s: Vec<(&str, Status)> = judge(&f).iter().map(|c| (c.id, c.status)).collect();
         assert_eq!(
@@ -199,8 +229,58 @@ mod tests {
                 ("shared_store", Status::Ok),
                 ("shared_store", Status::Fail),
                 ("shared_store", Status::Fail),
-                ("runtime_dir", Status::Warn)
+                ("runtime_dir", Status::Ok)
             ]
+        );
+    }
+
+    #[test]
+    fn runtime_dir_judged_as_run_treats_it() {
+        let st = |d: Dir, src: RuntimeDirSource, creatable: bool| -> Vec<(&str, Status)> {
+            judge_runtime(1000, &(d, src, creatable))
+                .iter()
+                .map(|c| (c.id, c.status))
+                .collect()
+        };
+        let fb =
+            || RuntimeDirSource::Fallback("XDG_RUNTIME_DIR /run/user/1000 does not exist".into());
+        // Missing XDG dir: run falls back and works, doctor warns (not fails).
+        assert_eq!(
+            st(dir("/tmp/warren-1000", None, false, false), fb(), true),
+            vec![
+                ("runtime_dir_fallback", Status::Warn),
+                ("runtime_dir", Status::Ok)
+            ]
+        );
+        // The fallback squatted by another user: run refuses it, doctor fails it.
+        assert_eq!(
+            st(
+                dir("/tmp/warren-1000", Some((1001, 0o700)), true, true),
+                fb(),
+                false
+            ),
+            vec![
+                ("runtime_dir_fallback", Status::Warn),
+                ("runtime_dir", Status::Fail)
+            ]
+        );
+        // An open mode is fixed by run.
+        assert_eq!(
+            st(
+                dir("/r", Some((1000, 0o755)), true, true),
+                RuntimeDirSource::Config,
+                false
+            ),
+            vec![("runtime_dir", Status::Ok)]
+        );
+        // A configured dir that cannot be created.
+        assert_eq!(
+            st(
+                dir("/nope/r", None, false, false),
+                RuntimeDirSource::Config,
+                false
+            ),
+            vec![("runtime_dir", Status::Fail)]
         );
     }
 }
