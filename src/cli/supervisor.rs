@@ -109,6 +109,9 @@ fn run_registered(
     }
     let Pipes { sync, go, report } = pipes;
     drop((sync.1, go.0, report.1, join_fd));
+    // Not a door: the user's other processes cannot open our /proc/PID/root, /fd, /mem
+    // (after the fork: the set-up process must stay dumpable until newuidmap wrote its maps).
+    super::monitor::make_non_dumpable();
     if tty_fg {
         // SAFETY: put the child in its own foreground process group so terminal signals
         // reach only the container; SIGTTOU is ignored while warren does so.
@@ -341,9 +344,10 @@ impl Child<'_> {
         let prepared = setup::prepare_root(spec, &staged, self.choice, Some(self.parent), log)?;
         send(&self.rep, &log_messages(spec, log));
         *log = Log::default();
-        // 3. Exec (the report pipe is CLOEXEC: warren sees EOF when the command runs).
-        let (code, msg) = process::exec(&prepared.exec);
-        Err(SetupError { code, msg })
+        // 3. Fork the command and stay its monitor (the report pipe is CLOEXEC: warren
+        // sees EOF when the command runs).
+        let Err(e) = super::monitor::run(prepared, &mut self.rep, self.parent, spec.contain);
+        Err(e)
     }
 }
 

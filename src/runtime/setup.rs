@@ -178,6 +178,7 @@ pub fn prepare_root(
         home: spec.home.as_deref(),
         binds: &spec.binds,
         etc_dir: Path::new("/etc"),
+        private_ipc: spec.contain,
     });
     // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
     // upper layer and a full range, written into it before the overlay exists.
@@ -252,6 +253,9 @@ pub fn prepare_root(
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
             return Err(os_err("new mount namespace"));
         }
+    }
+    if spec.contain {
+        super::pidns::private_ipc().map_err(err("--contain"))?;
     }
     let writable = spec.writable != Writable::ReadOnly;
     let root = readonly::open_dir(&root_dir).map_err(err("open the container root"))?;
