@@ -5,10 +5,11 @@
 //! global state, which is why it lives in a front end and never in the library (inside
 //! slurmstepd those processes would be the other tasks).
 //!
-//! Processes: warren (P, a child subreaper) forks the set-up process C, which prepares
-//! the container with `runtime::setup` and becomes its first process by exec. FUSE
-//! daemons are children of C with PR_SET_PDEATHSIG=SIGKILL; C has PR_SET_PDEATHSIG=SIGKILL
-//! on P. C reports to P with typed `runtime::messages` on a pipe.
+//! Processes: warren (P, a child subreaper, non-dumpable) forks the set-up process C,
+//! which prepares the container with `runtime::setup`, then forks the command and stays
+//! as its monitor (`cli::monitor`: kills the whole tree when the command exits or P
+//! dies). FUSE daemons are children of C with PR_SET_PDEATHSIG=SIGKILL; C has
+//! PR_SET_PDEATHSIG on P. C reports to P with typed `runtime::messages` on a pipe.
 
 use crate::config::RunConfig;
 use crate::runtime::messages::{self, Message};

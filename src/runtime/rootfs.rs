@@ -6,7 +6,8 @@
 //! host's /proc (an unprivileged user cannot mount a fresh procfs without owning a PID
 //! namespace); /sys is a recursive read-only bind; /dev is a small tmpfs with the host's
 //! null, zero, full, random, urandom and tty bound in, a new devpts instance, and the
-//! host's /dev/shm and /dev/mqueue (host IPC); /tmp is a private tmpfs.
+//! host's /dev/shm and /dev/mqueue (host IPC; with `--contain` a private tmpfs and the
+//! new IPC namespace's own mqueue); /tmp is a private tmpfs.
 
 use super::mounts::Bind;
 use super::resolve::{self, Kind};
