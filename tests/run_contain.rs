@@ -12,6 +12,7 @@ use run_support::{fixture, host_cmd, ok, Fixture};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Run inside: waits for /x/go, then reports `key=value` lines about what it can reach.
 const ATTACK: &str = r#"
+touch /x/ready
 while [ ! -e /x/go ]; do sleep 0.02; done
 . /x/pids
 sleep 30 & BG=$!
@@ -150,7 +152,7 @@ fn attack(f: &Fixture, opts: &[&str], tag: &str) -> (Report, Vec<u8>) {
                 .find(|c| comm(*c) == "squashfuse_ll")
                 .map(|s| (m, s))
         });
-        if let Some(x) = found {
+        if let (Some(x), true) = (found, x.join("ready").exists()) {
             break x;
         }
         assert!(
@@ -159,6 +161,24 @@ fn attack(f: &Fixture, opts: &[&str], tag: &str) -> (Report, Vec<u8>) {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
+    // The hardening as the host sees it: squashfuse_ll runs from its execute-only copy in
+    // the runtime dir, and it, warren and the monitor are non-dumpable (the kernel then
+    // gives the files in their /proc/PID to root, of the host or of the namespace).
+    let exe = std::fs::read_link(format!("/proc/{sqfs}/exe")).unwrap();
+    assert!(exe.starts_with(f.rundir(&f.ci).join("helpers")), "{exe:?}");
+    let mode = std::fs::metadata(&exe).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o111, "{exe:?}");
+    for p in [wpid, monitor, sqfs] {
+        let owner = std::fs::metadata(format!("/proc/{p}/environ"))
+            .unwrap()
+            .uid();
+        assert_ne!(
+            owner,
+            f.ci.uid,
+            "{tag}: /proc/{p} ({}) is dumpable",
+            comm(p)
+        );
+    }
     std::fs::write(
         x.join("pids"),
         format!(

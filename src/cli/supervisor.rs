@@ -18,7 +18,7 @@ use crate::runtime::setup::{self, Log, SetupError};
 use crate::runtime::spec::{self, Mode, RunSpec};
 use crate::runtime::{holder, probe, process, state, sys, userns};
 use anyhow::{bail, Context, Result};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Signals warren forwards to the container's first process.
 pub const FORWARDED: [libc::c_int; 6] = [
@@ -47,7 +47,8 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, t_start: u64) -> Result<i32> {
         )?),
         Mode::Holder => None,
     };
-    let res = run_registered(cfg, spec, choice, join_fd, t_start);
+    let record_fd = record.as_ref().map(|r| r.file.as_raw_fd());
+    let res = run_registered(cfg, spec, choice, join_fd, record_fd, t_start);
     if let Some(r) = record {
         r.remove();
     }
@@ -69,6 +70,7 @@ fn run_registered(
     spec: &RunSpec,
     choice: Choice,
     join_fd: Option<OwnedFd>,
+    record_fd: Option<RawFd>,
     t_start: u64,
 ) -> Result<i32> {
     let pipes = Pipes {
@@ -91,6 +93,13 @@ fn run_registered(
         bail!("fork: {}", std::io::Error::last_os_error());
     }
     if pid == 0 {
+        if let Some(fd) = record_fd {
+            // The record's lock is warren's: once warren is gone the record is stale,
+            // even while the monitor is still killing the container.
+            // SAFETY: closing our copy of warren's record fd; this process never returns
+            // to the frame that owns it (it exits with _exit).
+            unsafe { libc::close(fd) };
+        }
         let Pipes { sync, go, report } = pipes;
         drop((sync.0, go.1, report.0));
         restore_signals(&old_mask);

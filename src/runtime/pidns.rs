@@ -34,6 +34,15 @@ pub fn new_for_children() -> io::Result<()> {
 /// visible; mounted over it, that one is out of reach.
 pub fn mount_own_proc() -> io::Result<()> {
     unshare(libc::CLONE_NEWNS, "new mount namespace for /proc")?;
+    // Private, so the new /proc never propagates back to the parent's view.
+    sys::mount(
+        "none",
+        Path::new("/"),
+        "",
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("make the mounts private: {e}")))?;
     sys::mount(
         "proc",
         Path::new("/proc"),

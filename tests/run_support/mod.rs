@@ -273,7 +273,7 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Processes of (real) `uid` that are not zombies (PID 1 on the test VM does not reap), as
+/// Processes of `uid` that are not zombies (PID 1 on the test VM does not reap), as
 /// "pid comm" strings.
 pub fn live_processes(uid: u32) -> Vec<String> {
     let mut out = Vec::new();
@@ -282,17 +282,10 @@ pub fn live_processes(uid: u32) -> Vec<String> {
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        // The real UID from status, not the directory's owner: /proc/PID of a
-        // non-dumpable process (warren, its monitor, its FUSE daemons) belongs to root.
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+        let Ok(md) = std::fs::metadata(e.path()) else {
             continue;
         };
-        let real_uid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|u| u.parse::<u32>().ok());
-        if real_uid != Some(uid) {
+        if md.uid() != uid {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
