@@ -338,3 +338,29 @@ fn contain_exit_codes_and_signals_pass_through() {
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     assert_eq!(c.wait().unwrap().code(), Some(143));
 }
+
+#[test]
+fn contain_keeps_the_terminal_but_not_the_hosts_other_terminals() {
+    let Some(f) = fixture() else { return };
+    // script(1) gives warren a pseudo-terminal as stdin/stdout.
+    let inner = format!(
+        "{} run --contain -t --squashfs {} --image-config {} sh -c 'test -t 0 && echo isatty; ls /dev/pts | tr \"\\n\" \" \"; echo; echo TERM=$TERM'",
+        f.bin.display(),
+        f.sqfs.display(),
+        f.config.display()
+    );
+    let o = host_cmd(&f.ci, &["script", "-qec", &inner, "/dev/null"])
+        .env_clear()
+        .env("HOME", &f.ci.home)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("TERM", "vt100")
+        .env("WARREN_CONFIG", "/dev/null")
+        .env("WARREN_RUN_RUNTIME_DIR", f.rundir(&f.ci))
+        .output()
+        .unwrap();
+    let out = ok(&o).replace('\r', "");
+    let lines: Vec<&str> = out.lines().collect();
+    // The terminal works through its descriptors; /dev/pts is a new, empty instance;
+    // the host's TERM is not passed (-t sets one).
+    assert_eq!(lines, ["isatty", "ptmx ", "TERM=xterm"], "{out}");
+}

@@ -172,8 +172,10 @@ pub fn prepare_root(
     let ops = rootfs::plan(&rootfs::Plan {
         tty_gid: spec.map.maps_gid(5),
         root_mapped: spec.map.maps_uid(0) && spec.map.maps_gid(0),
+        // Not with --contain: the host's /dev/pts holds every terminal of the user; the
+        // inherited descriptors still work, the terminal only has no name inside.
         // SAFETY: isatty on the standard descriptors is a harmless query.
-        host_pts: (0..3).any(|fd| unsafe { libc::isatty(fd) } == 1),
+        host_pts: !spec.contain && (0..3).any(|fd| unsafe { libc::isatty(fd) } == 1),
         tmp_size: &spec.tmpfs_size,
         home: spec.home.as_deref(),
         binds: &spec.binds,
