@@ -25,8 +25,9 @@ while [ ! -e /x/go ]; do sleep 0.02; done
 . /x/pids
 sleep 30 & BG=$!
 can() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
-for n in WARREN MONITOR SQFS HOSTSLEEP; do
+for n in WARREN MONITOR SQFS FOVL HOSTSLEEP; do
   eval p=\$$n
+  [ -n "$p" ] || continue
   echo "$n.visible=$(can test -d /proc/$p)"
   echo "$n.root=$(can ls /proc/$p/root/)"
   echo "$n.fd=$(can readlink /proc/$p/fd/0)"
@@ -145,19 +146,18 @@ fn attack(f: &Fixture, opts: &[&str], tag: &str) -> (Report, Vec<u8>) {
     let wpid = warren.0.id() as i32;
     // warren → monitor → (squashfuse_ll, the command …).
     let t = Instant::now();
-    let (monitor, sqfs) = loop {
+    let (monitor, sqfs, fovl) = loop {
         let found = children(wpid).first().copied().and_then(|m| {
-            children(m)
-                .into_iter()
-                .find(|c| comm(*c) == "squashfuse_ll")
-                .map(|s| (m, s))
+            let kids = children(m);
+            let named = |n: &str| kids.iter().copied().find(|c| comm(*c) == n);
+            named("squashfuse_ll").map(|s| (m, s, named("fuse-overlayfs")))
         });
         if let (Some(x), true) = (found, x.join("ready").exists()) {
             break x;
         }
         assert!(
             t.elapsed() < Duration::from_secs(20),
-            "{tag}: no squashfuse_ll"
+            "{tag}: the command never ran"
         );
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -168,7 +168,12 @@ fn attack(f: &Fixture, opts: &[&str], tag: &str) -> (Report, Vec<u8>) {
     assert!(exe.starts_with(f.rundir(&f.ci).join("helpers")), "{exe:?}");
     let mode = std::fs::metadata(&exe).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o111, "{exe:?}");
+    // (With --remap-root the namespace's root is the user: no owner tells there.)
+    let remap = opts.contains(&"--remap-root");
     for p in [wpid, monitor, sqfs] {
+        if remap && p != wpid {
+            continue;
+        }
         let owner = std::fs::metadata(format!("/proc/{p}/environ"))
             .unwrap()
             .uid();
@@ -182,7 +187,8 @@ fn attack(f: &Fixture, opts: &[&str], tag: &str) -> (Report, Vec<u8>) {
     std::fs::write(
         x.join("pids"),
         format!(
-            "WARREN={wpid}\nMONITOR={monitor}\nSQFS={sqfs}\nHOSTSLEEP={}\nVICTIM={}\nHOMEMARK={}\nSHMMARK={shm_mark}\n",
+            "WARREN={wpid}\nMONITOR={monitor}\nSQFS={sqfs}\nFOVL={}\nHOSTSLEEP={}\nVICTIM={}\nHOMEMARK={}\nSHMMARK={shm_mark}\n",
+            fovl.map(|p| p.to_string()).unwrap_or_default(),
             hostsleep.0.id(),
             victim.display(),
             home_mark.display()
@@ -249,6 +255,29 @@ fn default_mode_reaches_only_what_the_threat_model_says() {
     );
     assert!(r.env.contains(&"LANG".to_string()), "{:?}", r.env);
     assert!(!r.env.contains(&"SECRET".to_string()), "{:?}", r.env);
+}
+
+#[test]
+fn fuse_overlayfs_is_no_door_either() {
+    let Some(f) = fixture() else { return };
+    for (opts, tag) in [
+        (&["--overlay", "fuse"][..], "fuse"),
+        (&["--overlay", "fuse", "--remap-root"][..], "fuse-root"),
+    ] {
+        let (r, _) = attack(f, opts, tag);
+        // In the container's user namespace with all its capabilities (ambient): visible
+        // and signallable in the host PID namespace, never opened.
+        assert_eq!(r.get("FOVL.visible"), "yes", "{tag}");
+        for n in ["FOVL", "SQFS", "MONITOR"] {
+            assert_eq!(r.get(&format!("{n}.root")), "no", "{tag} {n}.root");
+            assert_eq!(r.get(&format!("{n}.fd")), "no", "{tag} {n}.fd");
+        }
+        assert!(
+            !r.kv.contains_key("wrote"),
+            "{tag}: {:?}",
+            r.kv.get("wrote")
+        );
+    }
 }
 
 #[test]

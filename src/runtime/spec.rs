@@ -2,7 +2,8 @@
 //! plugin's options), who the caller is (`Caller`) and a stored image to the complete
 //! `RunSpec` that `setup` (in the container's process) and a front end's supervisor
 //! execute: ID map, environment, bind mounts, writable layer, helpers, holder to join.
-//! No I/O beyond reading the image config and env files and checking paths.
+//! No I/O beyond reading the image config and env files, checking paths, and making the
+//! image daemon's execute-only copy in the runtime directory once (`execonly`).
 
 use super::caller::Caller;
 use super::env;
