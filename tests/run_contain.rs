@@ -393,3 +393,22 @@ fn contain_keeps_the_terminal_but_not_the_hosts_other_terminals() {
     // the host's TERM is not passed (-t sets one).
     assert_eq!(lines, ["isatty", "ptmx ", "TERM=xterm"], "{out}");
 }
+
+#[test]
+fn contain_works_without_a_subordinate_range() {
+    let Some(f) = fixture() else { return };
+    let o = f.run(
+        &f.nosub,
+        &[
+            "--contain",
+            "sh",
+            "-c",
+            "ls /proc | grep -c '^[0-9]'; grep -c ' - mqueue ' /proc/self/mountinfo",
+        ],
+    );
+    let out = ok(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    let procs: u32 = lines[0].parse().unwrap();
+    assert!((2..=5).contains(&procs), "{out}");
+    assert_eq!(lines[1], "1", "{out}");
+}
