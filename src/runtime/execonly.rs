@@ -31,7 +31,8 @@ pub fn copy_path(rundir: &Path, prog: &Path, md: &fs::Metadata) -> PathBuf {
 }
 
 /// The execute-only copy of `prog` in `rundir` (made once per program version), owned
-/// by `uid`. Fails when the runtime directory is mounted noexec.
+/// by `uid`. Fails when the runtime directory is mounted noexec, or for a program that
+/// is not an ELF executable (a wrapper script must stay readable).
 pub fn copy(rundir: &Path, prog: &Path, uid: u32) -> io::Result<PathBuf> {
     let md = fs::metadata(prog)?;
     let dst = copy_path(rundir, prog, &md);
@@ -53,9 +54,19 @@ pub fn copy(rundir: &Path, prog: &Path, uid: u32) -> io::Result<PathBuf> {
             dir.display()
         )));
     }
+    let mut src = fs::File::open(prog)?;
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut src, &mut magic)?;
+    if &magic != b"\x7fELF" {
+        // A script's interpreter must read it: execute-only, it could not run at all.
+        return Err(io::Error::other(format!(
+            "{} is not an ELF executable",
+            prog.display()
+        )));
+    }
+    std::io::Seek::rewind(&mut src)?;
     let tmp = dir.join(format!(".tmp-{}", std::process::id()));
     let res = (|| {
-        let mut src = fs::File::open(prog)?;
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -82,18 +93,20 @@ mod tests {
     fn copy_is_execute_only_reused_and_renewed() {
         let d = tempfile::tempdir().unwrap();
         let prog = d.path().join("prog");
-        fs::write(&prog, b"#!/bin/sh\n").unwrap();
+        let elf = |tail: &[u8]| [&b"\x7fELF"[..], tail].concat();
+        fs::write(&prog, elf(b"123456")).unwrap();
         let uid = nix::unistd::getuid().as_raw();
         let c = copy(d.path(), &prog, uid).unwrap();
         assert_eq!(c.file_name().unwrap(), "prog");
         let m = fs::metadata(&c).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o111);
         assert_eq!(m.size(), 10);
+        assert_eq!(fs::read(&c).unwrap(), elf(b"123456"));
         // Same version: the same file, untouched.
         assert_eq!(copy(d.path(), &prog, uid).unwrap(), c);
         assert_eq!(fs::metadata(&c).unwrap().ino(), m.ino());
         // A new version of the program: a new copy.
-        fs::write(&prog, b"#!/bin/sh\nexit 0\n").unwrap();
+        fs::write(&prog, elf(b"1234567890123")).unwrap();
         let c2 = copy(d.path(), &prog, uid).unwrap();
         assert_ne!(c2, c);
         assert_eq!(fs::metadata(&c2).unwrap().size(), 17);
@@ -103,5 +116,9 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("prog")]);
+        // A wrapper script is refused (it could not run execute-only).
+        let script = d.path().join("wrapper");
+        fs::write(&script, b"#!/bin/sh\nexec squashfuse_ll \"$@\"\n").unwrap();
+        assert!(copy(d.path(), &script, uid).is_err());
     }
 }
