@@ -412,3 +412,23 @@ fn contain_works_without_a_subordinate_range() {
     assert!((2..=5).contains(&procs), "{out}");
     assert_eq!(lines[1], "1", "{out}");
 }
+
+#[test]
+fn a_wrapper_script_as_squashfuse_still_runs_with_a_notice() {
+    let Some(f) = fixture() else { return };
+    let dir = f.user_dir(&f.ci, "wrapper");
+    let w = dir.join("squashfuse-wrapper");
+    std::fs::write(&w, "#!/bin/sh\nexec squashfuse_ll \"$@\"\n").unwrap();
+    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = f
+        .cmd(&f.ci, &f.run_args(&["echo", "ran"]))
+        .env("WARREN_RUN_SQUASHFUSE", &w)
+        .output()
+        .unwrap();
+    assert_eq!(ok(&o), "ran\n");
+    let e = run_support::stderr(&o);
+    assert!(
+        e.contains("runs unhardened") && e.contains("not an ELF executable"),
+        "{e}"
+    );
+}
