@@ -383,3 +383,50 @@ fn kill_9_of_warren_kills_the_whole_container_in_every_mode() {
     );
     assert_clean(f, "after kill -9 in every mode");
 }
+
+/// kill -9 of the monitor (the set-up process that stays the command's parent): the
+/// command dies with it, its orphans come back to warren, which kills them and exits.
+#[test]
+fn kill_9_of_the_monitor_leaves_nothing() {
+    let Some(f) = fixture() else { return };
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bind = f.user_dir(&f.ci, "kill9-monitor");
+    let vol = format!("{}:/bind", bind.display());
+    let log = bind.join("log");
+    let mark = format!("k9m-{}", std::process::id());
+    let env = format!("WARREN_TEST_MARK={mark}");
+    let args = f.run_args(&[
+        "-v",
+        &vol,
+        "-e",
+        &env,
+        "sh",
+        "-c",
+        "(while :; do echo x >> /bind/log; sleep 0.1; done); exit 3",
+    ]);
+    let mut child = f.cmd(&f.ci, &args).spawn().unwrap();
+    let warren = child.id() as i32;
+    let t = Instant::now();
+    while log_lines(&log) < 2 || marked(&mark).len() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the loop never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ours = tree(warren);
+    let monitor = ours
+        .iter()
+        .map(|(p, _)| *p)
+        .find(|p| *p != warren)
+        .expect("the monitor");
+    // SAFETY: a process of our test user's container, found by PID in warren's tree.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    // warren reports the monitor's death as a signal (128+9) and leaves nothing.
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    let left: Vec<i32> = ours
+        .iter()
+        .filter(|(p, s)| start_time(*p) == Some(*s))
+        .map(|(p, _)| *p)
+        .chain(marked(&mark))
+        .collect();
+    assert!(left.is_empty(), "left after warren exited: {left:?}");
+    assert_clean(f, "after kill -9 of the monitor");
+}

@@ -319,6 +319,9 @@ fn contain_refuses_the_home_mount_and_a_holder() {
     let o = f.run(&f.ci, &["--contain", "--mount-home", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", run_support::stderr(&o));
     assert!(run_support::stderr(&o).contains("--mount-home"));
+    let o = f.run(&f.ci, &["--contain", "--holder", "--name", "h", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", run_support::stderr(&o));
+    assert!(run_support::stderr(&o).contains("--holder"));
     // run.contain = true refuses --mount-home with one line naming both.
     let o = f
         .cmd(&f.ci, &f.run_args(&["--mount-home", "true"]))
