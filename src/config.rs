@@ -179,6 +179,10 @@ pub struct RunConfig {
     /// Without a subuid range, make chown/setuid-family calls succeed without effect.
     #[serde(deserialize_with = "flex_bool")]
     pub fake_chown: bool,
+    /// Run every container as `--contain` (untrusted images: own PID namespace and
+    /// /proc, private IPC, no home, only fds 0-2, no host environment).
+    #[serde(deserialize_with = "flex_bool")]
+    pub contain: bool,
     /// Paths of the helper programs (looked up in PATH when relative).
     pub squashfuse: String,
     pub fuse_overlayfs: String,
@@ -221,6 +225,7 @@ impl Default for RunConfig {
             .collect(),
             mount_home: true,
             fake_chown: false,
+            contain: false,
             squashfuse: "squashfuse_ll".into(),
             fuse_overlayfs: "fuse-overlayfs".into(),
             newuidmap: "newuidmap".into(),
@@ -633,6 +638,8 @@ mod tests {
         }
         let c = load("[run]\nfake_chown = 1\nmount_home = false\n", &[]).unwrap();
         assert!(c.run.fake_chown && !c.run.mount_home);
+        assert!(!c.run.contain);
+        assert!(load("[run]\ncontain = true\n", &[]).unwrap().run.contain);
         for bad in ["2", "maybe", "on", ""] {
             let e = load("", &[("WARREN_RUN_FAKE_CHOWN", bad)])
                 .unwrap_err()

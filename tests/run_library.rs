@@ -68,6 +68,7 @@ fn as_task(
             name: None,
         },
         join: true,
+        contain: None,
     };
     let (spec, _notices) = spec::build(&cfg.run, "lib-test".into(), entry, &opts, &caller)
         .map_err(|x| format!("build: {x:#}"))?;

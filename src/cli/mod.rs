@@ -9,6 +9,7 @@ pub mod caller;
 pub mod doctor;
 pub mod images;
 pub mod inspect;
+pub mod monitor;
 pub mod progress;
 pub mod prune;
 pub mod ps;

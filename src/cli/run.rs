@@ -62,6 +62,14 @@ pub struct Args {
     /// Do not bind your home directory.
     #[arg(long)]
     pub no_mount_home: bool,
+    /// Isolate an untrusted image: own PID namespace and /proc, private IPC, no home, only
+    /// fds 0-2, environment from the image and -e only (default from run.contain; see
+    /// docs/security.md).
+    #[arg(long, conflicts_with_all = ["no_contain", "mount_home", "holder"])]
+    pub contain: bool,
+    /// Do not isolate (overrides run.contain = true).
+    #[arg(long)]
+    pub no_contain: bool,
     /// Writable root on a private tmpfs overlay, discarded at exit (default).
     #[arg(long, conflicts_with_all = ["read_only", "writable_dir"])]
     pub writable: bool,
@@ -267,6 +275,13 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         },
         scope: args.job.clone().unwrap_or(Scope::User),
         join: !args.no_join,
+        contain: if args.contain {
+            Some(true)
+        } else if args.no_contain {
+            Some(false)
+        } else {
+            None
+        },
     };
     let caller = super::caller::current(cfg)?;
     let (spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;

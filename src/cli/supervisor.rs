@@ -5,10 +5,11 @@
 //! global state, which is why it lives in a front end and never in the library (inside
 //! slurmstepd those processes would be the other tasks).
 //!
-//! Processes: warren (P, a child subreaper) forks the set-up process C, which prepares
-//! the container with `runtime::setup` and becomes its first process by exec. FUSE
-//! daemons are children of C with PR_SET_PDEATHSIG=SIGKILL; C has PR_SET_PDEATHSIG=SIGKILL
-//! on P. C reports to P with typed `runtime::messages` on a pipe.
+//! Processes: warren (P, a child subreaper, non-dumpable) forks the set-up process C,
+//! which prepares the container with `runtime::setup`, then forks the command and stays
+//! as its monitor (`cli::monitor`: kills the whole tree when the command exits or P
+//! dies). FUSE daemons are children of C with PR_SET_PDEATHSIG=SIGKILL; C has
+//! PR_SET_PDEATHSIG on P. C reports to P with typed `runtime::messages` on a pipe.
 
 use crate::config::RunConfig;
 use crate::runtime::messages::{self, Message};
@@ -17,7 +18,7 @@ use crate::runtime::setup::{self, Log, SetupError};
 use crate::runtime::spec::{self, Mode, RunSpec};
 use crate::runtime::{holder, probe, process, state, sys, userns};
 use anyhow::{bail, Context, Result};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Signals warren forwards to the container's first process.
 pub const FORWARDED: [libc::c_int; 6] = [
@@ -46,7 +47,8 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, t_start: u64) -> Result<i32> {
         )?),
         Mode::Holder => None,
     };
-    let res = run_registered(cfg, spec, choice, join_fd, t_start);
+    let record_fd = record.as_ref().map(|r| r.file.as_raw_fd());
+    let res = run_registered(cfg, spec, choice, join_fd, record_fd, t_start);
     if let Some(r) = record {
         r.remove();
     }
@@ -68,6 +70,7 @@ fn run_registered(
     spec: &RunSpec,
     choice: Choice,
     join_fd: Option<OwnedFd>,
+    record_fd: Option<RawFd>,
     t_start: u64,
 ) -> Result<i32> {
     let pipes = Pipes {
@@ -90,6 +93,13 @@ fn run_registered(
         bail!("fork: {}", std::io::Error::last_os_error());
     }
     if pid == 0 {
+        if let Some(fd) = record_fd {
+            // The record's lock is warren's: once warren is gone the record is stale,
+            // even while the monitor is still killing the container.
+            // SAFETY: closing our copy of warren's record fd; this process never returns
+            // to the frame that owns it (it exits with _exit).
+            unsafe { libc::close(fd) };
+        }
         let Pipes { sync, go, report } = pipes;
         drop((sync.0, go.1, report.0));
         restore_signals(&old_mask);
@@ -109,6 +119,9 @@ fn run_registered(
     }
     let Pipes { sync, go, report } = pipes;
     drop((sync.1, go.0, report.1, join_fd));
+    // Not a door: the user's other processes cannot open our /proc/PID/root, /fd, /mem
+    // (after the fork: the set-up process must stay dumpable until newuidmap wrote its maps).
+    super::monitor::make_non_dumpable();
     if tty_fg {
         // SAFETY: put the child in its own foreground process group so terminal signals
         // reach only the container; SIGTTOU is ignored while warren does so.
@@ -341,9 +354,10 @@ impl Child<'_> {
         let prepared = setup::prepare_root(spec, &staged, self.choice, Some(self.parent), log)?;
         send(&self.rep, &log_messages(spec, log));
         *log = Log::default();
-        // 3. Exec (the report pipe is CLOEXEC: warren sees EOF when the command runs).
-        let (code, msg) = process::exec(&prepared.exec);
-        Err(SetupError { code, msg })
+        // 3. Fork the command and stay its monitor (the report pipe is CLOEXEC: warren
+        // sees EOF when the command runs).
+        let Err(e) = super::monitor::run(prepared, &mut self.rep, self.parent, spec.contain);
+        Err(e)
     }
 }
 

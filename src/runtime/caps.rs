@@ -97,6 +97,13 @@ pub fn restrict(keep: &[u32], last: u32, drop_all: bool) -> io::Result<()> {
     }
 }
 
+/// Drop every capability of this process (effective, permitted, inheritable). Before
+/// exec of an execute-only file it makes the kernel mark the new program non-dumpable
+/// (with a capability the file would count as readable). No allocation: fork-safe.
+pub fn clear() -> io::Result<()> {
+    set(0, 0, 0)
+}
+
 /// Make every capability ambient, so a non-root command keeps them across exec
 /// (`warren unshare`: delete files owned by subordinate IDs as yourself).
 pub fn raise_all_ambient(last: u32) -> io::Result<()> {

@@ -185,6 +185,11 @@ pub fn mount_with_daemon(
             if keep_caps && super::caps::raise_all_ambient(last_cap).is_err() {
                 libc::_exit(1);
             }
+            // Without capabilities an execute-only program (runtime::execonly) starts
+            // non-dumpable: the container cannot open its /proc/PID/root or /fd.
+            if !keep_caps && super::caps::clear().is_err() {
+                libc::_exit(1);
+            }
             libc::chdir(c"/".as_ptr());
             libc::execv(cprog.as_ptr(), argv.as_ptr());
             libc::_exit(127);

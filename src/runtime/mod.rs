@@ -13,6 +13,8 @@
 //!   `overlay`, `probe` (does kernel overlayfs work, cached per boot), `rootfs` (standard
 //!   mounts, pivot_root), `resolve` (in-root path work with openat2), `passwd`/`userdb`
 //!   (the user's passwd/group inside), `prefetch`/`elfdeps` (warm the page cache).
+//! * hardening: `execonly` (execute-only, hence non-dumpable, FUSE daemons).
+//! * `--contain`: `pidns` (PID namespace and its own /proc, private IPC).
 //! * the process: `process` (`finish` = identity, caps, no_new_privs, seccomp;
 //!   `exec` = finish + PATH exec), `caps`, `seccomp` (fake chown).
 //! * `messages`: typed set-up → front end messages; `holder`: scoped namespace holders
@@ -23,6 +25,7 @@ pub mod caller;
 pub mod caps;
 pub mod elfdeps;
 pub mod env;
+pub mod execonly;
 pub mod fuse;
 pub mod holder;
 pub mod identity;
@@ -32,6 +35,7 @@ pub mod messages;
 pub mod mounts;
 pub mod overlay;
 pub mod passwd;
+pub mod pidns;
 pub mod prefetch;
 pub mod probe;
 pub mod process;

@@ -6,7 +6,8 @@
 //! host's /proc (an unprivileged user cannot mount a fresh procfs without owning a PID
 //! namespace); /sys is a recursive read-only bind; /dev is a small tmpfs with the host's
 //! null, zero, full, random, urandom and tty bound in, a new devpts instance, and the
-//! host's /dev/shm and /dev/mqueue (host IPC); /tmp is a private tmpfs.
+//! host's /dev/shm and /dev/mqueue (host IPC; with `--contain` a private tmpfs and the
+//! new IPC namespace's own mqueue); /tmp is a private tmpfs.
 
 use super::mounts::Bind;
 use super::resolve::{self, Kind};
@@ -53,6 +54,9 @@ pub struct Plan<'a> {
     pub binds: &'a [Bind],
     /// Host paths to read /etc/hosts etc. from (tests point these elsewhere).
     pub etc_dir: &'a Path,
+    /// The process is in its own IPC namespace (`--contain`): a private /dev/shm and
+    /// /dev/mqueue instead of the host's.
+    pub private_ipc: bool,
 }
 
 /// The ordered list of mounts.
@@ -109,20 +113,36 @@ pub fn plan(p: &Plan) -> Vec<Op> {
             target,
         });
     }
-    ops.push(bind(
-        "/dev/shm",
-        "/dev/shm",
-        Kind::Dir,
-        NOSUID | NODEV,
-        true,
-    ));
-    ops.push(bind(
-        "/dev/mqueue",
-        "/dev/mqueue",
-        Kind::Dir,
-        NOSUID | NODEV,
-        true,
-    ));
+    if p.private_ipc {
+        // `--contain`: the caller made a new IPC namespace; nothing of the host's.
+        ops.push(Op::Fs {
+            fstype: "tmpfs",
+            dst: "/dev/shm".into(),
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: format!("mode=1777,size={}{owner}", p.tmp_size),
+        });
+        ops.push(Op::Fs {
+            fstype: "mqueue",
+            dst: "/dev/mqueue".into(),
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: String::new(),
+        });
+    } else {
+        ops.push(bind(
+            "/dev/shm",
+            "/dev/shm",
+            Kind::Dir,
+            NOSUID | NODEV,
+            true,
+        ));
+        ops.push(bind(
+            "/dev/mqueue",
+            "/dev/mqueue",
+            Kind::Dir,
+            NOSUID | NODEV,
+            true,
+        ));
+    }
     ops.push(Op::Fs {
         fstype: "tmpfs",
         dst: "/tmp".into(),
@@ -437,6 +457,7 @@ mod tests {
             home: Some(Path::new("/home/a")),
             binds: &binds,
             etc_dir: Path::new("/etc"),
+            private_ipc: false,
         });
         assert!(matches!(&ops[0], Op::Bind { src, .. } if src == Path::new("/proc")));
         let pts = ops.iter().find_map(|o| match o {
@@ -472,5 +493,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn private_ipc_binds_nothing_of_the_hosts_ipc() {
+        let plan_with = |private_ipc| {
+            plan(&Plan {
+                tty_gid: false,
+                root_mapped: false,
+                host_pts: false,
+                tmp_size: "1g",
+                home: None,
+                binds: &[],
+                etc_dir: Path::new("/etc"),
+                private_ipc,
+            })
+        };
+        let host_ipc = |ops: &[Op]| {
+            ops.iter().any(|o| {
+                matches!(o, Op::Bind { src, .. }
+                    if src.starts_with("/dev/shm") || src.starts_with("/dev/mqueue"))
+            })
+        };
+        assert!(host_ipc(&plan_with(false)));
+        let ops = plan_with(true);
+        assert!(!host_ipc(&ops));
+        let fs: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Fs { fstype, dst, .. } => Some((*fstype, dst.clone())),
+                _ => None,
+            })
+            .collect();
+        assert!(fs.contains(&("tmpfs", "/dev/shm".into())), "{fs:?}");
+        assert!(fs.contains(&("mqueue", "/dev/mqueue".into())), "{fs:?}");
     }
 }

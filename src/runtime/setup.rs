@@ -202,12 +202,15 @@ fn prepare_root_inner(
     let ops = rootfs::plan(&rootfs::Plan {
         tty_gid: spec.map.maps_gid(5),
         root_mapped: spec.map.maps_uid(0) && spec.map.maps_gid(0),
+        // Not with --contain: the host's /dev/pts holds every terminal of the user; the
+        // inherited descriptors still work, the terminal only has no name inside.
         // SAFETY: isatty on the standard descriptors is a harmless query.
-        host_pts: (0..3).any(|fd| unsafe { libc::isatty(fd) } == 1),
+        host_pts: !spec.contain && (0..3).any(|fd| unsafe { libc::isatty(fd) } == 1),
         tmp_size: &spec.tmpfs_size,
         home: spec.home.as_deref(),
         binds: &spec.binds,
         etc_dir: Path::new("/etc"),
+        private_ipc: spec.contain,
     });
     let image = readonly::open_dir(lower).map_err(err("open the image root"))?;
     // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
@@ -318,6 +321,9 @@ fn prepare_root_inner(
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
             return Err(os_err("new mount namespace"));
         }
+    }
+    if spec.contain {
+        super::pidns::private_ipc().map_err(err("--contain"))?;
     }
     let root = readonly::open_dir(&root_dir).map_err(err("open the container root"))?;
     let cwd = spec

@@ -2,7 +2,8 @@
 //! plugin's options), who the caller is (`Caller`) and a stored image to the complete
 //! `RunSpec` that `setup` (in the container's process) and a front end's supervisor
 //! execute: ID map, environment, bind mounts, writable layer, helpers, holder to join.
-//! No I/O beyond reading the image config and env files and checking paths.
+//! No I/O beyond reading the image config and env files, checking paths, and making the
+//! image daemon's execute-only copy in the runtime directory once (`execonly`).
 
 use super::caller::Caller;
 use super::env;
@@ -10,7 +11,7 @@ use super::holder::{self, Scope};
 use super::idmap::{IdMap, Identity};
 use super::image_config::ImageConfig;
 use super::mounts::{self, Bind};
-use super::{state, userns};
+use super::{execonly, state, userns};
 use crate::config::RunConfig;
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
@@ -79,6 +80,10 @@ pub struct RunSpec {
     pub scope: Scope,
     /// Holder to join (its record).
     pub join: Option<state::Record>,
+    /// Isolation for an untrusted image (`--contain`, docs/security.md): the front end
+    /// gives the command its own PID namespace and /proc and private IPC, and passes only
+    /// fds 0-2; the plan already left out the home directory and the host environment.
+    pub contain: bool,
 }
 
 /// Exit code when warren could not start the container (bad options, image, set-up).
@@ -88,6 +93,22 @@ pub const EXIT_NOT_STARTED: i32 = 125;
 pub fn helper(prog: &str, what: &str) -> Result<PathBuf> {
     crate::util::which(prog)
         .with_context(|| format!("{prog} not found in PATH (needed for {what})"))
+}
+
+/// The execute-only copy of the image daemon (non-dumpable: not a door to the host, see
+/// `execonly`), or the program itself with a notice when no copy can be made.
+fn hardened_squashfuse(prog: &Path, rundir: &Path, uid: u32, notices: &mut Vec<String>) -> PathBuf {
+    match execonly::copy(rundir, prog, uid) {
+        Ok(p) => p,
+        Err(e) => {
+            notices.push(format!(
+                "{} runs unhardened (no execute-only copy in {}: {e}); see docs/security.md",
+                prog.display(),
+                rundir.display()
+            ));
+            prog.to_path_buf()
+        }
+    }
 }
 
 /// "keep-id" or "remap-root".
@@ -144,6 +165,8 @@ pub struct RunOptions {
     pub scope: Scope,
     /// Join a running holder of the same image and identity when there is one.
     pub join: bool,
+    /// Isolation for an untrusted image (`None`: `run.contain`).
+    pub contain: Option<bool>,
 }
 
 /// Build the spec; also returns the notices to show the user (degraded maps, malformed
@@ -181,10 +204,13 @@ pub fn build(
         .iter()
         .map(|p| env::read_env_file(p))
         .collect::<Result<Vec<_>>>()?;
+    let contain = opts.contain.unwrap_or(cfg.contain);
+    // Contained: nothing of the host environment but what -e/--env-file name explicitly.
+    let allowlist: &[String] = if contain { &[] } else { &cfg.env_allowlist };
     let env = env::compose(
         ic.env.as_deref().unwrap_or_default(),
         &user.env,
-        &cfg.env_allowlist,
+        allowlist,
         &env_files,
         &opts.env,
     )?;
@@ -229,11 +255,20 @@ pub fn build(
             "--fake-chown ignored: you have a subordinate ID range, so chown really works".into(),
         );
     }
-    let mount_home = opts.mount_home.unwrap_or(cfg.mount_home);
+    if contain && opts.mount_home == Some(true) {
+        bail!("--contain never mounts the home directory: drop --mount-home, or bind what the job needs with -v");
+    }
+    let mount_home = !contain && opts.mount_home.unwrap_or(cfg.mount_home);
     let argv = ic.argv(opts.entrypoint.as_deref(), &opts.command);
     if opts.mode == Mode::Container && argv.is_empty() {
         bail!("no command: the image has no Entrypoint or Cmd; give one after IMAGE");
     }
+    let squashfuse = hardened_squashfuse(
+        &helper(&cfg.squashfuse, "mounting images")?,
+        &rundir,
+        user.uid,
+        &mut notices,
+    );
     let spec = RunSpec {
         squashfs: entry.squashfs.clone(),
         image,
@@ -253,7 +288,7 @@ pub fn build(
         user,
         rundir,
         tmpfs_size: cfg.tmpfs_size.clone(),
-        squashfuse: helper(&cfg.squashfuse, "mounting images")?,
+        squashfuse,
         fuse_overlayfs: if needs_fuse_overlay {
             helper(&cfg.fuse_overlayfs, "the FUSE overlay")
                 .unwrap_or_else(|_| PathBuf::from(&cfg.fuse_overlayfs))
@@ -269,6 +304,7 @@ pub fn build(
         mode: opts.mode.clone(),
         scope: opts.scope.clone(),
         join,
+        contain,
     };
     Ok((spec, notices))
 }
@@ -313,6 +349,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         mode: Mode::Container,
         scope: Scope::User,
         join: None,
+        contain: false,
     }
 }
 
