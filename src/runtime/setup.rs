@@ -126,8 +126,13 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
     let mut daemon = 0;
     if spec.join.is_none() {
         std::fs::create_dir(&lower).map_err(err("staging directory"))?;
-        daemon = squashfuse::mount(&spec.squashfuse, &spec.squashfs, &lower)
-            .map_err(|e| SetupError::new(format!("{e:#}")))?;
+        daemon = squashfuse::mount(
+            &spec.squashfuse,
+            &spec.squashfuse_configured,
+            &spec.squashfs,
+            &lower,
+        )
+        .map_err(|e| SetupError::new(format!("{e:#}")))?;
         log.mark("squashfuse");
     }
     Ok(Staged {
@@ -169,7 +174,11 @@ pub fn prepare_root(
     let mut overlay_daemon = None;
     prepare_root_inner(spec, staged, choice, parent, log, &mut overlay_daemon).map_err(|e| {
         let daemons = [
-            (staged.daemon, "squashfuse", spec.squashfuse.as_path()),
+            (
+                staged.daemon,
+                "squashfuse",
+                spec.squashfuse_configured.as_path(),
+            ),
             (
                 overlay_daemon.unwrap_or(0),
                 "fuse-overlayfs",

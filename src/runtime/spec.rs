@@ -67,7 +67,10 @@ pub struct RunSpec {
     pub user: Caller,
     pub rundir: PathBuf,
     pub tmpfs_size: String,
+    /// The image daemon to exec (an execute-only copy of `squashfuse_configured`).
     pub squashfuse: PathBuf,
+    /// `run.squashfuse` as found in PATH: what messages name.
+    pub squashfuse_configured: PathBuf,
     pub fuse_overlayfs: PathBuf,
     pub fake_chown: bool,
     pub timing: bool,
@@ -263,12 +266,8 @@ pub fn build(
     if opts.mode == Mode::Container && argv.is_empty() {
         bail!("no command: the image has no Entrypoint or Cmd; give one after IMAGE");
     }
-    let squashfuse = hardened_squashfuse(
-        &helper(&cfg.squashfuse, "mounting images")?,
-        &rundir,
-        user.uid,
-        &mut notices,
-    );
+    let squashfuse_configured = helper(&cfg.squashfuse, "mounting images")?;
+    let squashfuse = hardened_squashfuse(&squashfuse_configured, &rundir, user.uid, &mut notices);
     let spec = RunSpec {
         squashfs: entry.squashfs.clone(),
         image,
@@ -289,6 +288,7 @@ pub fn build(
         rundir,
         tmpfs_size: cfg.tmpfs_size.clone(),
         squashfuse,
+        squashfuse_configured,
         fuse_overlayfs: if needs_fuse_overlay {
             helper(&cfg.fuse_overlayfs, "the FUSE overlay")
                 .unwrap_or_else(|_| PathBuf::from(&cfg.fuse_overlayfs))
@@ -340,6 +340,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         rundir: "/r".into(),
         tmpfs_size: "1m".into(),
         squashfuse: "s".into(),
+        squashfuse_configured: "s".into(),
         fuse_overlayfs: "f".into(),
         fake_chown: false,
         timing: false,

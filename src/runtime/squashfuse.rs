@@ -5,8 +5,10 @@ use anyhow::{Context, Result};
 use std::ffi::OsStr;
 use std::path::Path;
 
-/// Mount `image` read-only on `target`; returns the daemon's PID.
-pub fn mount(prog: &Path, image: &Path, target: &Path) -> Result<i32> {
+/// Mount `image` read-only on `target` with the daemon `prog` (messages name it as
+/// `shown`: the configured program, when `prog` is its execute-only copy); returns the
+/// daemon's PID.
+pub fn mount(prog: &Path, shown: &Path, image: &Path, target: &Path) -> Result<i32> {
     fuse::mount_with_daemon(
         target,
         "squashfuse",
@@ -15,5 +17,5 @@ pub fn mount(prog: &Path, image: &Path, target: &Path) -> Result<i32> {
         prog,
         &[OsStr::new("-f"), image.as_os_str()],
     )
-    .with_context(|| format!("mount {} with {}", image.display(), prog.display()))
+    .with_context(|| format!("mount {} with {}", image.display(), shown.display()))
 }
