@@ -30,6 +30,8 @@ for b in munged slurmctld slurmd sinfo; do
   command -v "$b" >/dev/null || { echo "slurm.sh: $b not found (run scripts/setup-host.sh)" >&2; exit 1; }
 done
 mkdir -p "$STATE"
+# Daemons (and every slurmstepd they start) must not keep the caller's directory busy.
+cd /
 
 alive() { # name: its recorded pid is running
   local pid
