@@ -1,0 +1,429 @@
+//! The node side of a job, run by slurmstepd (root) and the job epilog: where a job's
+//! runtime state lives, pulling the image and starting/stopping the per-node holder as
+//! the job's user by running the `warren` binary with the user's credentials and a clean
+//! environment. Nothing here reads the process's own identity: the caller (`Job`) is
+//! passed in, since in SPANK hooks the real uid is root.
+//!
+//! Layout (the test "nodes" share one file system, so everything is keyed by node name):
+//! `RUNTIME/NODE/` (root, 0755) → `UID/` (the user, 0700) → `JOB/` (the user, 0700) →
+//! one warren runtime dir per holder scope: `step.STEP/` (the step's holder, stopped at
+//! step end) or `name.NAME/` (a named container, kept until the job ends). Each holds
+//! warren's own records (`ctr/`), so `warren rm` finds the holder there.
+
+use crate::plugstack::Config;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Slurm's pseudo step ids (slurm.h).
+pub const SLURM_BATCH_SCRIPT: u32 = 0xffff_fffb;
+pub const SLURM_EXTERN_CONT: u32 = 0xffff_fffc;
+pub const SLURM_INTERACTIVE_STEP: u32 = 0xffff_fffa;
+
+/// The job's user and where the job runs; filled from SPANK items, never from the
+/// process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    pub user: String,
+    pub home: PathBuf,
+    pub job_id: u32,
+    pub node: String,
+}
+
+/// Whose holder: one step's, or a named container's (for the whole job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Step(u32),
+    Named(String),
+}
+
+impl Scope {
+    fn dir_name(&self) -> String {
+        match self {
+            Scope::Step(SLURM_BATCH_SCRIPT) => "step.batch".into(),
+            Scope::Step(s) => format!("step.{s}"),
+            Scope::Named(n) => format!("name.{n}"),
+        }
+    }
+}
+
+/// The holder's name inside its scope dir (one holder per dir).
+pub const HOLDER_NAME: &str = "holder";
+
+/// What failed on the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("warren: {path}: {why}")]
+    Dir { path: PathBuf, why: String },
+    #[error("warren: node name {0:?} is not usable as a directory name")]
+    NodeName(String),
+    #[error("warren: no warren binary (set warren=PATH on the plugstack line)")]
+    NoBinary,
+    #[error("warren: {what} as {user}: {why}")]
+    Spawn {
+        what: String,
+        user: String,
+        why: String,
+    },
+    #[error("warren: {what} failed (exit {code}): {msg}")]
+    Failed {
+        what: String,
+        code: i32,
+        msg: String,
+    },
+}
+
+fn dir_err(path: &Path, why: impl std::fmt::Display) -> NodeError {
+    NodeError::Dir {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// `RUNTIME/NODE/UID/JOB`.
+pub fn job_dir(cfg: &Config, job: &Job) -> Result<PathBuf, NodeError> {
+    let n = &job.node;
+    if n.is_empty()
+        || n.len() > 255
+        || n.starts_with('.')
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(NodeError::NodeName(n.clone()));
+    }
+    Ok(cfg
+        .runtime_path
+        .join(n)
+        .join(job.uid.to_string())
+        .join(job.job_id.to_string()))
+}
+
+/// The warren runtime dir of one holder scope.
+pub fn scope_dir(cfg: &Config, job: &Job, scope: &Scope) -> Result<PathBuf, NodeError> {
+    Ok(job_dir(cfg, job)?.join(scope.dir_name()))
+}
+
+/// Create `dir` with `mode` owned by `uid:gid`, or check an existing one is exactly that
+/// (never follow a symlink someone planted).
+fn ensure_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), NodeError> {
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| dir_err(dir, e))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+                .map_err(|e| dir_err(dir, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(dir_err(dir, e)),
+    }
+    let md = fs::symlink_metadata(dir).map_err(|e| dir_err(dir, e))?;
+    if !md.is_dir() || md.uid() != uid {
+        return Err(dir_err(
+            dir,
+            format!("not a directory owned by uid {uid}; remove it"),
+        ));
+    }
+    Ok(())
+}
+
+/// Create the directories down to the job's (root does this: the parents are root's).
+pub fn prepare_job_dir(cfg: &Config, job: &Job) -> Result<PathBuf, NodeError> {
+    let jd = job_dir(cfg, job)?;
+    let node_dir = cfg.runtime_path.join(&job.node);
+    ensure_dir(&cfg.runtime_path, 0o755, 0, 0)?;
+    ensure_dir(&node_dir, 0o755, 0, 0)?;
+    ensure_dir(&node_dir.join(job.uid.to_string()), 0o700, job.uid, job.gid)?;
+    ensure_dir(&jd, 0o700, job.uid, job.gid)?;
+    Ok(jd)
+}
+
+/// The warren binary to run.
+pub fn warren_binary(cfg: &Config) -> Result<PathBuf, NodeError> {
+    if let Some(p) = &cfg.warren {
+        return Ok(p.clone());
+    }
+    let default = Path::new("/usr/bin/warren");
+    if default.is_file() {
+        return Ok(default.into());
+    }
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("warren"))
+                .find(|f| f.is_file())
+        })
+        .ok_or(NodeError::NoBinary)
+}
+
+/// The clean environment warren runs with as the user: nothing of slurmstepd's.
+pub fn user_env(cfg: &Config, job: &Job, rundir: &Path) -> Vec<(String, OsString)> {
+    let mut env: Vec<(String, OsString)> = vec![
+        ("HOME".into(), job.home.clone().into_os_string()),
+        ("USER".into(), job.user.clone().into()),
+        ("LOGNAME".into(), job.user.clone().into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("WARREN_RUN_RUNTIME_DIR".into(), rundir.as_os_str().into()),
+    ];
+    let xdg = PathBuf::from(format!("/run/user/{}", job.uid));
+    if fs::symlink_metadata(&xdg).is_ok_and(|m| m.is_dir() && m.uid() == job.uid) {
+        env.push(("XDG_RUNTIME_DIR".into(), xdg.into_os_string()));
+    }
+    if let Some(s) = &cfg.store {
+        env.push((
+            "WARREN_STORE_PATH".into(),
+            crate::plugstack::expand_store(s, &job.user, job.uid).into(),
+        ));
+    }
+    if let Some(s) = &cfg.shared_store {
+        env.push(("WARREN_STORE_SHARED".into(), s.into()));
+    }
+    env
+}
+
+/// Run `warren ARGS` as the job's user; on failure the error carries the last lines warren
+/// wrote to stderr. The child's stdout/stderr pipe is drained while it runs and given up
+/// once it has exited: a detached holder (and its FUSE daemon) may keep it open.
+pub fn run_warren(
+    cfg: &Config,
+    job: &Job,
+    rundir: &Path,
+    what: &str,
+    args: &[&str],
+) -> Result<(), NodeError> {
+    let bin = warren_binary(cfg)?;
+    let mut cmd = Command::new(&bin);
+    cmd.args(args)
+        .env_clear()
+        .envs(user_env(cfg, job, rundir))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (uid, gid) = (job.uid, job.gid);
+    let groups: Vec<libc::gid_t> = job.groups.clone();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Descriptors slurmstepd left open must not leak into the user's processes.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawn_err = |why: String| NodeError::Spawn {
+        what: what.into(),
+        user: job.user.clone(),
+        why,
+    };
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| spawn_err(format!("{}: {e}", bin.display())))?;
+    let mut err_pipe = child.stderr.take();
+    if let Some(p) = &err_pipe {
+        use std::os::fd::AsRawFd;
+        // SAFETY: p is an open pipe we own; O_NONBLOCK only changes how we read it.
+        unsafe {
+            let fd = p.as_raw_fd();
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+    let mut msg = Vec::new();
+    let drain = |pipe: &mut Option<std::process::ChildStderr>, msg: &mut Vec<u8>| {
+        let Some(p) = pipe else { return };
+        let mut buf = [0u8; 4096];
+        loop {
+            match p.read(&mut buf) {
+                Ok(0) => {
+                    *pipe = None;
+                    return;
+                }
+                Ok(n) => {
+                    msg.extend_from_slice(&buf[..n]);
+                    // Keep the tail: the last lines say what failed.
+                    if msg.len() > 8192 {
+                        msg.drain(..msg.len() - 8192);
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    let status = loop {
+        drain(&mut err_pipe, &mut msg);
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(spawn_err(format!("wait: {e}"))),
+        }
+    };
+    drain(&mut err_pipe, &mut msg);
+    if status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&msg);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(no message)");
+    Err(NodeError::Failed {
+        what: what.into(),
+        code: status.code().unwrap_or(-1),
+        msg: last.trim().to_string(),
+    })
+}
+
+/// Does this scope already have a live holder? (its record is locked by the holder)
+pub fn holder_running(dir: &Path) -> bool {
+    warren::runtime::state::list(dir)
+        .map(|rs| rs.iter().any(|r| r.kind == "holder"))
+        .unwrap_or(false)
+}
+
+/// Stop the holder of `dir` (if any) as the user and remove the dir.
+pub fn stop_scope(cfg: &Config, job: &Job, dir: &Path) -> Result<(), NodeError> {
+    let mut first_err = None;
+    if dir.join("ctr").is_dir() {
+        if let Err(e) = run_warren(
+            cfg,
+            job,
+            dir,
+            "stop the holder",
+            &["rm", "--force", HOLDER_NAME],
+        ) {
+            // `warren rm` fails for a holder that is already gone: only a live one counts.
+            if holder_running(dir) {
+                first_err = Some(e);
+            }
+        }
+    }
+    if first_err.is_none() {
+        remove_tree(dir)?;
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Remove a directory tree the user could write to (std's remove_dir_all does not follow
+/// symlinks).
+pub fn remove_tree(dir: &Path) -> Result<(), NodeError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(dir_err(dir, e)),
+    }
+}
+
+/// Job end on this node: every holder of the job stopped, its dirs removed.
+pub fn cleanup_job(cfg: &Config, job: &Job) -> Result<(), NodeError> {
+    let jd = job_dir(cfg, job)?;
+    let Ok(rd) = fs::read_dir(&jd) else {
+        return Ok(());
+    };
+    let mut first_err = None;
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Err(e) = stop_scope(cfg, job, &p) {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if first_err.is_none() {
+        remove_tree(&jd)?;
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            uid: 1001,
+            gid: 1001,
+            groups: vec![1001],
+            user: "ann".into(),
+            home: "/home/ann".into(),
+            job_id: 42,
+            node: "n2".into(),
+        }
+    }
+
+    #[test]
+    fn layout() {
+        let cfg = Config::default();
+        let j = job();
+        assert_eq!(
+            scope_dir(&cfg, &j, &Scope::Step(0)).unwrap(),
+            PathBuf::from("/run/warren/n2/1001/42/step.0")
+        );
+        assert_eq!(
+            scope_dir(&cfg, &j, &Scope::Step(SLURM_BATCH_SCRIPT)).unwrap(),
+            PathBuf::from("/run/warren/n2/1001/42/step.batch")
+        );
+        assert_eq!(
+            scope_dir(&cfg, &j, &Scope::Named("dev".into())).unwrap(),
+            PathBuf::from("/run/warren/n2/1001/42/name.dev")
+        );
+        for bad in ["", "..", "a/b", ".x"] {
+            let mut j = job();
+            j.node = bad.into();
+            assert!(job_dir(&cfg, &j).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clean_environment() {
+        let cfg = crate::plugstack::parse(&["store=/s/%u", "shared_store=/a:/b"]).unwrap();
+        let env = user_env(&cfg, &job(), Path::new("/r"));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("HOME"), Some("/home/ann".into()));
+        assert_eq!(get("WARREN_STORE_PATH"), Some("/s/ann".into()));
+        assert_eq!(get("WARREN_STORE_SHARED"), Some("/a:/b".into()));
+        assert_eq!(get("WARREN_RUN_RUNTIME_DIR"), Some("/r".into()));
+        assert!(get("SLURM_JOB_ID").is_none());
+    }
+
+    #[test]
+    fn dirs_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("run");
+        let cfg = crate::plugstack::parse(&[format!("runtime_path={}", d.display())]).unwrap();
+        // SAFETY: getuid cannot fail (tests only: the test's own identity is the owner).
+        let me = unsafe { libc::getuid() };
+        let mut j = job();
+        j.uid = me;
+        // SAFETY: getgid cannot fail.
+        j.gid = unsafe { libc::getgid() };
+        let jd = prepare_job_dir(&cfg, &j).unwrap();
+        assert!(jd.is_dir());
+        prepare_job_dir(&cfg, &j).unwrap();
+        cleanup_job(&cfg, &j).unwrap();
+        assert!(!jd.exists());
+    }
+}
