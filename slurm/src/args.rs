@@ -132,14 +132,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ArgError> {
     Err(ArgError(msg.into()))
 }
 
-/// pyxis's booleans: 1/true/yes/y and 0/false/no/n.
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "true" | "yes" | "y" => Some(true),
-        "0" | "false" | "no" | "n" => Some(false),
-        _ => None,
-    }
-}
+pub use crate::plugstack::parse_bool;
 
 fn check_path(flag: &str, v: &str) -> Result<(), ArgError> {
     if v.len() > MAX_VALUE {
