@@ -14,8 +14,9 @@
 # on every node (slurmd refuses to start when a `required` .so is missing), knowing that
 # an optional plugin cannot stop a step whose container failed to start.
 # --dev builds the debug profile and points warren= at the debug binary (tests).
-# Then check with `warren doctor`. slurmd needs no restart: srun, sbatch and every new
-# slurmstepd read plugstack.conf when they start.
+# Then check with `warren doctor`. srun, sbatch and every new slurmstepd read
+# plugstack.conf when they start, but slurmd decides at its own start whether any plugin
+# has a job epilog (where named containers end): restart slurmd after the first install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "install-plugin.sh: run as root" >&2; exit 1; }
@@ -85,3 +86,4 @@ chmod 0644 "$tmp"
 mv -f "$tmp" "$conf_dir/warren.conf"
 echo "install-plugin.sh: installed $so ($profile), $conf_dir/warren.conf:"
 sed -n '2p' "$conf_dir/warren.conf"
+echo "install-plugin.sh: restart slurmd if this is the first install (job epilog), then check: warren doctor"

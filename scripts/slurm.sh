@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A three-node Slurm test cluster on this one machine (Debian's slurm-wlm 22.05), as root:
-#   slurm.sh start | stop | status
+#   slurm.sh start | stop | restart | status
 #
 # start (idempotent) writes the configuration, creates the munge key if missing and
 # starts, each in its own session and without systemd:
@@ -217,6 +217,7 @@ status() {
 case ${1:-} in
   start) start ;;
   stop) stop ;;
+  restart) stop; start ;;
   status) status ;;
-  *) echo "usage: slurm.sh start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: slurm.sh start|stop|restart|status" >&2; exit 2 ;;
 esac

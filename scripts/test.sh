@@ -31,11 +31,11 @@ bash scripts/test-images.sh debian   # debootstrap minbase, ~30-90 s; cached aft
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets -q -- -D warnings
+cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo test"
 # Everything the tests need is installed above: a test that would skip fails instead.
 export WARREN_TEST_NO_SKIP=1
-cargo test --lib --bins --tests --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
+cargo test --workspace --lib --bins --tests --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
 
 # Nothing may be left behind by the tests.
 left=$(grep -cE 'fuse\.(squashfuse|fuse-overlayfs)|squashfuse|fuse-overlayfs| overlay ' /proc/self/mountinfo || true)

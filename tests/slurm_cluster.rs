@@ -1,0 +1,484 @@
+//! warren's SPANK plugin on the real three-node test cluster (scripts/slurm.sh: slurmctld
+//! and slurmd n1, n2, n3 on this machine), driven with srun/sbatch as the unprivileged
+//! test user. The fixture installs the plugin built from this tree
+//! (scripts/install-plugin.sh --dev) with a store of its own; a first install restarts the
+//! cluster (slurmd looks for job epilogs only when it starts).
+//!
+//! The containers themselves (a task entering the node's holder) come with the run-path
+//! library; these tests cover what the plugin does today: option checks at submission,
+//! one holder per node and step (or per named container and job), failures reaching
+//! srun, and nothing left behind after step end, job end or scancel.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use support::{need_user, registry, stderr, stdout, TestDir, User, TEST_USER};
+
+const IMAGE: &str = "127.0.0.1:5000/test/busybox:latest";
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const RUNTIME: &str = "/run/warren";
+
+struct Cluster {
+    user: User,
+    /// Where jobs run (srun's working directory), the user's.
+    work: TestDir,
+}
+
+fn sh(cmd: &str) -> Output {
+    Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
+}
+
+fn setup() -> Result<Cluster, String> {
+    let user = need_user(TEST_USER)?;
+    support::need_programs(&["srun", "sbatch", "sinfo", "scontrol", "squeue", "scancel"])?;
+    registry::need_registry(&[registry::PLAIN])?;
+    let nodes = stdout(&sh("sinfo -h -N -o '%N %t' 2>/dev/null"));
+    if !NODES.iter().all(|n| nodes.contains(n)) {
+        return Err(format!(
+            "the test cluster is not up (sinfo: {nodes:?}; run scripts/slurm.sh start)"
+        ));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store_base = registry::state_dir().join("slurm-store");
+    std::fs::create_dir_all(&store_base).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&store_base, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let store = store_base.join(&user.name);
+    if !store.exists() {
+        std::fs::create_dir(&store).map_err(|e| e.to_string())?;
+        std::os::unix::fs::chown(&store, Some(user.uid), Some(user.gid))
+            .map_err(|e| e.to_string())?;
+    }
+    let conf = Path::new("/etc/slurm/plugstack.conf.d/warren.conf");
+    let before = std::fs::read_to_string(conf).unwrap_or_default();
+    let out = Command::new("bash")
+        .arg(root.join("scripts/install-plugin.sh"))
+        .args(["--dev", "--no-binary"])
+        .arg(format!("warren={}", support::warren_bin().display()))
+        .arg(format!("store={}/%u", store_base.display()))
+        .arg(format!("runtime_path={RUNTIME}"))
+        .current_dir(root)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("install-plugin.sh failed: {}", stderr(&out)));
+    }
+    if std::fs::read_to_string(conf).unwrap_or_default() != before {
+        let out = Command::new("bash")
+            .arg(root.join("scripts/slurm.sh"))
+            .arg("restart")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("slurm.sh restart failed: {}", stderr(&out)));
+        }
+    }
+    let work = TestDir::owned_by("warren-slurm-", Some(user.clone()));
+    Ok(Cluster { user, work })
+}
+
+fn cluster() -> Result<&'static Cluster, String> {
+    static C: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    C.get_or_init(setup).as_ref().map_err(Clone::clone)
+}
+
+impl Cluster {
+    /// `prog args…` as the test user in the work dir, without PYXIS_* from our own
+    /// environment.
+    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let mut c = self.user.command(prog);
+        c.args(args).current_dir(self.work.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PYXIS_") || k.starts_with("SLURM_") || k.starts_with("WARREN_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    fn srun(&self, args: &[&str]) -> Output {
+        self.cmd("srun", args).output().expect("srun")
+    }
+
+    /// Submit `script` with sbatch and wait for the job to end; its output file's text.
+    fn sbatch(&self, script: &str) -> (u32, String) {
+        let file = self.work.path().join(format!("job-{}.sh", unique()));
+        std::fs::write(&file, script).unwrap();
+        self.work.give(&file);
+        let out = self
+            .cmd("sbatch", &["--parsable", "--wait", "-o", "%x-%j.out"])
+            .arg(&file)
+            .output()
+            .expect("sbatch");
+        let id: u32 = stdout(&out)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .unwrap_or_else(|_| panic!("sbatch: {}{}", stdout(&out), stderr(&out)));
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let log = self.work.path().join(format!("{name}-{id}.out"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "job {id} failed: {}\n{text}",
+            stderr(&out)
+        );
+        (id, text)
+    }
+
+    /// Every node's runtime dir of `job` is gone (the epilog runs after srun returns):
+    /// waits for it, bounded, then reports what is left.
+    fn assert_job_cleaned(&self, job: u32) {
+        let dirs: Vec<PathBuf> = NODES
+            .iter()
+            .map(|n| {
+                Path::new(RUNTIME)
+                    .join(n)
+                    .join(self.user.uid.to_string())
+                    .join(job.to_string())
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while dirs.iter().any(|d| d.exists()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+        assert!(left.is_empty(), "job {job} left {left:?}");
+        // No holder or FUSE daemon of this job runs any more.
+        let procs = self.processes_of_job(job);
+        assert!(procs.is_empty(), "job {job} left processes: {procs:?}");
+    }
+
+    /// Processes started for `job` (warren and its FUSE daemons inherit the job's warren
+    /// runtime dir in their environment).
+    fn processes_of_job(&self, job: u32) -> Vec<String> {
+        let mut v = vec![];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let p = e.path();
+            let env = std::fs::read(p.join("environ")).unwrap_or_default();
+            let env = String::from_utf8_lossy(&env);
+            let ours = env.split('\0').any(|kv| {
+                kv.strip_prefix(&format!("WARREN_RUN_RUNTIME_DIR={RUNTIME}/"))
+                    .is_some_and(|rest| rest.contains(&format!("/{}/{job}/", self.user.uid)))
+            });
+            if ours {
+                let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+                v.push(format!(
+                    "{}: {}",
+                    p.display(),
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                ));
+            }
+        }
+        v
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The job id printed by tasks as `JOB=ID`.
+fn job_of(text: &str) -> u32 {
+    text.lines()
+        .find_map(|l| l.split("JOB=").nth(1))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no JOB= in {text}"))
+}
+
+#[test]
+fn bad_options_are_refused_at_submission() {
+    let c = need!(cluster());
+    let marker = c.work.path().join(format!("ran-{}", unique()));
+    let touch = format!("touch {}", marker.display());
+    // (options, PYXIS_* variables, what the refusal line says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 12] = [
+        (
+            &["--container-image="],
+            &[],
+            "--container-image: argument required",
+        ),
+        (
+            &[&format!("--container-image={}", "a".repeat(5000))],
+            &[],
+            "longer than 4095 bytes",
+        ),
+        (&["--container-image=Bad/Name"], &[], "invalid repository"),
+        (
+            &["--container-image=busybox", "--container-mounts=/a:/b,"],
+            &[],
+            "empty entry",
+        ),
+        (
+            &["--container-image=busybox", "--container-mounts=/a:rel"],
+            &[],
+            "destination must be an absolute path",
+        ),
+        (
+            &[
+                "--container-image=busybox",
+                "--container-mounts=/a:/b/../../etc",
+            ],
+            &[],
+            "may not contain '..'",
+        ),
+        (
+            &["--container-image=busybox", "--container-name=bad/name"],
+            &[],
+            "--container-name",
+        ),
+        (
+            &[
+                "--container-image=busybox",
+                "--container-readonly",
+                "--container-writable",
+            ],
+            &[],
+            "both --container-writable and --container-readonly",
+        ),
+        (
+            &["--container-image=busybox", "--container-save=/tmp/dir/"],
+            &[],
+            "is a directory",
+        ),
+        (
+            &["--container-image=busybox", "--container-env=A,"],
+            &[],
+            "--container-env",
+        ),
+        (
+            &["--container-image=busybox"],
+            &[("PYXIS_CONTAINER_MOUNTS", "x:/y")],
+            "PYXIS_CONTAINER_MOUNTS",
+        ),
+        (
+            &[],
+            &[
+                ("PYXIS_CONTAINER_IMAGE", "Bad/Name"),
+                ("PYXIS_CONTAINER_WRITABLE", "1"),
+            ],
+            "PYXIS_CONTAINER_IMAGE",
+        ),
+    ];
+    for (args, env, msg) in cases {
+        for prog in ["srun", "sbatch"] {
+            let mut cmd = c.cmd(prog, args);
+            cmd.envs(env.iter().copied());
+            if prog == "srun" {
+                cmd.args(["-N1", "sh", "-c", &touch]);
+            } else {
+                cmd.args(["--wrap", &touch]);
+            }
+            let out = cmd.output().unwrap();
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{prog} {args:?} {env:?} succeeded");
+            let line = err
+                .lines()
+                .find(|l| l.contains("warren:"))
+                .unwrap_or_else(|| panic!("{prog} {args:?}: no warren line in {err}"));
+            assert!(
+                line.contains(msg),
+                "{prog} {args:?}: {line:?} lacks {msg:?}"
+            );
+            assert!(
+                !stdout(&out).contains("Submitted"),
+                "{prog} {args:?} submitted a job"
+            );
+        }
+    }
+    // Nothing ran anywhere.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!marker.exists(), "a refused job ran");
+}
+
+#[test]
+fn one_holder_per_node_and_step_and_nothing_left() {
+    let c = need!(cluster());
+    // Every task reports its node, the holder records of its node's step dir, and the
+    // FUSE daemons of that holder (its children): one image mount per node.
+    let script = format!(
+        "d={RUNTIME}/$SLURMD_NODENAME/$(id -u)/$SLURM_JOB_ID/step.$SLURM_STEP_ID/ctr; \
+         pid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p' $d/*.json); \
+         echo JOB=$SLURM_JOB_ID NODE=$SLURMD_NODENAME HOLDERS=$(ls $d | wc -l) FUSE=$(pgrep -c -P $pid squashfuse)"
+    );
+    let out = c.srun(&[
+        "-N3",
+        "-n6",
+        &format!("--container-image={IMAGE}"),
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("JOB=")).collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for n in NODES {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("NODE={n} "))),
+            "{n}: {text}"
+        );
+    }
+    for l in &lines {
+        assert!(l.contains("HOLDERS=1 "), "{l}");
+        assert!(l.ends_with("FUSE=1"), "{l}");
+    }
+    c.assert_job_cleaned(job_of(&text));
+}
+
+#[test]
+fn a_failed_set_up_fails_the_tasks_with_its_message() {
+    let c = need!(cluster());
+    let out = c.srun(&[
+        "-N2",
+        "--container-image=127.0.0.1:5000/test/no-such-image:latest",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warren: pull failed") && err.contains("404"),
+        "{err}"
+    );
+    // A missing named container for :exec.
+    let out = c.srun(&["-N1", "--container-name=nothere:exec", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no running container \"nothere\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn named_container_lives_across_steps_and_ends_with_the_job() {
+    let c = need!(cluster());
+    let holder = format!("ls {RUNTIME}/$SLURMD_NODENAME/$(id -u)/$SLURM_JOB_ID/name.dev/ctr");
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N1\necho JOB=$SLURM_JOB_ID\n\
+         srun --container-name=dev --container-image={IMAGE} sh -c 'echo A=$({holder})'\n\
+         srun --container-name=dev sh -c 'echo B=$({holder})'\n\
+         srun --container-name=dev:exec sh -c 'echo C=$({holder})'\n\
+         srun --container-name=dev:create --container-image={IMAGE} true || echo CREATE_REFUSED\n"
+    );
+    let (job, text) = c.sbatch(&script);
+    let rec = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {k}= in {text}"))
+    };
+    let a = rec("A");
+    assert!(a.ends_with(".json"), "{text}");
+    // The same holder (same record) serves all three steps.
+    assert_eq!(a, rec("B"), "{text}");
+    assert_eq!(a, rec("C"), "{text}");
+    assert!(text.contains("CREATE_REFUSED"), "{text}");
+    assert!(text.contains("already exists"), "{text}");
+    c.assert_job_cleaned(job);
+}
+
+#[test]
+fn sbatch_container_image_gives_the_batch_step_a_holder() {
+    let c = need!(cluster());
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N1\n#SBATCH --container-image={IMAGE}\n\
+         echo JOB=$SLURM_JOB_ID HOLDERS=$(ls {RUNTIME}/$SLURMD_NODENAME/$(id -u)/$SLURM_JOB_ID/step.batch/ctr | wc -l)\n"
+    );
+    let (job, text) = c.sbatch(&script);
+    assert!(text.contains("HOLDERS=1"), "{text}");
+    c.assert_job_cleaned(job);
+}
+
+#[test]
+fn scancel_mid_run_leaves_nothing() {
+    let c = need!(cluster());
+    let file = c.work.path().join(format!("long-{}.sh", unique()));
+    std::fs::write(
+        &file,
+        format!("#!/bin/sh\n#SBATCH -N2\nsrun -N2 --container-image={IMAGE} sleep 300\n"),
+    )
+    .unwrap();
+    c.work.give(&file);
+    let out = c
+        .cmd("sbatch", &["--parsable", "-o", "/dev/null"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let job: u32 = stdout(&out).trim().parse().expect("job id");
+    // Wait (bounded) until both nodes' step holders run, then cancel.
+    let uid = c.user.uid;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holders = || {
+        NODES
+            .iter()
+            .filter(|n| {
+                std::fs::read_dir(format!("{RUNTIME}/{n}/{uid}/{job}/step.0/ctr"))
+                    .is_ok_and(|mut d| d.next().is_some())
+            })
+            .count()
+    };
+    while holders() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(holders(), 2, "the step's holders never started");
+    let out = Command::new("scancel")
+        .arg(job.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.assert_job_cleaned(job);
+}
+
+#[test]
+fn concurrent_jobs_of_one_user_on_one_image_keep_their_own_holders() {
+    let c = need!(cluster());
+    // Both jobs on n1 at once; each checks its holder is still there after the other
+    // job's step has ended.
+    let script = |tag: &str, wait: u32| {
+        format!(
+            "#!/bin/sh\n#SBATCH -N1 -w n1\necho JOB=$SLURM_JOB_ID\n\
+             srun --container-image={IMAGE} sh -c 'sleep {wait}; echo {tag}=$(ls {RUNTIME}/n1/$(id -u)/$SLURM_JOB_ID/step.0/ctr | wc -l)'\n"
+        )
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| c.sbatch(&script("FIRST", 1)));
+        let b = s.spawn(|| c.sbatch(&script("SECOND", 4)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.1.contains("FIRST=1"), "{}", a.1);
+    assert!(b.1.contains("SECOND=1"), "{}", b.1);
+    c.assert_job_cleaned(a.0);
+    c.assert_job_cleaned(b.0);
+}
+
+#[test]
+fn doctor_accepts_the_installed_plugin() {
+    let _c = need!(cluster());
+    let out = Command::new(support::warren_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let v = support::json(&out);
+    let checks = v["checks"].as_array().cloned().unwrap_or_default();
+    for id in ["spank_plugin", "spank_plugstack"] {
+        let c = checks
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {v}"));
+        assert_eq!(c["status"], "ok", "{c}");
+    }
+}
