@@ -350,7 +350,7 @@ fn a_failed_set_up_fails_the_tasks_with_its_message() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("warren: pull failed") && err.contains("404"),
+        err.contains("warren: start the holder failed") && err.contains("404"),
         "{err}"
     );
     // A missing named container for :exec.
@@ -481,4 +481,29 @@ fn doctor_accepts_the_installed_plugin() {
             .unwrap_or_else(|| panic!("no {id} in {v}"));
         assert_eq!(c["status"], "ok", "{c}");
     }
+}
+
+#[test]
+fn a_pyxis_job_script_runs_unchanged() {
+    let c = need!(cluster());
+    // Only pyxis flags and variables, as a pyxis user writes them.
+    let script = format!(
+        "#!/bin/bash\n#SBATCH -N2 --ntasks-per-node=2\necho JOB=$SLURM_JOB_ID\n\
+         export PYXIS_CONTAINER_ENTRYPOINT=0\n\
+         srun --container-image={pyxis_form} --container-mounts=/tmp:/host-tmp:ro+rprivate,tmpfs:/scratch \\\n\
+              --container-workdir=/ --no-container-mount-home --container-remap-root \\\n\
+              --container-writable --container-env=OMP_NUM_THREADS,HOME --container-entrypoint-log \\\n\
+              sh -c 'echo TASK=$SLURM_PROCID'\n\
+         srun --container-name=keep:create --container-image={pyxis_form} --no-container-remap-root true\n\
+         srun --container-name=keep:no_exec true\n\
+         echo DONE\n",
+        pyxis_form = "127.0.0.1:5000#test/busybox:latest"
+    );
+    let (job, text) = c.sbatch(&script);
+    for t in 0..4 {
+        assert!(text.contains(&format!("TASK={t}")), "{text}");
+    }
+    assert!(text.contains("DONE"), "{text}");
+    assert!(!text.contains("error"), "{text}");
+    c.assert_job_cleaned(job);
 }

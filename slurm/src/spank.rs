@@ -418,7 +418,8 @@ pub extern "C" fn slurm_spank_task_init(_sp: SpankT, _ac: c_int, _av: *mut *mut 
     })
 }
 
-/// Make sure this step's (or the named container's) holder runs on this node; returns
+/// Make sure this step's (or the named container's) holder runs on this node (pulling the
+/// image first if the store lacks it); returns
 /// the scope dir when this step started a step-scoped holder it must stop.
 fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Option<PathBuf>, String> {
     let scope = match &args.name {
@@ -466,16 +467,6 @@ fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Option<PathB
         }
     };
     node::prepare_job_dir(cfg, job).map_err(|e| e.to_string())?;
-    // Pull as the user (a no-op when the store has it; the store's locks make the nodes
-    // of a job download each blob once).
-    node::run_warren(
-        cfg,
-        job,
-        &dir,
-        "pull",
-        &["pull", "--quiet", "--", &reference],
-    )
-    .map_err(|e| e.to_string())?;
     let remap = args.remap_root.unwrap_or(cfg.remap_root);
     let identity = if remap { "--remap-root" } else { "--keep-uid" };
     node::run_warren(
@@ -489,7 +480,10 @@ fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Option<PathB
             "--name",
             node::HOLDER_NAME,
             identity,
-            "--pull=never",
+            // Pulled only when the store lacks it: no registry round trip on the task
+            // path for a stored image; the store's locks make the nodes of a job
+            // download each blob once.
+            "--pull=missing",
             "--",
             &reference,
         ],
