@@ -274,14 +274,13 @@ fn bad_options_are_refused_at_submission() {
         ),
     ];
     for (args, env, msg) in cases {
-        for prog in ["srun", "sbatch"] {
+        for prog in ["srun", "sbatch", "salloc"] {
             let mut cmd = c.cmd(prog, args);
             cmd.envs(env.iter().copied());
-            if prog == "srun" {
-                cmd.args(["-N1", "sh", "-c", &touch]);
-            } else {
-                cmd.args(["--wrap", &touch]);
-            }
+            match prog {
+                "sbatch" => cmd.args(["--wrap", &touch]),
+                _ => cmd.args(["-N1", "sh", "-c", &touch]),
+            };
             let out = cmd.output().unwrap();
             let err = stderr(&out);
             assert!(!out.status.success(), "{prog} {args:?} {env:?} succeeded");
