@@ -217,7 +217,7 @@ fn main() {
         }
     }
     // A private store and no config file, whoever runs the bench.
-    std::env::set_var("WARREN_CONFIG", "/nonexistent/warren.toml");
+    std::env::set_var("WARREN_CONFIG", "/dev/null");
     std::env::set_var("WARREN_STORE_PATH", dir.join("store"));
     let w = bin.display().to_string();
     let (img, sqfs) = match pull_image(&w, &dir) {

@@ -99,11 +99,11 @@ fn main() {
         &real,
     )
     .unwrap();
-    let text = subid_plan::render("", &plan.subuid);
+    let text = subid_plan::render(b"", &plan.subuid);
     let t_parse = time(|| {
-        let _ = warren::subid::parse(&text);
+        let _ = warren::subid::parse_bytes(&text);
     });
-    let parsed = warren::subid::parse(&text);
+    let parsed = warren::subid::parse_bytes(&text);
     let t_check = time(|| {
         let f = subid_check::check(
             Input {

@@ -3,11 +3,95 @@
 //! by the commands themselves). Later sources override earlier ones key by key.
 //!
 //! `WARREN_CONFIG=FILE` replaces the two files (used by tests and by admins who keep
-//! the file elsewhere). Every key is documented in `config/warren.toml`.
+//! the file elsewhere); unlike the standard files it must exist. Every key is documented
+//! in `config/warren.toml`.
+//!
+//! Each source is checked on its own first, so an error names the file (with line and
+//! column) or the variable it came from; only checks spanning keys run on the merge.
 
-use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+/// A configuration that cannot be used; one line, naming its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file that could not be read (`WARREN_CONFIG` naming a missing file, EACCES…).
+    #[error("config {origin}: {err}")]
+    Read { origin: String, err: std::io::Error },
+    /// A file that is not valid TOML or has a bad key or value, at `line:col` (1-based).
+    #[error("{file}:{line}:{col}: {message}")]
+    File {
+        file: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    /// A bad value from a source without positions (an environment variable) or a
+    /// check that spans keys (`origin` then says so).
+    #[error("config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(origin: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: origin.to_string(),
+            message: one_line(&message.into()),
+        }
+    }
+}
+
+/// serde and toml messages may span lines; ours are one line.
+fn one_line(s: &str) -> String {
+    s.trim()
+        .split('\n')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The one boolean parser for configuration values and `WARREN_*` switches: `1`, `yes`,
+/// `true` and `0`, `no`, `false`, in any case, surrounding blanks ignored.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" => Some(true),
+        "0" | "no" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// What [`parse_bool`] accepts, for error messages.
+pub const BOOL_VALUES: &str = "1/0, yes/no, true/false";
+
+/// A boolean key: a TOML boolean, `0`/`1`, or a [`parse_bool`] string (env values arrive
+/// as strings or numbers).
+fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a boolean ({BOOL_VALUES})")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<bool, E> {
+            match v {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+            }
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
+            self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            parse_bool(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    d.deserialize_any(V)
+}
 
 /// The whole configuration. Unknown keys are an error, so typos do not pass silently.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -29,6 +113,7 @@ pub struct StoreConfig {
     /// Shared read-only stores, searched in order after the user's store.
     pub shared: Vec<PathBuf>,
     /// Keep compressed layer blobs after squashing (speeds up pulls of related images).
+    #[serde(deserialize_with = "flex_bool")]
     pub keep_layers: bool,
 }
 
@@ -89,8 +174,10 @@ pub struct RunConfig {
     /// Host environment variables passed into containers: exact names or `PREFIX*`.
     pub env_allowlist: Vec<String>,
     /// Bind-mount the user's home directory by default.
+    #[serde(deserialize_with = "flex_bool")]
     pub mount_home: bool,
     /// Without a subuid range, make chown/setuid-family calls succeed without effect.
+    #[serde(deserialize_with = "flex_bool")]
     pub fake_chown: bool,
     /// Paths of the helper programs (looked up in PATH when relative).
     pub squashfuse: String,
@@ -148,8 +235,10 @@ pub struct RegistryConfig {
     /// `host[:port]` as written in image references (`docker.io` for Docker Hub).
     pub host: String,
     /// Skip TLS certificate verification (like `--tls-verify=false`).
+    #[serde(deserialize_with = "flex_bool")]
     pub insecure: bool,
     /// Speak plain HTTP (loopback registries do so automatically).
+    #[serde(deserialize_with = "flex_bool")]
     pub http: bool,
     /// PEM file of extra CA certificates for this registry.
     pub ca_file: Option<PathBuf>,
@@ -157,63 +246,122 @@ pub struct RegistryConfig {
     pub mirror: Option<String>,
 }
 
+/// Sections that `WARREN_<SECTION>_<KEY>` variables set (others, like `WARREN_TIMING`,
+/// belong to the commands).
+const ENV_SECTIONS: [&str; 3] = ["store", "pull", "run"];
+
 impl Config {
-    /// Load from the standard locations and the environment.
-    pub fn load() -> Result<Config> {
-        let mut merged = toml::Table::new();
-        let files: Vec<PathBuf> = match std::env::var_os("WARREN_CONFIG") {
-            Some(p) => vec![PathBuf::from(p)],
+    /// Load from the standard locations and the process environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::load_from(std::env::vars_os())
+    }
+
+    /// Load with `vars` as the environment (`WARREN_CONFIG`, `WARREN_*`); the standard
+    /// file locations still come from `XDG_CONFIG_HOME`/`HOME` of the process.
+    pub fn load_from(
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Config, ConfigError> {
+        let vars: Vec<(OsString, OsString)> = vars.into_iter().collect();
+        let explicit = vars.iter().find(|(k, _)| k == "WARREN_CONFIG");
+        let files: Vec<(PathBuf, bool)> = match explicit {
+            Some((_, p)) if p.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "WARREN_CONFIG",
+                    "is empty; name a file or unset it",
+                ))
+            }
+            Some((_, p)) => vec![(PathBuf::from(p), true)],
             None => {
-                let mut v = vec![PathBuf::from("/etc/warren/warren.toml")];
+                let mut v = vec![(PathBuf::from("/etc/warren/warren.toml"), false)];
                 if let Some(d) = xdg_dir("XDG_CONFIG_HOME", ".config") {
-                    v.push(d.join("warren/warren.toml"));
+                    v.push((d.join("warren/warren.toml"), false));
                 }
                 v
             }
         };
-        for f in &files {
-            match std::fs::read_to_string(f) {
-                Ok(text) => {
-                    let t: toml::Table = toml::from_str(&text)
-                        .with_context(|| format!("config {}: invalid TOML", f.display()))?;
-                    merge(&mut merged, t);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("config {}", f.display())),
+        let mut merged = toml::Table::new();
+        for (f, required) in &files {
+            let origin = if *required {
+                format!("WARREN_CONFIG={}", f.display())
+            } else {
+                f.display().to_string()
+            };
+            let text = match std::fs::read_to_string(f) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(err) => return Err(ConfigError::Read { origin, err }),
+            };
+            merge(&mut merged, parse_file(&f.display().to_string(), &text)?);
+        }
+        for (name, value) in &vars {
+            if let Some(t) = env_table(name, value)? {
+                merge(&mut merged, t);
             }
         }
-        apply_env(&mut merged, std::env::vars())?;
-        Config::from_table(merged)
-    }
-
-    /// Parse one TOML text (tests, `--config`).
-    pub fn from_toml(text: &str) -> Result<Config> {
-        let t: toml::Table = toml::from_str(text).context("invalid TOML")?;
-        Config::from_table(t)
-    }
-
-    fn from_table(t: toml::Table) -> Result<Config> {
-        let cfg: Config = toml::Value::Table(t)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("config: {}", e.message()))?;
-        cfg.validate()?;
+        let cfg = Config::from_table_unchecked(merged)
+            .map_err(|e| ConfigError::invalid("(merged sources)", e.message()))?;
+        cfg.check_combined()?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Parse one TOML text (tests, `--config`); errors are located as `<text>:LINE:COL`.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let t = parse_file("<text>", text)?;
+        let cfg = Config::from_table_unchecked(t)
+            .map_err(|e| ConfigError::invalid("<text>", e.message()))?;
+        cfg.check_combined()?;
+        Ok(cfg)
+    }
+
+    fn from_table_unchecked(t: toml::Table) -> Result<Config, toml::de::Error> {
+        toml::Value::Table(t).try_into()
+    }
+
+    /// Checks of single keys, run on each source alone so that errors name it.
+    fn check_keys(&self) -> Result<(), String> {
         if !matches!(self.run.overlay.as_str(), "auto" | "native" | "fuse") {
-            bail!(
-                "config run.overlay: {:?} is not one of auto, native, fuse",
+            return Err(format!(
+                "run.overlay: {:?} is not one of auto, native, fuse",
                 self.run.overlay
-            );
+            ));
         }
         if !COMPRESSORS.contains(&self.pull.compression.as_str()) {
-            bail!(
-                "config pull.compression: {:?} is not one of {} (tar2sqfs writes no uncompressed images)",
+            return Err(format!(
+                "pull.compression: {:?} is not one of {} (tar2sqfs writes no uncompressed images)",
                 self.pull.compression,
                 COMPRESSORS.join(", ")
-            );
+            ));
         }
+        if self.pull.parallel == 0 || self.pull.parallel > 64 {
+            return Err(format!(
+                "pull.parallel: {} is not in 1..=64",
+                self.pull.parallel
+            ));
+        }
+        let paths = self
+            .store
+            .path
+            .iter()
+            .map(|p| ("store.path", p))
+            .chain(self.store.shared.iter().map(|p| ("store.shared", p)))
+            .chain(self.run.runtime_dir.iter().map(|p| ("run.runtime_dir", p)));
+        for (key, p) in paths {
+            // Relative to what? The directory warren happens to start in differs per
+            // job step; `~/` is fine (expanded against HOME).
+            if !(p.is_absolute() || p == Path::new("~") || p.starts_with("~/")) {
+                return Err(format!(
+                    "{key}: {:?} is a relative path; give an absolute one (or ~/…)",
+                    p.display().to_string()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks spanning keys that several sources may set, run on the merge.
+    fn check_combined(&self) -> Result<(), ConfigError> {
+        self.check_keys()
+            .map_err(|m| ConfigError::invalid("(merged sources)", m))?;
         let max_level = match self.pull.compression.as_str() {
             "zstd" => 22,
             "gzip" | "xz" => 9,
@@ -221,17 +369,13 @@ impl Config {
             _ => u32::MAX,
         };
         if self.pull.compression_level > max_level {
-            bail!(
-                "config pull.compression_level: {} is not in 0..={max_level} for {} (0: its default)",
-                self.pull.compression_level,
-                self.pull.compression
-            );
-        }
-        if self.pull.parallel == 0 || self.pull.parallel > 64 {
-            bail!(
-                "config pull.parallel: {} is not in 1..=64",
-                self.pull.parallel
-            );
+            return Err(ConfigError::invalid(
+                "(merged sources)",
+                format!(
+                    "pull.compression_level: {} is not in 0..={max_level} for {} (0: its default)",
+                    self.pull.compression_level, self.pull.compression
+                ),
+            ));
         }
         Ok(())
     }
@@ -242,14 +386,96 @@ impl Config {
     }
 
     /// The user's writable store directory.
-    pub fn user_store(&self) -> Result<PathBuf> {
+    pub fn user_store(&self) -> anyhow::Result<PathBuf> {
         if let Some(p) = &self.store.path {
             return Ok(p.clone());
         }
         xdg_dir("XDG_DATA_HOME", ".local/share")
             .map(|d| d.join("warren"))
-            .context("no store: set store.path, XDG_DATA_HOME or HOME")
+            .ok_or_else(|| anyhow::anyhow!("no store: set store.path, XDG_DATA_HOME or HOME"))
     }
+}
+
+/// 1-based line and column of byte `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// One config file: syntax, then its keys and values alone (typed, single-key checks),
+/// every error located `FILE:LINE:COL` when the parser knows where.
+fn parse_file(name: &str, text: &str) -> Result<toml::Table, ConfigError> {
+    let located = |e: toml::de::Error| {
+        let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        ConfigError::File {
+            file: name.to_string(),
+            line,
+            col,
+            message: one_line(e.message()),
+        }
+    };
+    let table: toml::Table = toml::from_str(text).map_err(located)?;
+    let alone: Config = toml::from_str(text).map_err(located)?;
+    alone
+        .check_keys()
+        .map_err(|m| ConfigError::invalid(name, m))?;
+    Ok(table)
+}
+
+/// `WARREN_PULL_PARALLEL=8` → `[pull] parallel = 8`, checked alone so that an error
+/// names the variable. Values parse as TOML when they can (numbers, booleans, arrays),
+/// else, or when the key wants a string, they are strings. `WARREN_STORE_SHARED` takes a
+/// colon-separated list like PATH. `None` for variables that are not configuration.
+fn env_table(name: &OsString, value: &OsString) -> Result<Option<toml::Table>, ConfigError> {
+    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("WARREN_")) else {
+        return Ok(None);
+    };
+    let lower = rest.to_ascii_lowercase();
+    let Some((section, key)) = lower.split_once('_') else {
+        return Ok(None);
+    };
+    if !ENV_SECTIONS.contains(&section) {
+        return Ok(None);
+    }
+    let origin = format!("WARREN_{rest}");
+    let Some(value) = value.to_str() else {
+        return Err(ConfigError::invalid(&origin, "value is not UTF-8"));
+    };
+    let one = |v: toml::Value| {
+        let mut sec = toml::Table::new();
+        sec.insert(key.to_string(), v);
+        let mut t = toml::Table::new();
+        t.insert(section.to_string(), toml::Value::Table(sec));
+        t
+    };
+    let check = |t: &toml::Table| -> Result<(), String> {
+        let c = Config::from_table_unchecked(t.clone())
+            .map_err(|e| format!("{section}.{key}: {}", e.message()))?;
+        c.check_keys()
+    };
+    let candidates = if section == "store" && key == "shared" {
+        vec![toml::Value::Array(
+            value
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.into())
+                .collect(),
+        )]
+    } else {
+        vec![parse_scalar(value), toml::Value::String(value.to_string())]
+    };
+    let mut last = String::new();
+    for v in candidates {
+        let t = one(v);
+        match check(&t) {
+            Ok(()) => return Ok(Some(t)),
+            Err(m) => last = m,
+        }
+    }
+    Err(ConfigError::invalid(&origin, last))
 }
 
 /// `$VAR` if set and absolute, else `$HOME/FALLBACK`.
@@ -283,46 +509,6 @@ fn merge(into: &mut toml::Table, from: toml::Table) {
             }
         }
     }
-}
-
-/// `WARREN_PULL_PARALLEL=8` → `pull.parallel = 8`. Values parse as TOML when they can
-/// (numbers, booleans, arrays), else they are strings. `WARREN_STORE_SHARED` takes a
-/// colon-separated list like PATH.
-fn apply_env(t: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
-    const SECTIONS: [&str; 3] = ["store", "pull", "run"];
-    for (name, value) in vars {
-        let Some(rest) = name.strip_prefix("WARREN_") else {
-            continue;
-        };
-        let lower = rest.to_ascii_lowercase();
-        let Some((section, key)) = lower.split_once('_') else {
-            continue;
-        };
-        if !SECTIONS.contains(&section) {
-            continue;
-        }
-        let v = if section == "store" && key == "shared" {
-            toml::Value::Array(
-                value
-                    .split(':')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.into())
-                    .collect(),
-            )
-        } else {
-            parse_scalar(&value)
-        };
-        let sec = t
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-        match sec {
-            toml::Value::Table(s) => {
-                s.insert(key.to_string(), v);
-            }
-            _ => bail!("config: [{section}] is not a table"),
-        }
-    }
-    Ok(())
 }
 
 fn parse_scalar(s: &str) -> toml::Value {
@@ -393,23 +579,189 @@ mod tests {
         assert!(format!("{e:#}").contains("run.overlay"));
     }
 
+    /// `load_from` with the config file `text` (through WARREN_CONFIG) and `vars`.
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, String> {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("w.toml");
+        std::fs::write(&f, text).unwrap();
+        let mut v: Vec<(OsString, OsString)> =
+            vec![("WARREN_CONFIG".into(), f.clone().into_os_string())];
+        v.extend(vars.iter().map(|(k, v)| (k.into(), v.into())));
+        // The file by a fixed name, so that messages can be compared.
+        Config::load_from(v).map_err(|e| e.to_string().replace(&f.display().to_string(), "W"))
+    }
+
     #[test]
     fn env_overrides_file() {
-        let mut t: toml::Table = toml::from_str("[pull]\nparallel = 2\n").unwrap();
-        let vars = vec![
-            ("WARREN_PULL_PARALLEL".to_string(), "8".to_string()),
-            ("WARREN_STORE_SHARED".to_string(), "/a:/b".to_string()),
-            ("WARREN_RUN_OVERLAY".to_string(), "fuse".to_string()),
-            ("UNRELATED".to_string(), "x".to_string()),
-        ];
-        apply_env(&mut t, vars.into_iter()).unwrap();
-        let c = Config::from_table(t).unwrap();
+        let c = load(
+            "[pull]\nparallel = 2\n",
+            &[
+                ("WARREN_PULL_PARALLEL", "8"),
+                ("WARREN_STORE_SHARED", "/a:/b"),
+                ("WARREN_RUN_OVERLAY", "fuse"),
+                // A string key given a number-like value stays a string.
+                ("WARREN_RUN_TMPFS_SIZE", "4096"),
+                ("WARREN_TIMING", "1"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.pull.parallel, 8);
         assert_eq!(
             c.store.shared,
             vec![PathBuf::from("/a"), PathBuf::from("/b")]
         );
         assert_eq!(c.run.overlay, "fuse");
+        assert_eq!(c.run.tmpfs_size, "4096");
+    }
+
+    #[test]
+    fn booleans_take_every_spelling_in_files_and_env() {
+        for (v, want) in [
+            ("1", true),
+            ("yes", true),
+            ("TRUE", true),
+            ("Yes", true),
+            ("0", false),
+            ("no", false),
+            ("False", false),
+        ] {
+            let c = load("", &[("WARREN_STORE_KEEP_LAYERS", v)]).unwrap();
+            assert_eq!(c.store.keep_layers, want, "{v}");
+            let c = load(&format!("[run]\nmount_home = \"{v}\"\n"), &[]).unwrap();
+            assert_eq!(c.run.mount_home, want, "{v}");
+        }
+        let c = load("[run]\nfake_chown = 1\nmount_home = false\n", &[]).unwrap();
+        assert!(c.run.fake_chown && !c.run.mount_home);
+        for bad in ["2", "maybe", "on", ""] {
+            let e = load("", &[("WARREN_RUN_FAKE_CHOWN", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("WARREN_RUN_FAKE_CHOWN") && e.contains("1/0, yes/no, true/false"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let e = load("", &[("WARREN_PULL_PARALLEL", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("WARREN_PULL_PARALLEL") && e.contains("lots"),
+            "{e}"
+        );
+        let e = load("", &[("WARREN_RUN_OVERLAY", "kernel")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WARREN_RUN_OVERLAY: run.overlay"), "{e}");
+        let e = load("", &[("WARREN_RUN_NOPE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WARREN_RUN_NOPE") && e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn file_errors_are_one_line_with_position() {
+        let e = load("[pull]\nparallel = 2\nretries = = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("W:3:11: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        // A type error is located too.
+        let e = load("[pull]\n\nparallel = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("W:3:12: "), "{e}");
+        let e = load("[store]\nkeep_layers = 7\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("W:2:15: ") && e.contains("1/0"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_refused_naming_key_and_source() {
+        let e = load("[store]\npath = \"data/warren\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("config W: store.path: \"data/warren\" is a relative path"),
+            "{e}"
+        );
+        let e = load("", &[("WARREN_RUN_RUNTIME_DIR", "run")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WARREN_RUN_RUNTIME_DIR: run.runtime_dir"), "{e}");
+        let e = load("", &[("WARREN_STORE_SHARED", "/a:b")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WARREN_STORE_SHARED: store.shared"), "{e}");
+        let c = load(
+            "[store]\npath = \"~/w\"\n[run]\nruntime_dir = \"/r\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.store.path, Some(PathBuf::from("~/w")));
+    }
+
+    #[test]
+    fn warren_config_must_exist() {
+        let e = Config::load_from([("WARREN_CONFIG".into(), "/nonexistent/w.toml".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config WARREN_CONFIG=/nonexistent/w.toml: "),
+            "{e}"
+        );
+        let e = Config::load_from([("WARREN_CONFIG".into(), "".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WARREN_CONFIG"), "{e}");
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 3), (2, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 99), (1, 3));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_bool_is_case_insensitive(
+            w in proptest::sample::select(vec!["1", "0", "yes", "no", "true", "false"]),
+            mask in proptest::prelude::any::<u8>(),
+            pad in "[ \t]{0,2}",
+        ) {
+            // Each letter upper- or lower-case as the mask's bits say (ASCII only).
+            let s: String = w
+                .chars()
+                .enumerate()
+                .map(|(i, c)| if mask >> i & 1 == 1 { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let s = format!("{pad}{s}{pad}");
+            let want = matches!(w, "1" | "yes" | "true");
+            proptest::prop_assert_eq!(parse_bool(&s), Some(want));
+        }
+
+        #[test]
+        fn parse_bool_refuses_everything_else(s in "\\PC*") {
+            let known = ["1", "0", "yes", "no", "true", "false"]
+                .contains(&s.trim().to_ascii_lowercase().as_str());
+            proptest::prop_assert_eq!(parse_bool(&s).is_some(), known);
+        }
+
+        /// Any text as a config file: an error or a config, never a panic, and errors
+        /// are one line.
+        #[test]
+        fn any_text_is_an_error_or_a_config(s in "\\PC*(\n\\PC*){0,4}") {
+            if let Err(e) = Config::from_toml(&s) {
+                proptest::prop_assert!(!e.to_string().contains('\n'), "{}", e);
+            }
+        }
     }
 
     #[test]

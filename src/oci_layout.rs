@@ -4,7 +4,7 @@
 
 use crate::digest::{Digest, HashingWriter};
 use crate::platform::Platform;
-use crate::source::{ResolvedImage, Source};
+use crate::source::{ResolvedManifest, Source};
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use std::fs::{File, OpenOptions};
@@ -142,7 +142,7 @@ impl Source for OciLayout {
         digest_of(&self.top()?)
     }
 
-    fn resolve(&self, platform: &Platform) -> Result<ResolvedImage> {
+    fn resolve_manifest(&self, platform: &Platform) -> Result<ResolvedManifest> {
         let top = self.top()?;
         let top_digest = digest_of(&top)?;
         let mut digest = top_digest.clone();
@@ -172,14 +172,16 @@ impl Source for OciLayout {
         }
         let manifest: ImageManifest =
             serde_json::from_slice(&bytes).with_context(|| format!("manifest {digest}"))?;
-        let config_bytes = self.read_verified(&digest_of(manifest.config())?)?;
-        Ok(ResolvedImage {
+        Ok(ResolvedManifest {
             top_digest,
             manifest_digest: digest,
             manifest,
             manifest_bytes: bytes,
-            config_bytes,
         })
+    }
+
+    fn fetch_config(&self, m: &ResolvedManifest) -> Result<Vec<u8>> {
+        self.read_verified(&digest_of(m.manifest.config())?)
     }
 
     fn fetch_blob(&self, desc: &Descriptor, dest: &Path, progress: &dyn Fn(u64)) -> Result<()> {

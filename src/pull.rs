@@ -12,16 +12,18 @@
 use crate::config::Config;
 use crate::digest::Digest;
 use crate::image::flatten::Tree;
-use crate::image::spool::{Spool, SpoolReader};
+use crate::image::spool::{Spool, SpoolReader, SpoolWrite};
 use crate::image::squash::{squash, SquashOptions};
 use crate::image::{layer, Limits};
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::source::{ResolvedImage, Source};
+use crate::store::gc::remove_image_dir;
 use crate::store::layout::Store;
 use crate::store::lock::Lock;
 use crate::store::refs::RefRecord;
-use crate::store::{canonical_oci, publish, refs, ImageEntry, Stores};
+use crate::store::space::{self, NoSpace};
+use crate::store::{canonical_oci, describe, integrity, publish, refs, ImageEntry, Stores};
 use anyhow::{bail, Context, Result};
 use oci_spec::image::Descriptor;
 use std::fs::File;
@@ -67,31 +69,46 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
                 stores.image(&rec.manifest)
             };
             if let Some(e) = found {
-                pr.line(&format!("{name}: up to date"));
-                return Ok(e);
+                // The image may be kept in another store than the tag.
+                let dir = e.squashfs.parent().unwrap_or(Path::new("/"));
+                match integrity::quick_for_use(dir) {
+                    integrity::Status::Sound => {
+                        pr.line(&format!("{name}: up to date"));
+                        return Ok(e);
+                    }
+                    st => pr.line(&format!(
+                        "{name}: {}: {}; repairing",
+                        dir.display(),
+                        describe(&st)
+                    )),
+                }
             }
         }
     }
 
     let target = stores.writable(opts.shared)?;
-    let resolved = source
-        .resolve(&platform)
+    // The manifest only: a pull that finds the image stored (built meanwhile by a
+    // concurrent pull it waited for) fetches nothing more.
+    let m = source
+        .resolve_manifest(&platform)
         .with_context(|| format!("resolve {}", source.describe()))?;
-    warn_platform_mismatch(&name, &platform, &resolved.config_bytes, pr);
     let rec = RefRecord {
         name: name.clone(),
-        top: resolved.top_digest.clone(),
-        manifest: resolved.manifest_digest.clone(),
+        top: m.top_digest.clone(),
+        manifest: m.manifest_digest.clone(),
         platform: platform.to_string(),
     };
-    let md = &resolved.manifest_digest;
+    let md = &m.manifest_digest.clone();
     // Already in some store (a shared one: no copy unless asked to publish there).
     let existing = if opts.shared {
-        target.image(md)
+        target
+            .image(md)
+            .filter(|_| integrity::quick(&target.image_dir(md)) == integrity::Status::Sound)
     } else {
-        stores.image(md)
+        stores.sound_image(md)
     };
     if let Some(e) = existing {
+        warn_stored_platform(&name, &platform, &e, pr);
         refs::write(&target, &rec)?;
         pr.line(&format!("{name}: image {md} already stored"));
         return Ok(e);
@@ -99,10 +116,28 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
 
     let _lock = Lock::exclusive(&target.lock_file("image", md))?;
     if let Some(e) = target.image(md) {
-        // Someone else built it while we waited for the lock.
-        refs::write(&target, &rec)?;
-        return Ok(e);
+        match integrity::quick(&target.image_dir(md)) {
+            // Someone else built (or repaired) it while we waited for the lock.
+            integrity::Status::Sound => {
+                warn_stored_platform(&name, &platform, &e, pr);
+                refs::write(&target, &rec)?;
+                return Ok(e);
+            }
+            // Damaged or unverifiable: replace it (running containers keep the old
+            // file open; it goes when they end).
+            st => {
+                pr.line(&format!("{name}: rebuilding image {md}: {}", describe(&st)));
+                remove_image_dir(&target, md)?;
+            }
+        }
     }
+    let config_bytes = source
+        .fetch_config(&m)
+        .with_context(|| format!("resolve {}", source.describe()))?;
+    crate::image::config::check(&config_bytes)
+        .with_context(|| format!("{name}: image config {}", m.manifest.config().digest()))?;
+    warn_platform_mismatch(&name, &platform, &config_bytes, pr);
+    let resolved = ResolvedImage::new(m, config_bytes);
     publish::clean_stale_image(&target, md);
     let stage = publish::stage_image(&target, md)?;
     let built = build(
@@ -116,20 +151,56 @@ fn pull_with(cfg: &Config, image: &str, opts: &PullOptions, pr: &Progress) -> Re
     );
     if let Err(e) = built {
         let _ = std::fs::remove_dir_all(&stage);
+        let e = out_of_space(&target, e);
+        if e.is::<NoSpace>() && !cfg.store.keep_layers {
+            // Do not leave the store full of this image's blobs until `prune`.
+            drop_blobs(&target, &resolved.manifest);
+        }
         return Err(e);
     }
     publish::publish_image(&target, &stage, md)?;
     refs::write(&target, &rec)?;
     if !cfg.store.keep_layers {
-        for l in resolved.manifest.layers() {
-            if let Ok(d) = Digest::parse(l.digest().as_ref()) {
-                publish::drop_blob(&target, &d)?;
-            }
-        }
+        drop_blobs(&target, &resolved.manifest);
     }
     target
         .image(md)
         .with_context(|| format!("image {md} vanished right after publishing"))
+}
+
+/// Delete the layer blobs of `m` that no other pull is using (best effort: a blob left
+/// behind is only cache, which `prune` removes).
+fn drop_blobs(target: &Store, m: &oci_spec::image::ImageManifest) {
+    for l in m.layers() {
+        if let Ok(d) = Digest::parse(l.digest().as_ref()) {
+            let _ = publish::drop_blob(target, &d);
+        }
+    }
+}
+
+/// `e`, or [`NoSpace`] when the store's file system is what failed: an ENOSPC in the
+/// chain, or a squasher failure with less free space left than the image's bytes
+/// (tar2sqfs reports ENOSPC as an I/O error and deletes its output).
+fn out_of_space(target: &Store, e: anyhow::Error) -> anyhow::Error {
+    if let Some(SpoolWrite(dir)) = e.downcast_ref::<SpoolWrite>() {
+        if space::is_enospc(&e) {
+            return NoSpace(dir.clone()).into();
+        }
+    }
+    let low = |need: u64| space::free_bytes(&target.root).is_some_and(|f| f < need);
+    let squash_failed = e.downcast_ref::<SquashFailed>();
+    if e.is::<NoSpace>() || space::is_enospc(&e) || squash_failed.is_some_and(|s| low(s.bytes)) {
+        return NoSpace(target.root.clone()).into();
+    }
+    e
+}
+
+/// [`warn_platform_mismatch`] for an image already stored (its config is read from the
+/// store: nothing is fetched).
+fn warn_stored_platform(name: &str, want: &Platform, e: &ImageEntry, pr: &Progress) {
+    if let Ok(config) = std::fs::read(&e.config) {
+        warn_platform_mismatch(name, want, &config, pr);
+    }
 }
 
 /// A single-platform image (no index to choose from) built for another platform than
@@ -301,7 +372,11 @@ fn build(
         &spools,
         &sqfs,
         &SquashOptions::from_config(&cfg.pull),
-    )?;
+    )
+    .map_err(|e| {
+        let bytes = spools.iter().map(SpoolReader::len).sum();
+        e.context(SquashFailed { bytes })
+    })?;
     publish::seal_file(&sqfs)?;
     for (name, bytes) in [
         ("config.json", &img.config_bytes),
@@ -311,6 +386,7 @@ fn build(
         std::fs::write(&p, bytes).with_context(|| format!("write {}", p.display()))?;
         publish::seal_file(&p)?;
     }
+    integrity::seal(stage)?;
     Ok(())
 }
 
@@ -335,6 +411,11 @@ fn obtain_blob(
     }
     let partial = target.partial_blob(d);
     if let Err(e) = source.fetch_blob(desc, &partial, progress) {
+        if space::is_enospc(&e) {
+            // A partial blob would keep the store full until `prune`.
+            let _ = std::fs::remove_file(&partial);
+            return Err(NoSpace(target.root.clone()).into());
+        }
         // Bytes that are all there but wrong cannot be resumed: start over next time.
         if std::fs::metadata(&partial).is_ok_and(|m| m.len() >= desc.size()) {
             let _ = std::fs::remove_file(&partial);
@@ -343,6 +424,13 @@ fn obtain_blob(
     }
     let p = publish::publish_blob(target, &partial, d)?;
     File::open(&p).with_context(|| format!("open {}", p.display()))
+}
+
+/// Context of a squash failure: the bytes the image holds before compression.
+#[derive(Debug, thiserror::Error)]
+#[error("squash the image ({bytes} bytes of files)")]
+struct SquashFailed {
+    bytes: u64,
 }
 
 /// A counting semaphore (downloads at once, CPU-bound layers at once).

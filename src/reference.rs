@@ -115,7 +115,7 @@ impl ImageRef {
         }
         if registry.is_none() {
             if let Some((first, rest)) = name.split_once('/') {
-                if first.contains('.') || first.contains(':') || first == "localhost" {
+                if looks_like_registry(first) {
                     registry = Some(first.to_string());
                     name = rest;
                 }
@@ -190,10 +190,21 @@ impl ImageRef {
     }
 }
 
+/// True when the first component of `a/b` names a registry rather than a Docker Hub
+/// organisation (Docker's rule: a '.', a port, or `localhost`).
+fn looks_like_registry(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first == "localhost"
+}
+
 impl fmt::Display for ImageRef {
-    /// Canonical form, used as the key of tags in the store: `REGISTRY/REPO:TAG[@DIGEST]`.
+    /// Canonical form, used as the key of tags in the store: `REGISTRY/REPO:TAG[@DIGEST]`,
+    /// or enroot's `REGISTRY#REPO:TAG[@DIGEST]` for a registry that would read back as a
+    /// Docker Hub organisation (a host without '.' or port, given as `HOST#…`), so that
+    /// the form always parses back to the same reference.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry(), self.repository)?;
+        let reg = self.registry();
+        let sep = if looks_like_registry(reg) { '/' } else { '#' };
+        write!(f, "{reg}{sep}{}", self.repository)?;
         if let Some(t) = self.tag_or_latest() {
             write!(f, ":{t}")?;
         }
@@ -348,6 +359,12 @@ mod tests {
         assert_eq!(r.user.as_deref(), Some("alice"));
         assert_eq!(r.registry.as_deref(), Some("127.0.0.1:5000"));
         assert_eq!(p("127.0.0.1:5000#busybox").repository, "busybox");
+        // A dotless host read back from `HOST/app` would be a Docker Hub organisation:
+        // its canonical form keeps the '#'.
+        let r = p("myhost#app");
+        assert_eq!(r.to_string(), "myhost#app:latest");
+        assert_eq!(p(&r.to_string()).registry.as_deref(), Some("myhost"));
+        assert_eq!(p("nvcr.io#app").to_string(), "nvcr.io/app:latest");
     }
 
     #[test]
@@ -387,5 +404,94 @@ mod tests {
                 tag: None
             }
         );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A registry host as users write it (named, with a port, IPv4, IPv6, enroot's
+        /// dotless `HOST#`).
+        fn registry() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9]{1,8}(-[a-z0-9]{1,4})?(\\.[a-z0-9]{1,8}){1,2}(:[1-9][0-9]{0,3})?",
+                Just("localhost".to_string()),
+                Just("docker.io".to_string()),
+                "localhost:[1-9][0-9]{0,3}",
+                "127\\.0\\.0\\.[0-9]{1,2}:[1-9][0-9]{3}",
+                "\\[::[1-9]\\]:[1-9][0-9]{3}",
+                "[a-z][a-z0-9]{0,8}",
+            ]
+        }
+
+        /// A repository in distribution's grammar.
+        fn repository() -> impl Strategy<Value = String> {
+            let comp = "[a-z0-9]{1,6}((\\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}";
+            proptest::collection::vec(comp, 1..4).prop_map(|v| v.join("/"))
+        }
+
+        fn image_ref() -> impl Strategy<Value = ImageRef> {
+            (
+                registry(),
+                repository(),
+                proptest::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
+                proptest::option::of("[0-9a-f]{64}"),
+            )
+                .prop_map(|(reg, mut repo, tag, digest)| {
+                    if reg == DOCKER_HUB && !repo.contains('/') {
+                        repo = format!("library/{repo}");
+                    }
+                    let digest = digest.map(|h| Digest::parse(&format!("sha256:{h}")).unwrap());
+                    // Display writes `latest` when neither is given: so does the parse.
+                    let tag = tag.or_else(|| digest.is_none().then(|| "latest".to_string()));
+                    ImageRef {
+                        registry: Some(reg),
+                        repository: repo,
+                        tag,
+                        digest,
+                        user: None,
+                    }
+                })
+        }
+
+        proptest! {
+            /// The canonical form (the store's key) parses back to the same reference.
+            #[test]
+            fn display_parses_back(r in image_ref()) {
+                let shown = r.to_string();
+                let back = ImageRef::parse(&shown);
+                prop_assert!(back.is_ok(), "{:?}: {:#}", shown, back.unwrap_err());
+                prop_assert_eq!(back.unwrap(), r);
+                let as_ref = Reference::parse(&shown).unwrap();
+                prop_assert_eq!(as_ref.to_string(), shown);
+            }
+
+            /// Arbitrary text never panics; what parses has a canonical form that is
+            /// stable once qualified.
+            #[test]
+            fn arbitrary_text_never_panics(
+                s in prop_oneof!["\\PC{0,60}", "[a-zA-Z0-9:/@#._\\[\\]-]{0,40}", "(docker://|oci:)?[a-z0-9:/@#._-]{0,40}"]
+            ) {
+                let _ = Reference::parse(&s);
+                if let Ok(r) = ImageRef::parse(&s) {
+                    let q = &r.candidates(&[DOCKER_HUB.to_string()])[0];
+                    let once = q.to_string();
+                    let again = ImageRef::parse(&once);
+                    prop_assert!(again.is_ok(), "{:?} -> {:?}", s, once);
+                    prop_assert_eq!(again.unwrap().to_string(), once);
+                }
+            }
+
+            /// `oci:DIR[:TAG]` round trip (DIR without ':' in its last component when a
+            /// tag follows, as skopeo reads it).
+            #[test]
+            fn oci_layout_round_trip(
+                dir in "(/|\\./)?[a-z0-9._-]{1,10}(/[a-z0-9._-]{1,10}){0,3}",
+                tag in proptest::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
+            ) {
+                let r = Reference::OciLayout { dir: dir.into(), tag };
+                prop_assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+            }
+        }
     }
 }

@@ -25,24 +25,36 @@ fn shared_tmp() -> TestDir {
     TestDir::new("warren-doctor-")
 }
 
-/// Subid files with a range for warren-ci only.
-fn subid_files(dir: &Path) -> (PathBuf, PathBuf) {
+/// Subid files holding `content` (both).
+fn subid_files(dir: &Path, content: &[u8]) -> (PathBuf, PathBuf) {
     let (u, g) = (dir.join("subuid"), dir.join("subgid"));
     for p in [&u, &g] {
-        fs::write(p, "warren-ci:100000:65536\n").unwrap();
+        fs::write(p, content).unwrap();
         fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
     }
     (u, g)
 }
 
-/// Run doctor (`--json`) as `user` (None: as root) with extra args and env.
+/// Run doctor (`--json`) as `user` (None: as root) with extra args and env, with subid
+/// files giving a range to warren-ci only.
 fn doctor(
     user: Option<&User>,
     args: &[&str],
     env: &[(&str, &str)],
     dir: &Path,
 ) -> (Output, serde_json::Value) {
-    let (u, g) = subid_files(dir);
+    doctor_with(user, args, env, dir, b"warren-ci:100000:65536\n")
+}
+
+/// As [`doctor`], with both subid files holding `subids`.
+fn doctor_with(
+    user: Option<&User>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: &Path,
+    subids: &[u8],
+) -> (Output, serde_json::Value) {
+    let (u, g) = subid_files(dir, subids);
     let mut c = match user {
         Some(user) => user.command(warren_bin()),
         None => Command::new(warren_bin()),
@@ -149,6 +161,97 @@ fn user_without_subuid_fails_with_fix() {
     assert_eq!(v["uid"], nosub.uid);
 }
 
+/// Field report: doctor proposed `usermod --add-subuids 231072-296607` for a user without
+/// a range while another user already had 231072:65536. The proposal now comes from the
+/// planner: never overlapping, and it names the policy that chose it.
+#[test]
+fn proposed_range_never_overlaps_and_names_its_policy() {
+    let (ci, nosub) = need!(prerequisites());
+    if nosub.uid < 1000 {
+        skip!("{NOSUB_USER} has UID {} < UID_MIN 1000", nosub.uid);
+    }
+    let d = shared_tmp();
+    let defs = d.path().join("login.defs");
+    fs::write(
+        &defs,
+        "UID_MIN 1000\nSUB_UID_MIN 100000\nSUB_UID_MAX 600100000\nSUB_UID_COUNT 65536\nSUB_GID_MIN 100000\nSUB_GID_MAX 600100000\nSUB_GID_COUNT 65536\n",
+    )
+    .unwrap();
+    fs::set_permissions(&defs, fs::Permissions::from_mode(0o644)).unwrap();
+    let det = 100000 + (nosub.uid as u64 - 1000) * 65536;
+    let args = ["--login-defs", defs.to_str().unwrap()];
+    // Free: the deterministic range, so named.
+    let (_, v) = doctor_with(
+        Some(&nosub),
+        &args,
+        &[],
+        d.path(),
+        format!("{}:{}:65536\n", ci.name, det + 65536 * 100).as_bytes(),
+    );
+    let fix = check(&v, "subuid")["fix"].as_str().unwrap().to_string();
+    assert!(
+        fix.contains(&format!("--add-subuids {det}-{}", det + 65535))
+            && fix.contains("deterministic policy"),
+        "{fix}"
+    );
+    // Taken by warren-ci: first-fit elsewhere, never overlapping, and the text says why.
+    let (o, v) = doctor_with(
+        Some(&nosub),
+        &args,
+        &[],
+        d.path(),
+        format!("{}:{det}:65536\n", ci.name).as_bytes(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    for id in ["subuid", "subgid"] {
+        let fix = check(&v, id)["fix"].as_str().unwrap().to_string();
+        assert!(fix.contains("chosen first-fit"), "{fix}");
+        assert!(fix.contains("overlaps"), "{fix}");
+        let flag = if id == "subuid" {
+            "--add-subuids "
+        } else {
+            "--add-subgids "
+        };
+        let range = fix.split(flag).nth(1).unwrap().split(' ').next().unwrap();
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+        assert!(b < det || a >= det + 65536, "{range} overlaps {det}: {fix}");
+        assert_eq!(b - a + 1, 65536);
+    }
+}
+
+/// Field report: a CRLF line passed doctor as OK, then newuidmap ignored it. It is a
+/// FAIL naming file:line now, for the user whose line it is and in `subuid_lines`.
+#[test]
+fn malformed_subid_lines_fail_with_file_and_line() {
+    let (ci, _) = need!(prerequisites());
+    let d = shared_tmp();
+    let (o, v) = doctor_with(
+        Some(&ci),
+        &[],
+        &[],
+        d.path(),
+        b"# site ranges\r\nwarren-ci:100000:65536\r\nj\xe9r\xf4me:200000:65536\n",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let sub = d.path().join("subuid");
+    let c = check(&v, "subuid");
+    assert_eq!(c["status"], "fail", "{c}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!("{}:2: ", sub.display())) && detail.contains("carriage return"),
+        "{c}"
+    );
+    let c = check(&v, "subuid_lines");
+    assert_eq!(c["status"], "fail", "{c}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{}:2: ", sub.display()))
+            && detail.contains(&format!("{}:3: not valid UTF-8", sub.display())),
+        "{c}"
+    );
+}
+
 #[test]
 fn unreadable_fuse_device_fails_with_fix() {
     let (ci, _) = need!(prerequisites());
@@ -243,7 +346,17 @@ fn writable_shared_store_fails() {
 fn healthy_user_and_cli_surface() {
     let (ci, _) = need!(prerequisites());
     let d = shared_tmp();
-    let (_, v) = doctor(Some(&ci), &[], &[], d.path());
+    // A plugstack of our own: the node's may list the real plugin (Slurm's tests
+    // install it), which its own tests check.
+    let plugstack = d.path().join("plugstack.conf");
+    fs::write(&plugstack, "# no plugins\n").unwrap();
+    fs::set_permissions(&plugstack, fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, v) = doctor(
+        Some(&ci),
+        &["--plugstack", plugstack.to_str().unwrap()],
+        &[],
+        d.path(),
+    );
     for id in [
         "kernel",
         "max_user_namespaces",
@@ -254,7 +367,7 @@ fn healthy_user_and_cli_surface() {
     ] {
         assert_eq!(check(&v, id)["status"], "ok", "{id}: {}", check(&v, id));
     }
-    // The SPANK plugin does not exist yet: a clean WARN, not a failure.
+    // No plugin listed: a clean WARN, not a failure.
     assert_eq!(check(&v, "spank_plugin")["status"], "warn");
     assert!(check(&v, "spank_plugin")["detail"]
         .as_str()
@@ -280,4 +393,52 @@ fn healthy_user_and_cli_surface() {
         p.contains("userns,") && p.contains("profile warren /"),
         "{p}"
     );
+}
+
+/// `SLURM_VERSION_NUMBER` from the installed `slurm/slurm_version.h` (libslurm-dev).
+fn slurm_version_number() -> Result<u32, String> {
+    let h = "/usr/include/slurm/slurm_version.h";
+    let text =
+        fs::read_to_string(h).map_err(|e| format!("{h}: {e} (libslurm-dev not installed)"))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("#define"))
+        .filter_map(|l| l.trim().strip_prefix("SLURM_VERSION_NUMBER"))
+        .find_map(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| format!("{h}: no SLURM_VERSION_NUMBER"))
+}
+
+/// doctor's ELF reader against the real Slurm plugins: each `plugin_version` equals the
+/// installed Slurm's `SLURM_VERSION_NUMBER` (read from its header, not assumed).
+#[test]
+fn elf_reader_reads_installed_slurm_plugin_versions() {
+    let want = need!(slurm_version_number());
+    // Where distributions install Slurm's plugins (as doctor's slurm check looks).
+    let dir = need!([
+        "/usr/lib/x86_64-linux-gnu/slurm-wlm",
+        "/usr/lib64/slurm",
+        "/usr/lib/slurm",
+        "/usr/local/lib/slurm"
+    ]
+    .iter()
+    .map(Path::new)
+    .find(|d| d.join("proctrack_linuxproc.so").is_file())
+    .ok_or("no Slurm plugin directory with proctrack_linuxproc.so (slurm-wlm not installed)"));
+    let mut read = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "so") {
+            continue;
+        }
+        let b = fs::read(&p).unwrap();
+        if let Some(v) = warren::admin::doctor::elf::u32_symbol(&b, "plugin_version") {
+            assert_eq!(v, want, "{}: {v:#x} != {want:#x}", p.display());
+            read += 1;
+        }
+    }
+    let b = fs::read(dir.join("proctrack_linuxproc.so")).unwrap();
+    assert_eq!(
+        warren::admin::doctor::elf::u32_symbol(&b, "plugin_version"),
+        Some(want)
+    );
+    eprintln!("{read} plugins in {} are version {want:#x}", dir.display());
 }

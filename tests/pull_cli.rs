@@ -178,3 +178,72 @@ fn uncompressed_squashfs_is_refused_by_the_config() {
         "{e}"
     );
 }
+
+/// A config blob that is not JSON, or not an image config, fails the pull (not every
+/// later run) with one line naming its digest; nothing is stored.
+#[test]
+fn bad_config_blob_fails_the_pull() {
+    let env = Env::new();
+    let layer = RawTar::default().file("f", b"x").done();
+    for (i, (cfg, why)) in [
+        (&b"\x00\xffnot json"[..], "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (br#"{"config": {"Env": "PATH=/bin"}}"#, "config.Env"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = env.path().join(format!("bad{i}"));
+        write_layout_with_config(&dir, std::slice::from_ref(&layer), Some(cfg));
+        env.give(&dir);
+        let o = env.run(&["pull", "-q", &format!("oci:{}", dir.display())]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "accepted config {i}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        let digest = format!("sha256:{}", sha256_hex(cfg));
+        assert!(e.contains(&digest) && e.contains(why), "{e}");
+    }
+    assert!(!env.store().join("images").exists() || env.staging().is_empty());
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["images", "--json"])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 0);
+}
+
+/// 2000 layers under the usual soft limit of 1024 open files: the pull raises its soft
+/// limit (it holds a spool file per layer) and every layer's file is in the image.
+#[test]
+fn two_thousand_layers_under_a_low_soft_file_limit() {
+    use std::os::unix::process::CommandExt;
+    need!(need_programs(&["tar2sqfs", "sqfs2tar"]));
+    let env = Env::new();
+    let dir = env.path().join("many");
+    let layers: Vec<Vec<u8>> = (0..2000)
+        .map(|i| {
+            RawTar::default()
+                .file(&format!("l/{i}"), format!("layer {i}").as_bytes())
+                .done()
+        })
+        .collect();
+    write_layout(&dir, &layers);
+    env.give(&dir);
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 4096 {
+        skip!("hard RLIMIT_NOFILE is {hard}: too low for 2000 layers");
+    }
+    let mut cmd = env.cmd(&["pull", "-q", &format!("oci:{}", dir.display())]);
+    // SAFETY: setrlimit is async-signal-safe; nothing is allocated between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1024, hard)?;
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = stdout(&o);
+    let got = read_sqfs(&env.sqfs(&d));
+    for i in [0, 999, 1999] {
+        assert_eq!(got[&format!("l/{i}")].data, format!("layer {i}").as_bytes());
+    }
+    assert_eq!(got.keys().filter(|k| k.starts_with("l/")).count(), 2000);
+}

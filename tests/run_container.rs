@@ -443,7 +443,7 @@ fn a_host_terminal_passes_through() {
         .env("HOME", &f.ci.home)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("TERM", "vt100")
-        .env("WARREN_CONFIG", "/nonexistent/warren.toml")
+        .env("WARREN_CONFIG", "/dev/null")
         .output()
         .unwrap();
     let out = ok(&o);

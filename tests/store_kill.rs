@@ -2,6 +2,7 @@
 //! directory without its files, no tag without its image), and the next pull completes.
 
 mod support;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use support::registry::{need_registry, PLAIN};
 use support::*;
@@ -58,6 +59,47 @@ fn assert_consistent(env: &Env) {
     }
 }
 
+/// PIDs of tar2sqfs processes writing into `store`.
+fn squashers(store: &Path) -> Vec<i32> {
+    let store = store.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmd
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let prog = args.first()?;
+            (prog.ends_with("tar2sqfs") && args.iter().any(|a| a.starts_with(&store)))
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// The squashers of `store` still alive after waiting up to 10 s for them to go (a
+/// killed process takes a moment to be reaped); killed before returning, so a failing
+/// test leaves nothing behind either.
+fn squashers_after_wait(store: &Path) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = squashers(store);
+        if left.is_empty() || Instant::now() > deadline {
+            for &p in &left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Kill pulls of `spec` at several points of a full pull's duration, then pull again
 /// and check the files.
 fn kill_and_resume(env: &Env, spec: &str, files: &[(String, String)]) {
@@ -79,6 +121,8 @@ fn kill_and_resume(env: &Env, spec: &str, files: &[(String, String)]) {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
+        let left = squashers_after_wait(&env.store());
+        assert!(left.is_empty(), "tar2sqfs outlived its pull: pids {left:?}");
         assert_consistent(env);
         let tmp: Vec<_> = std::fs::read_dir(env.store().join("tmp"))
             .into_iter()
@@ -94,8 +138,6 @@ fn kill_and_resume(env: &Env, spec: &str, files: &[(String, String)]) {
             std::fs::remove_dir_all(env.store()).unwrap();
         }
     }
-    // Let an orphaned tar2sqfs (reading from the dead pull's pipe) see EOF and exit.
-    std::thread::sleep(Duration::from_millis(200));
     let d = env.ok(&["pull", "-q", spec]);
     assert_consistent(env);
     let got = read_sqfs(&env.sqfs(&d));
@@ -132,4 +174,53 @@ fn kill_9_mid_registry_pull_then_pull_again() {
         .unwrap();
     assert!(st.success(), "skopeo copy to the registry");
     kill_and_resume(&env, "127.0.0.1:5000/test/killme:latest", &files);
+}
+
+/// `kill -9` of a pull while tar2sqfs runs: the squasher dies with it, even when it
+/// could not have noticed on its own (stopped, so it never reads the pipe's EOF).
+#[test]
+fn kill_9_mid_squash_leaves_no_squasher() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    need!(need_programs(&["tar2sqfs", "sqfs2tar"]));
+    let env = Env::new();
+    let layout = env.path().join("big");
+    let files = big_layout(&layout);
+    env.give(&layout);
+    let spec = format!("oci:{}", layout.display());
+    let mut child = env
+        .cmd(&["pull", "-q", &spec])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the squasher to start.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let sq = loop {
+        if let Some(&p) = squashers(&env.store()).first() {
+            break p;
+        }
+        let done = child.try_wait().unwrap();
+        if done.is_some() || Instant::now() > deadline {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            panic!("no tar2sqfs seen while the pull ran ({done:?})");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    kill(Pid::from_raw(sq), Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let left = squashers_after_wait(&env.store());
+    assert!(
+        left.is_empty(),
+        "tar2sqfs outlived its killed pull: {left:?}"
+    );
+    assert_consistent(&env);
+    // And a retry finishes the job.
+    let d = env.ok(&["pull", "-q", &spec]);
+    let got = read_sqfs(&env.sqfs(&d));
+    for (name, sum) in &files {
+        assert_eq!(&sha256_hex(&got[name].data), sum, "{name}");
+    }
+    assert!(env.staging().is_empty(), "{:?}", env.staging());
 }

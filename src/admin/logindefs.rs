@@ -99,8 +99,9 @@ pub fn parse(text: &str, deterministic_defaults: bool) -> Result<LoginDefs> {
 
 /// Read login.defs; a missing file gives the defaults.
 pub fn read(path: &Path, deterministic_defaults: bool) -> Result<LoginDefs> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    // Bytes, not text: a Latin-1 comment must not make the whole file unreadable.
+    let text = match std::fs::read(path) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
     };
@@ -109,14 +110,7 @@ pub fn read(path: &Path, deterministic_defaults: bool) -> Result<LoginDefs> {
 
 /// `strtoul(…, 0)` as shadow's getdef does: decimal, `0x` hex, leading-`0` octal.
 fn parse_ulong(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        u64::from_str_radix(h, 16).ok()
-    } else if s.len() > 1 && s.starts_with('0') {
-        u64::from_str_radix(&s[1..], 8).ok()
-    } else {
-        s.parse().ok()
-    }
+    crate::subid::c_ulong(s)
 }
 
 #[cfg(test)]
@@ -147,5 +141,23 @@ mod tests {
         assert!(d.deterministic);
         let e = parse("UID_MIN lots\n", true).unwrap_err();
         assert!(format!("{e:#}").contains("UID_MIN"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(t in "(?s).{0,300}", kv in "([A-Z_]{1,14}[ \t]+[0-9xX\"a-f]{0,12}\n){0,8}") {
+            for det in [true, false] {
+                let _ = parse(&t, det);
+                let _ = parse(&kv, det);
+            }
+        }
+
+        #[test]
+        fn numbers_read_as_shadow_does(n in proptest::prelude::any::<u32>()) {
+            for (text, base) in [(format!("{n}"), 10), (format!("0x{n:x}"), 16), (format!("0{n:o}"), 8)] {
+                let d = parse(&format!("UID_MIN {text}\n"), true).unwrap();
+                proptest::prop_assert_eq!(d.uid_min, n as u64, "base {}", base);
+            }
+        }
     }
 }

@@ -74,14 +74,16 @@ pub fn from_nss() -> Result<UserDb> {
 
 /// Read passwd-format and (optionally) group-format files.
 pub fn from_files(passwd: &Path, group: Option<&Path>) -> Result<UserDb> {
-    let text =
-        std::fs::read_to_string(passwd).with_context(|| format!("read {}", passwd.display()))?;
-    let mut db = parse_passwd(&text).with_context(|| format!("{}", passwd.display()))?;
+    // Bytes, not text: a Latin-1 GECOS field is common and must not fail the file.
+    let text = std::fs::read(passwd).with_context(|| format!("read {}", passwd.display()))?;
+    let mut db = parse_passwd(&String::from_utf8_lossy(&text))
+        .with_context(|| format!("{}", passwd.display()))?;
     if let Some(g) = group {
-        match std::fs::read_to_string(g) {
-            Ok(t) => db
-                .gids
-                .extend(parse_group(&t).with_context(|| format!("{}", g.display()))?),
+        match std::fs::read(g) {
+            Ok(t) => db.gids.extend(
+                parse_group(&String::from_utf8_lossy(&t))
+                    .with_context(|| format!("{}", g.display()))?,
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("read {}", g.display())),
         }
@@ -157,6 +159,69 @@ mod tests {
         );
         assert!(parse_passwd("bad:x:notanumber:0::/:/\n").is_err());
         assert_eq!(parse_group("g:x:50:\nh:x:60:a,b\n").unwrap(), vec![50, 60]);
+    }
+
+    #[test]
+    fn latin1_gecos_does_not_fail_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("passwd");
+        std::fs::write(&p, b"jo:x:1000:1000:J\xe9r\xf4me:/h:/bin/sh\n").unwrap();
+        let db = from_files(&p, None).unwrap();
+        assert_eq!(db.users[0].uid, 1000);
+    }
+
+    use proptest::prelude::*;
+
+    fn account() -> impl Strategy<Value = (String, u32, u32, String)> {
+        (
+            "[a-z_][a-z0-9_.-]{0,15}",
+            any::<u32>(),
+            any::<u32>(),
+            "[^:\n]{0,20}",
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn passwd_round_trips(v in proptest::collection::vec(account(), 0..20)) {
+            let text: String = v
+                .iter()
+                .map(|(n, u, g, gecos)| format!("{n}:x:{u}:{g}:{gecos}:/home/{n}:/bin/sh\n"))
+                .collect();
+            let db = parse_passwd(&text).unwrap();
+            let mut seen = std::collections::HashSet::new();
+            let want: Vec<Account> = v
+                .iter()
+                .filter(|a| seen.insert(a.0.clone()))
+                .map(|(n, u, _, _)| Account { name: n.clone(), uid: *u })
+                .collect();
+            prop_assert_eq!(db.users, want);
+            prop_assert_eq!(db.gids, v.iter().map(|a| a.2).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn group_round_trips(v in proptest::collection::vec(
+            ("[a-z_][a-z0-9_-]{0,15}", any::<u32>(), proptest::collection::vec("[a-z]{1,8}", 0..4)),
+            0..20,
+        )) {
+            let text: String = v
+                .iter()
+                .map(|(n, g, m)| format!("{n}:x:{g}:{}\n", m.join(",")))
+                .collect();
+            prop_assert_eq!(parse_group(&text).unwrap(), v.iter().map(|a| a.1).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(t in "(?s).{0,400}", colons in "[0-9:a-z\n#+-]{0,200}") {
+            for x in [&t, &colons] {
+                if let Ok(db) = parse_passwd(x) {
+                    prop_assert!(db.users.len() <= x.lines().count());
+                }
+                if let Ok(g) = parse_group(x) {
+                    prop_assert!(g.len() <= x.lines().count());
+                }
+            }
+        }
     }
 
     #[test]

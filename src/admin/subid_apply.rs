@@ -2,6 +2,12 @@
 //! like shadow's, through a temp file that is fsynced and renamed, mode 0644 root:root.
 //! Readers see the old file or the whole new one, never a mix; a writer killed at any
 //! point leaves the old file intact (and a stale lock the next run takes over).
+//!
+//! A symlinked file (`/etc/subuid -> /shared/etc/subuid`) is written through, as shadow's
+//! `lrename()` does: the link stays, its target is replaced atomically (temp file in the
+//! target's directory, fsync, rename, fsync of that directory). Locks and the `FILE-`
+//! backup stay beside the name given, where shadow puts them. A dangling or looping link
+//! is refused with a message.
 
 use super::diff;
 use super::subid_lock;
@@ -44,8 +50,9 @@ pub struct Outcome {
     pub written: bool,
 }
 
-fn read_text(p: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(p) {
+/// The file's bytes (not text: one non-UTF-8 line must not stop the others).
+fn read_bytes(p: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(p) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("read {}", p.display())),
@@ -70,11 +77,11 @@ pub fn apply(
         )?)
     };
     // Read under the lock: what we append to is what is there now.
-    let old_u = read_text(&paths.subuid)?;
-    let old_g = read_text(&paths.subgid)?;
+    let old_u = read_bytes(&paths.subuid)?;
+    let old_g = read_bytes(&paths.subgid)?;
     let (pu, pg) = (
-        subid::parse(old_u.as_deref().unwrap_or("")),
-        subid::parse(old_g.as_deref().unwrap_or("")),
+        subid::parse_bytes(old_u.as_deref().unwrap_or_default()),
+        subid::parse_bytes(old_g.as_deref().unwrap_or_default()),
     );
     let plan = make_plan(&pu, &pg)?;
     if !plan.errors.is_empty() {
@@ -84,22 +91,32 @@ pub fn apply(
             written: false,
         });
     }
+    // A bad symlink is refused before either file is written.
+    for p in [&paths.subuid, &paths.subgid] {
+        write_target(p)?;
+    }
     let mut files = Vec::new();
     for (path, old, new) in [
         (&paths.subuid, &old_u, &plan.subuid),
         (&paths.subgid, &old_g, &plan.subgid),
     ] {
-        let old_text = old.as_deref().unwrap_or("");
-        let new_text = subid_plan::render(old_text, new);
+        let old_bytes = old.as_deref().unwrap_or_default();
+        let new_bytes = subid_plan::render(old_bytes, new);
         let name = path.display().to_string();
-        let d = diff::unified(&name, &format!("{name} (new)"), old_text, &new_text);
+        // The diff is for people: non-UTF-8 bytes shown replaced, written unchanged.
+        let d = diff::unified(
+            &name,
+            &format!("{name} (new)"),
+            &String::from_utf8_lossy(old_bytes),
+            &String::from_utf8_lossy(&new_bytes),
+        );
         let changed = d.is_some();
         let mut backup_path = None;
         if changed && !dry_run {
             if old.is_some() {
                 backup_path = Some(backup(path)?);
             }
-            replace(path, new_text.as_bytes())?;
+            replace(path, &new_bytes)?;
         }
         files.push(FileChange {
             path: path.clone(),
@@ -154,8 +171,36 @@ fn backup(path: &Path) -> Result<PathBuf> {
     Ok(target)
 }
 
-/// Replace `path` atomically with `bytes`, mode 0644, owned by root when we are root.
+/// Where the new content goes: `path` itself, or the final target of a symlink at `path`
+/// (shadow's `lrename()` follows it too). A dangling or looping link is refused.
+pub fn write_target(path: &Path) -> Result<PathBuf> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let link = fs::read_link(path)
+                .map(|l| l.display().to_string())
+                .unwrap_or_default();
+            let target = fs::canonicalize(path).with_context(|| {
+                format!("{} is a symlink to {link} that cannot be followed (dangling or a loop): fix the link or replace it with a file", path.display())
+            })?;
+            let m = fs::metadata(&target).with_context(|| format!("stat {}", target.display()))?;
+            if !m.is_file() {
+                anyhow::bail!(
+                    "{} is a symlink to {}, which is not a regular file",
+                    path.display(),
+                    target.display()
+                );
+            }
+            Ok(target)
+        }
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Replace `path` (through a symlink: its target) atomically with `bytes`, mode 0644,
+/// owned by root when we are root.
 fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = &write_target(path)?;
+    // In the target's directory: rename(2) is atomic only within one file system.
     let tmp = sibling(path, ".warren-tmp");
     let owner = nix::unistd::geteuid().is_root().then_some((0, 0));
     write_synced(&tmp, bytes, 0o644, owner)?;

@@ -159,7 +159,7 @@ fn check_one<'a>(
             Severity::Error,
             "unparseable",
             Some(p.line),
-            None,
+            p.owner.as_deref(),
             format!("{:?}: {}", p.text, p.reason),
         ));
     }

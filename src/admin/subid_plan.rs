@@ -177,6 +177,10 @@ fn occupancy(f: &SubIdFile, real: &IdSet) -> IdSet {
     for e in &f.entries {
         s.insert(e.start, e.end());
     }
+    // A line newuidmap ignores today (CRLF, Latin-1 name) is live once repaired.
+    for (a, n) in f.problems.iter().filter_map(|p| p.reserved) {
+        s.insert(a, a + n);
+    }
     s
 }
 
@@ -472,21 +476,17 @@ fn note_if_differs(out: &mut Plan, p: &Params, c: &Candidate, f: &Index, kind: K
     }
 }
 
-/// The new file text: the old text unchanged (comments, order, unknown lines), then the
-/// new lines.
-pub fn render(old: &str, new: &[NewEntry]) -> String {
-    let mut s = String::with_capacity(old.len() + new.len() * 32);
-    s.push_str(old);
-    if !s.is_empty() && !s.ends_with('\n') && !new.is_empty() {
-        s.push('\n');
+/// The new file content: the old bytes unchanged (comments, order, unknown and even
+/// non-UTF-8 lines), then the new lines.
+pub fn render(old: &[u8], new: &[NewEntry]) -> Vec<u8> {
+    let mut s = Vec::with_capacity(old.len() + new.len() * 32);
+    s.extend_from_slice(old);
+    if !s.is_empty() && !s.ends_with(b"\n") && !new.is_empty() {
+        s.push(b'\n');
     }
     for e in new {
-        s.push_str(&e.owner);
-        s.push(':');
-        s.push_str(&e.start.to_string());
-        s.push(':');
-        s.push_str(&e.count.to_string());
-        s.push('\n');
+        s.extend_from_slice(e.line().as_bytes());
+        s.push(b'\n');
     }
     s
 }
@@ -494,7 +494,7 @@ pub fn render(old: &str, new: &[NewEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subid::parse;
+    use crate::subid::{parse, parse_bytes};
 
     fn limits(min: u64, max: u64, count: u64) -> SubLimits {
         SubLimits { min, max, count }
@@ -537,6 +537,33 @@ mod tests {
             .unwrap_err()
             .contains("2^32-1"));
         assert!(deterministic_range(1000 + 65533, 1000, &d).is_ok());
+    }
+
+    #[test]
+    fn ranges_of_refused_lines_are_never_handed_out() {
+        // A CRLF line and a Latin-1 name: newuidmap ignores the first, honours the
+        // second; both ranges are taken as far as planning goes.
+        let su = parse_bytes(b"alice:100000:65536\r\nj\xe9r\xf4me:165536:65536\n");
+        let users = [cand("bob", 1001), cand("carol", 1002)];
+        let p = plan(
+            &params(Strategy::FirstFit),
+            &users,
+            &su,
+            &su,
+            &RealIds::default(),
+        )
+        .unwrap();
+        let starts: Vec<u64> = p.subuid.iter().map(|e| e.start).collect();
+        assert_eq!(starts, vec![231072, 296608], "{p:?}");
+        let p = plan(
+            &params(Strategy::Deterministic),
+            &users[..1],
+            &su,
+            &su,
+            &RealIds::default(),
+        )
+        .unwrap();
+        assert!(p.subuid.is_empty() && p.errors.len() == 2, "{p:?}");
     }
 
     #[test]
@@ -654,8 +681,12 @@ mod tests {
             start: 5,
             count: 6,
         };
-        assert_eq!(render("x:1:2", std::slice::from_ref(&e)), "x:1:2\na:5:6\n");
-        assert_eq!(render("", &[]), "");
-        assert_eq!(render("x:1:2", &[]), "x:1:2");
+        assert_eq!(
+            render(b"x:1:2", std::slice::from_ref(&e)),
+            b"x:1:2\na:5:6\n"
+        );
+        assert_eq!(render(b"", &[]), b"");
+        assert_eq!(render(b"x:1:2", &[]), b"x:1:2");
+        assert_eq!(render(b"\xe9:1:2\n", &[e]), b"\xe9:1:2\na:5:6\n");
     }
 }

@@ -35,20 +35,24 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         StoreKind::User => "user",
         StoreKind::Shared => "shared",
     };
+    // A tag in several stores means what the first store says (as pull and run read
+    // it); an image in several stores is listed once, where the tag finds it.
+    let mut seen_tags = HashSet::new();
+    let mut listed = HashSet::new();
     for (i, s) in stores.stores.iter().enumerate() {
-        let kind = kind_of(i);
-        let mut named = HashSet::new();
         for r in refs::list(s) {
-            // A tag may name an image kept in another store (pulled from a shared one).
-            let Some((j, e)) = stores
-                .stores
-                .iter()
-                .enumerate()
-                .find_map(|(j, st)| st.image(&r.manifest).map(|e| (j, e)))
+            if !seen_tags.insert((r.name.clone(), r.platform.clone())) {
+                continue;
+            }
+            // The tag's own store first, then the others in order (a tag in the user's
+            // store may name an image kept in a shared one).
+            let Some((j, e)) = std::iter::once(i)
+                .chain(0..stores.stores.len())
+                .find_map(|j| stores.stores[j].image(&r.manifest).map(|e| (j, e)))
             else {
                 continue;
             };
-            named.insert(r.manifest.clone());
+            listed.insert(r.manifest.clone());
             rows.push(Row {
                 name: Some(r.name),
                 platform: Some(r.platform),
@@ -58,11 +62,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 store_path: stores.stores[j].root.display().to_string(),
             });
         }
+    }
+    for (i, s) in stores.stores.iter().enumerate() {
         for d in s.image_digests() {
-            if named.contains(&d) {
+            if listed.contains(&d) {
                 continue;
             }
             if let Some(img) = s.image(&d) {
+                listed.insert(d.clone());
                 rows.push(Row {
                     name: None,
                     platform: None,
@@ -70,7 +77,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                     size: std::fs::metadata(&img.squashfs)
                         .map(|m| m.len())
                         .unwrap_or(0),
-                    store: kind,
+                    store: kind_of(i),
                     store_path: s.root.display().to_string(),
                 });
             }

@@ -5,6 +5,7 @@ use crate::config::Config;
 use clap::{Parser, Subcommand};
 
 pub mod admin;
+pub mod caller;
 pub mod doctor;
 pub mod images;
 pub mod inspect;
@@ -15,7 +16,9 @@ pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod store_args;
+pub mod supervisor;
 pub mod unshare;
+pub mod verify;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +52,8 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Delete store data nothing refers to.
     Prune(prune::Args),
+    /// Check every stored image against its integrity record (full hash).
+    Verify(verify::Args),
     /// Run a command in a new rootless container.
     Run(run::Args),
     /// Run a command in the user namespace (inspect or delete subuid-owned files).
@@ -70,14 +75,74 @@ pub struct Ctx {
     pub verbose: u8,
 }
 
+/// Exit code of a usage or configuration error: 125 for `run` (podman's "the container
+/// could not be started", never a command's own code), 2 for the other commands
+/// (clap's and most Unix tools' usage code).
+fn usage_exit_code(is_run: bool) -> i32 {
+    if is_run {
+        crate::runtime::spec::EXIT_NOT_STARTED
+    } else {
+        2
+    }
+}
+
+/// The subcommand named in `args` (after the program name), before clap has accepted
+/// them: the first word not starting with `-` (warren's global flags take no value).
+fn invoked_subcommand(args: &[std::ffi::OsString]) -> Option<&std::ffi::OsStr> {
+    args.iter()
+        .skip(1)
+        .map(|a| a.as_os_str())
+        .find(|a| !a.as_encoded_bytes().starts_with(b"-"))
+}
+
+/// Print a clap error or help; returns the exit code. Help and version go out as clap
+/// renders them; an error is one line, with where to read more.
+fn clap_exit(e: clap::Error, is_run: bool) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            usage_exit_code(is_run)
+        }
+        _ => {
+            // clap's rendering spans lines (possible values, tips, usage): keep what
+            // says what was wrong, on one line.
+            let text = e.render().to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .collect();
+            let what = what.join("; ");
+            let what = what.strip_prefix("error: ").unwrap_or(&what);
+            let help = if is_run {
+                "warren run --help"
+            } else {
+                "warren --help"
+            };
+            eprintln!("warren: {what} (see '{help}')");
+            usage_exit_code(is_run)
+        }
+    }
+}
+
 /// Parse, run, print errors as one line; returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let is_run = invoked_subcommand(&args).is_some_and(|c| c == "run");
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => return clap_exit(e, is_run),
+    };
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("warren: {e:#}");
-            return 2;
+            eprintln!("warren: {e}");
+            return usage_exit_code(matches!(cli.command, Command::Run(_)));
         }
     };
     if !matches!(
@@ -103,7 +168,8 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect::run(&ctx, a),
         Command::Rmi(a) => rmi::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
-        Command::Run(a) => run::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a.split_image()),
         Command::Unshare(a) => unshare::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Rm(a) => rm::run(&ctx, a),

@@ -12,7 +12,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let rundir = state::runtime_dir(&ctx.config.run)?;
+    let rundir = super::caller::runtime_dir(&ctx.config.run)?;
     let recs = state::list(&rundir)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&recs)?);

@@ -1,10 +1,10 @@
-//! `warren run`: parse the options, find (or pull) the image, build the run spec and
-//! hand it to `runtime::launch`.
+//! `warren run`: parse the options, find (or pull) the image, build the run spec for
+//! this process's caller and hand it to the supervisor (`cli::supervisor`).
 
 use super::Ctx;
+use crate::runtime::holder::Scope;
 use crate::runtime::idmap::Identity;
-use crate::runtime::launch::{self, Mode, OverlayChoice, Writable};
-use crate::runtime::spec::{self, RunOptions};
+use crate::runtime::spec::{self, Mode, OverlayChoice, RunOptions, Writable};
 use crate::runtime::{state, sys};
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
@@ -28,6 +28,7 @@ pub enum OverlayArg {
 
 #[derive(clap::Args, Debug)]
 #[command(
+    override_usage = "warren run [OPTIONS] IMAGE [COMMAND [ARG...]]",
     after_help = "Identity: by default you keep your own UID/GID inside (files you write to \
 bind mounts are yours on the host); --remap-root makes you UID 0 inside. See docs/run.md."
 )]
@@ -95,7 +96,7 @@ pub struct Args {
     #[arg(long)]
     pub fake_chown: bool,
     /// Print a per-step start-up breakdown to stderr.
-    #[arg(long, env = "WARREN_TIMING")]
+    #[arg(long, env = "WARREN_TIMING", value_parser = timing_value)]
     pub timing: bool,
     /// Start a namespace holder for IMAGE (needs --name) and return; later runs of the
     /// same image join it. Stop it with `warren rm NAME`.
@@ -104,19 +105,50 @@ pub struct Args {
     /// Do not join a running holder of the same image.
     #[arg(long)]
     pub no_join: bool,
+    /// Belong to Slurm job JOB (step STEP): holders started with it serve, and containers
+    /// with it join, only that job's (step's) holders; `warren rm --job JOB` stops them.
+    #[arg(long, value_name = "JOB[.STEP]", value_parser = parse_job)]
+    pub job: Option<Scope>,
     /// (testing) Run this squashfs file directly instead of a stored image.
     #[arg(long, hide = true, requires = "image_config")]
     pub squashfs: Option<PathBuf>,
     /// (testing) The OCI image config JSON for --squashfs.
     #[arg(long, hide = true, requires = "squashfs")]
     pub image_config: Option<PathBuf>,
-    // With the hidden --squashfs this is the first word of the command instead.
-    /// Image reference (tag, digest or short name); pulled first if missing (--pull).
-    #[arg(value_name = "IMAGE")]
-    pub image: Option<String>,
-    /// Command and arguments (default: the image's entrypoint and cmd).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// IMAGE (tag, digest or short name; pulled first if missing, see --pull), then the
+    /// command and its arguments (default: the image's entrypoint and cmd). Options end
+    /// at IMAGE: what follows is the container's, as with podman.
+    #[arg(value_name = "IMAGE [COMMAND [ARG...]]", trailing_var_arg = true)]
     pub command: Vec<String>,
+    // Filled by `split_image` from the first positional word (one positional list is
+    // what makes clap stop parsing options at IMAGE). With the hidden --squashfs there is
+    // no IMAGE and the run path moves it back to the command.
+    #[arg(skip)]
+    pub image: Option<String>,
+}
+
+impl Args {
+    /// Move the first positional word (IMAGE) from `command` to `image`.
+    pub fn split_image(mut self) -> Args {
+        if self.image.is_none() && !self.command.is_empty() {
+            self.image = Some(self.command.remove(0));
+        }
+        self
+    }
+}
+
+/// `WARREN_TIMING`'s value (the flag itself stores `true`), through the one boolean parser.
+fn timing_value(s: &str) -> Result<bool, String> {
+    crate::config::parse_bool(s).ok_or_else(|| {
+        format!(
+            "WARREN_TIMING (or --timing) takes {}",
+            crate::config::BOOL_VALUES
+        )
+    })
+}
+
+fn parse_job(s: &str) -> Result<Scope, String> {
+    Scope::parse_job(s).map_err(|e| e.to_string())
 }
 
 fn find_image(ctx: &Ctx, args: &mut Args) -> Result<(String, ImageEntry)> {
@@ -180,7 +212,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("warren: {}", super::one_line(&e));
-            Ok(launch::EXIT_NOT_STARTED)
+            Ok(spec::EXIT_NOT_STARTED)
         }
     }
 }
@@ -235,18 +267,17 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         } else {
             Mode::Container
         },
+        scope: args.job.clone().unwrap_or(Scope::User),
         join: !args.no_join,
     };
-    let host_env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &host_env)?;
+    let caller = super::caller::current(cfg)?;
+    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
     if !ctx.quiet {
         for n in &notices {
             eprintln!("warren: {n}");
         }
     }
-    let code = launch::run(cfg, &spec, t_start)?;
+    let code = super::supervisor::run(cfg, &spec, t_start)?;
     if spec.mode == Mode::Holder && code == 0 && !ctx.quiet {
         println!("{}", args.name.unwrap_or_default());
     }

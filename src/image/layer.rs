@@ -13,7 +13,7 @@
 //! - entry count and file size bounded by [`Limits`].
 
 use super::entry::{normalise, show, DataRef, Entry, Kind, Meta};
-use super::spool::Spool;
+use super::spool::{Spool, SpoolWrite};
 use super::Limits;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -142,6 +142,11 @@ fn parse_entry<R: Read>(
         }
     }
     let (dir, name) = super::entry::split_parent(&path);
+    // `.wh.` names are markers, never directories: `.wh..wh..opq/x` would otherwise
+    // create a directory of that name in the image (found by flatten_props).
+    if dir.split(|&b| b == b'/').any(|c| c.starts_with(b".wh.")) {
+        bail!("reserved whiteout name in a parent directory");
+    }
     if let Some(target) = name.strip_prefix(b".wh.") {
         if target == b".wh..opq" {
             return Ok(Parsed::Entry(Entry {
@@ -176,7 +181,9 @@ fn parse_entry<R: Read>(
                     limits.max_file_size
                 );
             }
-            let (offset, len) = spool.append(e).context("spool file contents")?;
+            let (offset, len) = spool
+                .append(e)
+                .map_err(|err| anyhow::Error::new(err).context(SpoolWrite(spool.dir().into())))?;
             if len != size {
                 bail!("truncated: {len} of {size} bytes");
             }

@@ -6,10 +6,14 @@
 //! files and the squashfs is built from metadata, so owners, modes, xattrs and device
 //! rules come from the layers, never from the host, and no layer path can reach outside.
 
+/// Checking the image config blob's shape.
+pub mod config;
 /// One parsed layer entry and path normalisation.
 pub mod entry;
 /// Applying layers in order (whiteouts, opaque dirs, hard links) to an in-memory tree.
 pub mod flatten;
+#[cfg(test)]
+mod flatten_props;
 /// Decompressing and parsing one layer blob.
 pub mod layer;
 /// Anonymous files holding file contents until the squashfs is written.

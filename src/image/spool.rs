@@ -6,13 +6,20 @@ use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// An append-only, anonymous file.
 pub struct Spool {
     file: BufWriter<File>,
     len: u64,
+    dir: PathBuf,
 }
+
+/// Context of a failed spool write: the directory it was in (a full `$TMPDIR` is told
+/// apart from a full store by it).
+#[derive(Debug, thiserror::Error)]
+#[error("write a spool file in {}", .0.display())]
+pub struct SpoolWrite(pub PathBuf);
 
 impl Spool {
     /// A new spool in `dir` (a local temp directory, ideally: it carries the image's
@@ -23,6 +30,7 @@ impl Spool {
         Ok(Spool {
             file: BufWriter::with_capacity(1 << 20, file),
             len: 0,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -34,9 +42,18 @@ impl Spool {
         Ok((off, n))
     }
 
+    /// The directory the spool is in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Finish writing; the result reads at offsets.
     pub fn finish(self) -> Result<SpoolReader> {
-        let file = self.file.into_inner().context("flush spool file")?;
+        let dir = self.dir;
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| anyhow::Error::new(e.into_error()).context(SpoolWrite(dir)))?;
         Ok(SpoolReader { file })
     }
 }
@@ -47,6 +64,16 @@ pub struct SpoolReader {
 }
 
 impl SpoolReader {
+    /// Bytes in the spool.
+    pub fn len(&self) -> u64 {
+        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True when the spool holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Copy `len` bytes at `offset` to `w`.
     pub fn copy_to(&self, offset: u64, len: u64, w: &mut dyn Write) -> io::Result<()> {
         let mut buf = vec![0u8; (len as usize).min(1 << 20)];

@@ -70,12 +70,17 @@ impl SquashOptions {
 
 /// Squash `tree` (file bytes in `spools`) into `out` (overwritten).
 pub fn squash(tree: &Tree, spools: &[SpoolReader], out: &Path, opts: &SquashOptions) -> Result<()> {
-    let mut child = Command::new(&opts.program)
-        .args(opts.args()?)
+    let mut cmd = Command::new(&opts.program);
+    cmd.args(opts.args()?)
         .arg(out)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_this_thread(&mut cmd);
+    // This thread spawns, feeds and waits for the child, so it outlives it: the parent
+    // death signal (tied to the forking thread, not the process) fires only when the
+    // process dies, e.g. by `kill -9`, and then nothing is left squashing.
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("run {} (install squashfs-tools-ng)", opts.program))?;
     let prog = &opts.program;
@@ -101,6 +106,25 @@ pub fn squash(tree: &Tree, spools: &[SpoolReader], out: &Path, opts: &SquashOpti
     }
     wrote.with_context(|| format!("stream the image to {prog}"))?;
     Ok(())
+}
+
+/// Make the child get SIGKILL when the thread that forks it exits (the whole process
+/// dying included), so a killed pull leaves no squasher behind.
+fn die_with_this_thread(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec; it only makes the
+    // async-signal-safe prctl and getppid system calls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // The parent died before the prctl took effect: nobody would signal us.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The flattened image as one tar stream: root first as `./`, parents before children,

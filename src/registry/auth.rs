@@ -390,4 +390,72 @@ mod tests {
             assert!(!is_loopback_host(h), "{h}");
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn challenge() -> impl Strategy<Value = Challenge> {
+            (
+                "[a-z][a-z0-9]{0,8}",
+                proptest::collection::btree_map("[a-z][a-z0-9_-]{0,8}", "\\PC{0,24}", 0..5),
+            )
+                .prop_map(|(scheme, params)| Challenge { scheme, params })
+        }
+
+        /// A header value as a server would write it: every value quoted and escaped.
+        fn header(cs: &[Challenge]) -> String {
+            cs.iter()
+                .map(|c| {
+                    let params: Vec<String> = c
+                        .params
+                        .iter()
+                        .map(|(k, v)| {
+                            let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+                            format!("{k}=\"{v}\"")
+                        })
+                        .collect();
+                    if params.is_empty() {
+                        c.scheme.clone()
+                    } else {
+                        format!("{} {}", c.scheme, params.join(", "))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+
+        proptest! {
+            /// Written challenges parse back to themselves, whatever the quoted values hold.
+            #[test]
+            fn challenges_round_trip(cs in proptest::collection::vec(challenge(), 0..4)) {
+                let h = header(&cs);
+                prop_assert_eq!(parse_challenges(&h), Ok(cs), "{}", h);
+            }
+
+            /// Arbitrary headers: an error or challenges with lowercase names, never a
+            /// panic; a scheme is chosen only from what was offered.
+            #[test]
+            fn arbitrary_headers_never_panic(
+                v in prop_oneof!["\\PC{0,80}", "[A-Za-z =\",\\\\\t/:é]{0,60}"]
+            ) {
+                if let Ok(cs) = parse_challenges(&v) {
+                    for c in &cs {
+                        prop_assert!(!c.scheme.is_empty());
+                        prop_assert_eq!(c.scheme.to_ascii_lowercase(), c.scheme.clone());
+                        for k in c.params.keys() {
+                            prop_assert_eq!(k.to_ascii_lowercase(), k.clone());
+                        }
+                    }
+                    match choose_scheme(&cs, "s") {
+                        Some(Scheme::Basic) => prop_assert!(cs.iter().any(|c| c.scheme == "basic")),
+                        Some(Scheme::Bearer { realm, .. }) => prop_assert!(cs
+                            .iter()
+                            .any(|c| c.scheme == "bearer" && c.params.get("realm") == Some(&realm))),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
 }

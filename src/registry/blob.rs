@@ -61,7 +61,8 @@ pub fn content_range_ok(v: &str, start: u64, size: u64) -> bool {
 }
 
 fn io_fatal(what: &str, dest: &Path, e: std::io::Error) -> Failure {
-    Failure::fatal(anyhow!("{what} {}: {e}", dest.display()))
+    // The io::Error stays in the chain: the store tells a full disk by its errno.
+    Failure::fatal(anyhow::Error::new(e).context(format!("{what} {}", dest.display())))
 }
 
 /// Empty the file so nothing half-right survives.

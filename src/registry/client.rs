@@ -59,12 +59,23 @@ pub fn host_part(endpoint: &str) -> &str {
         .unwrap_or(endpoint)
 }
 
-/// `WARREN_TLS_VERIFY=false` (or 0/no): skip certificate verification everywhere, like
-/// `--tls-verify=false` in podman and skopeo.
-pub fn tls_verify_disabled_by_env() -> bool {
-    std::env::var("WARREN_TLS_VERIFY")
-        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no"))
-        .unwrap_or(false)
+/// `WARREN_TLS_VERIFY=false` (or 0/no, any case): skip certificate verification
+/// everywhere, like `--tls-verify=false` in podman and skopeo. A value that is not a
+/// boolean is an error rather than a silent "verify".
+pub fn tls_verify_disabled_by_env() -> Result<bool> {
+    tls_verify_disabled(std::env::var_os("WARREN_TLS_VERIFY").as_deref())
+}
+
+fn tls_verify_disabled(v: Option<&std::ffi::OsStr>) -> Result<bool> {
+    let Some(v) = v else { return Ok(false) };
+    match v.to_str().and_then(crate::config::parse_bool) {
+        Some(verify) => Ok(!verify),
+        None => anyhow::bail!(
+            "WARREN_TLS_VERIFY={}: not a boolean ({})",
+            v.to_string_lossy(),
+            crate::config::BOOL_VALUES
+        ),
+    }
 }
 
 /// A request for the retry/auth machinery.
@@ -112,7 +123,7 @@ impl Client {
         };
         // A mirror's own [[registry]] entry, if any, decides how to talk to it.
         let tls_cfg = cfg.registry(&endpoint).or(reg_cfg);
-        let insecure = tls_cfg.is_some_and(|c| c.insecure) || tls_verify_disabled_by_env();
+        let insecure = tls_cfg.is_some_and(|c| c.insecure) || tls_verify_disabled_by_env()?;
         let http_only = tls_cfg.is_some_and(|c| c.http);
         let timeout = Duration::from_secs(cfg.pull.timeout_secs.max(1));
         let mut b = Http::builder()
@@ -543,6 +554,20 @@ fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_verify_env_takes_every_boolean_spelling() {
+        let v = |s: &str| tls_verify_disabled(Some(std::ffi::OsStr::new(s)));
+        assert!(!tls_verify_disabled(None).unwrap());
+        for off in ["false", "0", "no", "NO", "False"] {
+            assert!(v(off).unwrap(), "{off}");
+        }
+        for on in ["true", "1", "yes", "YES"] {
+            assert!(!v(on).unwrap(), "{on}");
+        }
+        let e = v("nope").unwrap_err().to_string();
+        assert!(e.contains("WARREN_TLS_VERIFY=nope"), "{e}");
+    }
 
     #[test]
     fn policy() {

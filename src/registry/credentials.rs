@@ -396,4 +396,91 @@ mod tests {
             .unwrap_err();
         assert!(format!("{e:#}").contains("bob"), "{e:#}");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON document, nested a few levels.
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            use serde_json::Value;
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                "\\PC{0,20}".prop_map(Value::String),
+                // base64-looking text, so that "auth" decoding is reached.
+                "[A-Za-z0-9+/]{0,24}={0,2}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 64, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(
+                        prop_oneof![
+                            Just("auths".to_string()),
+                            Just("auth".to_string()),
+                            Just("username".to_string()),
+                            Just("password".to_string()),
+                            Just("r.example".to_string()),
+                            "\\PC{0,12}"
+                        ],
+                        inner,
+                        0..6
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Arbitrary bytes: an error or an answer, never a panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = find_in(&b, "r.example", "a/b", None);
+            }
+
+            /// Arbitrary JSON (also under "auths" and a registry's key): never a panic.
+            #[test]
+            fn arbitrary_json_never_panics(v in json(), host in prop_oneof![Just("r.example"), Just("docker.io")]) {
+                let doc = serde_json::json!({ "auths": { "r.example": v.clone(), "https://index.docker.io/v1/": v.clone() } });
+                for d in [v, doc] {
+                    let text = serde_json::to_vec(&d).unwrap();
+                    let _ = find_in(&text, host, "org/app", None);
+                    let _ = find_in(&text, host, "org/app", Some("u"));
+                }
+            }
+
+            /// A credential written as podman writes it (base64 of `user:password`, or
+            /// separate fields) is found again, under the host or a path prefix.
+            #[test]
+            fn written_credentials_are_found(
+                user in "[^:\\x00]{1,16}",
+                password in "\\PC{0,24}",
+                host in "[a-z0-9]{1,8}\\.[a-z]{2,4}(:[1-9][0-9]{0,3})?",
+                repo in "[a-z0-9]{1,6}(/[a-z0-9]{1,6}){0,2}",
+                prefix_len in 0usize..3,
+                split_fields in any::<bool>(),
+            ) {
+                let parts: Vec<&str> = repo.split('/').collect();
+                let key = std::iter::once(host.as_str())
+                    .chain(parts.iter().take(prefix_len.min(parts.len())).copied())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let entry = if split_fields {
+                    serde_json::json!({ "username": user, "password": password })
+                } else {
+                    let raw = format!("{user}:{password}");
+                    serde_json::json!({ "auth": base64::engine::general_purpose::STANDARD.encode(raw) })
+                };
+                let doc = serde_json::json!({ "auths": { key: entry } });
+                let text = serde_json::to_vec(&doc).unwrap();
+                let want = Credential { username: user.clone(), password };
+                prop_assert_eq!(find_in(&text, &host, &repo, None).unwrap(), Some(want.clone()));
+                prop_assert_eq!(find_in(&text, &host, &repo, Some(&user)).unwrap(), Some(want));
+                let other = format!("{user}x");
+                prop_assert_eq!(find_in(&text, &host, &repo, Some(&other)).unwrap(), None);
+            }
+        }
+    }
 }

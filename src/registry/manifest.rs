@@ -326,3 +326,151 @@ mod tests {
         assert!(choose_platform(&idx, &Platform::parse("linux/amd64").unwrap()).is_err());
     }
 }
+
+/// Property tests: whatever a registry sends never panics the parsers, and valid
+/// manifests and indexes round-trip.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// JSON values biased towards manifest-like objects (the keys the parsers read).
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z0-9:./+-]{0,12}".prop_map(Value::from),
+            Just(Value::from(format!("sha256:{}", "a".repeat(64)))),
+            Just(Value::from(OCI_MANIFEST)),
+            Just(Value::from(OCI_INDEX)),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                Just("schemaVersion".to_string()),
+                Just("mediaType".to_string()),
+                Just("config".to_string()),
+                Just("layers".to_string()),
+                Just("manifests".to_string()),
+                Just("digest".to_string()),
+                Just("size".to_string()),
+                Just("platform".to_string()),
+                Just("os".to_string()),
+                Just("architecture".to_string()),
+                Just("variant".to_string()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn content_type() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(prop_oneof![
+            Just(OCI_MANIFEST.to_string()),
+            Just(DOCKER_LIST.to_string()),
+            Just("application/json; charset=utf-8".to_string()),
+            ".{0,20}",
+        ])
+    }
+
+    fn all_parsers(ct: Option<&str>, body: &[u8]) {
+        let _ = classify(ct, body);
+        let _ = parse_manifest(body);
+        if let Ok(i) = parse_index(body) {
+            for p in ["linux/amd64", "linux/arm64/v8"] {
+                let _ = choose_platform(&i, &Platform::parse(p).unwrap());
+            }
+        }
+    }
+
+    fn hex64() -> impl Strategy<Value = String> {
+        "[0-9a-f]{64}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            ct in content_type(),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            all_parsers(ct.as_deref(), &body);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(ct in content_type(), v in json_value()) {
+            all_parsers(ct.as_deref(), &serde_json::to_vec(&v).unwrap());
+        }
+
+        #[test]
+        fn valid_manifests_round_trip(
+            config in hex64(),
+            layers in proptest::collection::vec((hex64(), 0u64..(1 << 40)), 0..8),
+            with_type in any::<bool>(),
+        ) {
+            let mut m = json!({
+                "schemaVersion": 2,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": format!("sha256:{config}"), "size": 7},
+                "layers": layers.iter().map(|(h, s)| json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": format!("sha256:{h}"), "size": s})).collect::<Vec<_>>(),
+            });
+            if with_type {
+                m["mediaType"] = Value::from(OCI_MANIFEST);
+            }
+            let body = serde_json::to_vec(&m).unwrap();
+            prop_assert_eq!(classify(None, &body).unwrap(), Kind::Manifest);
+            let parsed = parse_manifest(&body).unwrap();
+            let (cd, _) = check_descriptor(parsed.config()).unwrap();
+            prop_assert_eq!(cd.hex(), config.as_str());
+            let got: Vec<(String, u64)> = parsed
+                .layers()
+                .iter()
+                .map(|l| (check_descriptor(l).unwrap().0.hex().to_string(), l.size()))
+                .collect();
+            prop_assert_eq!(&got, &layers);
+            // Serialised again, it parses to the same manifest.
+            let again = parse_manifest(&serde_json::to_vec(&parsed).unwrap()).unwrap();
+            prop_assert_eq!(again, parsed);
+        }
+
+        #[test]
+        fn valid_indexes_round_trip_and_choose(
+            entries in proptest::collection::vec(
+                (hex64(), prop_oneof![Just("amd64"), Just("arm64"), Just("ppc64le")]),
+                1..6,
+            ),
+        ) {
+            let i = json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": entries.iter().map(|(h, a)| json!({
+                    "mediaType": OCI_MANIFEST, "digest": format!("sha256:{h}"), "size": 100,
+                    "platform": {"os": "linux", "architecture": a}})).collect::<Vec<_>>(),
+            });
+            let body = serde_json::to_vec(&i).unwrap();
+            prop_assert_eq!(classify(None, &body).unwrap(), Kind::Index);
+            let idx = parse_index(&body).unwrap();
+            prop_assert_eq!(&parse_index(&serde_json::to_vec(&idx).unwrap()).unwrap(), &idx);
+            for arch in ["amd64", "arm64", "ppc64le"] {
+                let want = Platform::parse(&format!("linux/{arch}")).unwrap();
+                let first = entries.iter().find(|(_, a)| *a == arch);
+                match (choose_platform(&idx, &want), first) {
+                    (Ok(d), Some((h, _))) => {
+                        prop_assert_eq!(d.digest().to_string(), format!("sha256:{h}"))
+                    }
+                    (Err(_), None) => {}
+                    (r, f) => prop_assert!(false, "{arch}: chose {r:?}, first entry {f:?}"),
+                }
+            }
+        }
+    }
+}

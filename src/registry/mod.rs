@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::digest::Digest;
 use crate::platform::Platform;
 use crate::reference::ImageRef;
-use crate::source::{ResolvedImage, Source};
+use crate::source::{ResolvedManifest, Source};
 use anyhow::{anyhow, bail, Context, Result};
 use client::{Client, Req};
 use credentials::AuthFiles;
@@ -196,7 +196,7 @@ impl Source for RegistrySource {
         }
     }
 
-    fn resolve(&self, platform: &Platform) -> Result<ResolvedImage> {
+    fn resolve_manifest(&self, platform: &Platform) -> Result<ResolvedManifest> {
         let reference = self.r.manifest_reference();
         let (top, top_digest, ctype) = self.get_manifest(&reference, self.r.digest.as_ref())?;
         let kind = manifest::classify(ctype.as_deref(), &top).with_context(|| self.describe())?;
@@ -229,16 +229,18 @@ impl Source for RegistrySource {
         };
         let manifest = manifest::parse_manifest(&manifest_bytes)
             .with_context(|| format!("{}: manifest {manifest_digest}", self.describe()))?;
-        let (cfg_digest, cfg_size) = manifest::check_descriptor(manifest.config())?;
-        let config_bytes = blob::fetch_small(&self.client, &cfg_digest, cfg_size, MAX_CONFIG)
-            .with_context(|| format!("{}: image config", self.describe()))?;
-        Ok(ResolvedImage {
+        Ok(ResolvedManifest {
             top_digest,
             manifest_digest,
             manifest,
             manifest_bytes,
-            config_bytes,
         })
+    }
+
+    fn fetch_config(&self, m: &ResolvedManifest) -> Result<Vec<u8>> {
+        let (cfg_digest, cfg_size) = manifest::check_descriptor(m.manifest.config())?;
+        blob::fetch_small(&self.client, &cfg_digest, cfg_size, MAX_CONFIG)
+            .with_context(|| format!("{}: image config", self.describe()))
     }
 
     fn fetch_blob(&self, desc: &Descriptor, dest: &Path, progress: &dyn Fn(u64)) -> Result<()> {

@@ -179,4 +179,168 @@ mod tests {
         x.extend((0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
         let _ = read(&x[..]);
     }
+
+    /// A minimal 64-bit little-endian ELF for `machine` with a `PT_INTERP`, one `PT_LOAD`
+    /// over the whole file and a `PT_DYNAMIC` listing `needed`.
+    fn tiny_elf(machine: u16, interp: &str, needed: &[&str]) -> Vec<u8> {
+        const VADDR: u64 = 0x40_0000;
+        let mut f = vec![0u8; 64 + 3 * 56];
+        f[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+        f[0x10..0x12].copy_from_slice(&2u16.to_le_bytes());
+        f[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
+        f[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+        f[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        f[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        f[0x38..0x3a].copy_from_slice(&3u16.to_le_bytes());
+        let interp_off = f.len() as u64;
+        f.extend_from_slice(interp.as_bytes());
+        f.push(0);
+        let strtab = f.len() as u64;
+        f.push(0);
+        let mut offs = Vec::new();
+        for n in needed {
+            offs.push(f.len() as u64 - strtab);
+            f.extend_from_slice(n.as_bytes());
+            f.push(0);
+        }
+        while f.len() % 8 != 0 {
+            f.push(0);
+        }
+        let dyn_off = f.len() as u64;
+        let mut entries: Vec<(u64, u64)> = offs.iter().map(|&o| (DT_NEEDED, o)).collect();
+        entries.push((DT_STRTAB, VADDR + strtab));
+        entries.push((0, 0));
+        for (t, v) in &entries {
+            f.extend_from_slice(&t.to_le_bytes());
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        let len = f.len() as u64;
+        let phs = [
+            (
+                PT_INTERP,
+                interp_off,
+                VADDR + interp_off,
+                interp.len() as u64 + 1,
+            ),
+            (PT_LOAD, 0, VADDR, len),
+            (
+                PT_DYNAMIC,
+                dyn_off,
+                VADDR + dyn_off,
+                entries.len() as u64 * 16,
+            ),
+        ];
+        for (i, (ty, off, vaddr, size)) in phs.into_iter().enumerate() {
+            let p = 64 + i * 56;
+            f[p..p + 4].copy_from_slice(&ty.to_le_bytes());
+            f[p + 8..p + 16].copy_from_slice(&off.to_le_bytes());
+            f[p + 16..p + 24].copy_from_slice(&vaddr.to_le_bytes());
+            f[p + 32..p + 40].copy_from_slice(&size.to_le_bytes());
+            f[p + 40..p + 48].copy_from_slice(&size.to_le_bytes());
+        }
+        f
+    }
+
+    /// The reader does not look at `e_machine`: an aarch64 executable (EM_AARCH64 183)
+    /// reads like an x86_64 one (EM_X86_64 62), so prefetch works on both hosts.
+    #[test]
+    fn any_machine_of_the_format_is_read() {
+        for (machine, interp) in [
+            (62u16, "/lib64/ld-linux-x86-64.so.2"),
+            (183, "/lib/ld-linux-aarch64.so.1"),
+        ] {
+            let f = tiny_elf(machine, interp, &["libc.so.6", "libm.so.6"]);
+            assert_eq!(
+                read(&f[..]),
+                Some(Deps {
+                    interp: Some(interp.into()),
+                    needed: vec!["libc.so.6".into(), "libm.so.6".into()],
+                }),
+                "machine {machine}"
+            );
+        }
+        // Big-endian or 32-bit files are not read.
+        let mut f = tiny_elf(183, "/x", &[]);
+        f[5] = 2;
+        assert_eq!(read(&f[..]), None);
+        f[5] = 1;
+        f[4] = 1;
+        assert_eq!(read(&f[..]), None);
+    }
+
+    /// A reader that counts the reads and the bytes asked for.
+    struct Counting<'a> {
+        data: &'a [u8],
+        calls: std::cell::Cell<usize>,
+        bytes: std::cell::Cell<usize>,
+    }
+
+    impl ReadAt for Counting<'_> {
+        fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+            self.calls.set(self.calls.get() + 1);
+            self.bytes.set(self.bytes.get() + buf.len());
+            self.data.read_at(buf, off)
+        }
+    }
+
+    /// Work bounds whatever the input: header, program headers, one interpreter per
+    /// program header, the dynamic section and the needed names.
+    const MAX_CALLS: usize = 2 + MAX_PHNUM + 1 + MAX_NEEDED;
+    const MAX_BYTES: usize =
+        64 + 0xffff * MAX_PHNUM + MAX_PHNUM * MAX_NAME + MAX_DYN * 16 + MAX_NEEDED * MAX_NAME;
+
+    fn bounded(data: &[u8]) -> Result<Option<Deps>, proptest::test_runner::TestCaseError> {
+        let c = Counting {
+            data,
+            calls: 0.into(),
+            bytes: 0.into(),
+        };
+        let d = read(&c);
+        proptest::prop_assert!(c.calls.get() <= MAX_CALLS, "{} reads", c.calls.get());
+        proptest::prop_assert!(c.bytes.get() <= MAX_BYTES, "{} bytes", c.bytes.get());
+        if let Some(d) = &d {
+            proptest::prop_assert!(d.needed.len() <= MAX_NEEDED);
+        }
+        Ok(d)
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes: no panic, bounded work.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            bounded(&data)?;
+        }
+
+        /// A valid file with bytes overwritten at random: no panic, bounded work (this
+        /// reaches the program headers and the dynamic section, which random bytes
+        /// rarely do).
+        #[test]
+        fn corrupted_files_never_panic(
+            edits in proptest::collection::vec((0usize..512, proptest::prelude::any::<u8>()), 1..16),
+            cut in 0usize..600,
+        ) {
+            let mut f = tiny_elf(62, "/lib64/ld-linux-x86-64.so.2", &["libc.so.6", "libz.so.1"]);
+            for (at, b) in edits {
+                if let Some(x) = f.get_mut(at) {
+                    *x = b;
+                }
+            }
+            f.truncate(cut.max(1));
+            bounded(&f)?;
+        }
+
+        /// What is written is read back, up to MAX_NEEDED names.
+        #[test]
+        fn written_deps_read_back(
+            interp in "/[a-z0-9._/-]{1,60}",
+            needed in proptest::collection::vec("[a-z0-9._+-]{1,40}", 0..12),
+        ) {
+            let names: Vec<&str> = needed.iter().map(String::as_str).collect();
+            let f = tiny_elf(183, &interp, &names);
+            let d = bounded(&f)?.expect("a valid file is read");
+            proptest::prop_assert_eq!(d.interp, Some(interp));
+            let want: Vec<String> = needed.into_iter().take(MAX_NEEDED).collect();
+            proptest::prop_assert_eq!(d.needed, want);
+        }
+    }
 }

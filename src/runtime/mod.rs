@@ -1,41 +1,48 @@
-//! Running containers: user namespace, mounts, process. One file per job:
+//! Running containers as a library: a CLI, a SPANK plugin inside slurmstepd or an OCI
+//! runtime front end calls it. It never prints, never reads its caller's identity from
+//! the process (`Caller` is passed in), and never changes process-global state of the
+//! caller (signal masks, subreaper, terminal, reaping others' children): front ends do
+//! (`cli::supervisor`). One file per job:
 //!
-//! * `idmap` (pure) chooses the UID/GID maps; `userns` writes them (newuidmap/newgidmap
-//!   or a single-ID self map) and detects the GID mismatch newgidmap refuses.
-//! * `fuse`, `squashfuse`, `overlay`: the image mount and the writable layer;
-//!   `probe` decides and caches whether kernel overlayfs works.
-//! * `mounts` (pure) parses `-v`; `rootfs` plans and performs the standard mounts and
-//!   pivot_root; `resolve` does all in-root path work with openat2(RESOLVE_IN_ROOT).
-//! * `image_config`, `env`, `passwd` (pure): what the process gets; `userdb` caches the
-//!   container's passwd/group per image and user and puts them in place.
-//! * `process` (exec, signals, exit codes, reaping), `caps`, `seccomp` (fake chown);
-//!   `prefetch` warms the page cache with the command's executable and (`elfdeps`) its
-//!   loader and libraries during set-up.
-//! * `spec` turns caller options (CLI flags, later the Slurm plugin) and a stored image into
-//!   a `RunSpec`; `launch` executes it; `holder` keeps namespaces for later containers;
-//!   `unshare` runs a command in the user's namespace; `state` is the runtime directory.
+//! * the plan: `caller` (who), `spec` (options + image + caller → `RunSpec`),
+//!   `image_config`, `env`, `mounts` (pure) and `idmap` (pure: the UID/GID maps).
+//! * the set-up, in the container's own process: `setup` (pipe-free: mount namespace,
+//!   staging tmpfs, image, writable layer, user files, mounts, pivot_root → `Prepared`),
+//!   with `readonly` (the read-only root), `identity` (pure: IDs and home inside),
+//!   `userns` (maps: newuidmap/newgidmap or a single-ID self map), `fuse`, `squashfuse`,
+//!   `overlay`, `probe` (does kernel overlayfs work, cached per boot), `rootfs` (standard
+//!   mounts, pivot_root), `resolve` (in-root path work with openat2), `passwd`/`userdb`
+//!   (the user's passwd/group inside), `prefetch`/`elfdeps` (warm the page cache).
+//! * the process: `process` (`finish` = identity, caps, no_new_privs, seccomp;
+//!   `exec` = finish + PATH exec), `caps`, `seccomp` (fake chown).
+//! * `messages`: typed set-up → front end messages; `holder`: scoped namespace holders
+//!   (user or Slurm job); `state`: runtime directory and `ps`/`rm` records; `sys`: thin
+//!   syscall wrappers.
 
+pub mod caller;
 pub mod caps;
 pub mod elfdeps;
 pub mod env;
 pub mod fuse;
 pub mod holder;
+pub mod identity;
 pub mod idmap;
 pub mod image_config;
-pub mod launch;
+pub mod messages;
 pub mod mounts;
 pub mod overlay;
 pub mod passwd;
 pub mod prefetch;
 pub mod probe;
 pub mod process;
+pub mod readonly;
 pub mod resolve;
 pub mod rootfs;
 pub mod seccomp;
+pub mod setup;
 pub mod spec;
 pub mod squashfuse;
 pub mod state;
 pub mod sys;
-pub mod unshare;
 pub mod userdb;
 pub mod userns;

@@ -1,6 +1,8 @@
 //! The writable layer: kernel overlayfs with `userxattr` (in the user namespace), or
 //! `fuse-overlayfs` where the kernel refuses.
 
+use super::probe::{self, OverlayProbe};
+use super::spec::{OverlayChoice, RunSpec};
 use super::{fuse, sys};
 use anyhow::{Context, Result};
 use std::ffi::OsStr;
@@ -11,6 +13,31 @@ use std::path::Path;
 pub enum Backend {
     Native,
     Fuse,
+}
+
+/// How to build the writable layer, decided before the container's process exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub backend: Backend,
+    /// Report the native attempt for the per-boot cache (`Log::probe`).
+    pub report_probe: bool,
+}
+
+/// The overlay back end from the spec and the per-boot probe cache.
+pub fn choose(spec: &RunSpec) -> Choice {
+    let (backend, report_probe) = match spec.overlay {
+        OverlayChoice::Native => (Backend::Native, false),
+        OverlayChoice::Fuse => (Backend::Fuse, false),
+        OverlayChoice::Auto => match probe::cached(&spec.rundir) {
+            Some(OverlayProbe::Native) => (Backend::Native, false),
+            Some(OverlayProbe::Unsupported(_)) => (Backend::Fuse, false),
+            None => (Backend::Native, true),
+        },
+    };
+    Choice {
+        backend,
+        report_probe,
+    }
 }
 
 /// Kernel overlay on `target`. Paths must not contain `,`, `:` or `\` (the caller passes
@@ -63,4 +90,28 @@ pub fn mount_fuse(
         &[OsStr::new("-f"), OsStr::new("-o"), OsStr::new(&opts)],
     )
     .with_context(|| format!("mount fuse-overlayfs ({})", prog.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::idmap::Identity;
+
+    #[test]
+    fn choice_follows_config_then_the_boot_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let mut spec = crate::runtime::spec::sample(Identity::KeepId);
+        spec.rundir = d.path().to_path_buf();
+        let pick = |s: &RunSpec| (choose(s).backend, choose(s).report_probe);
+        // Nothing cached: try native and report the outcome.
+        assert_eq!(pick(&spec), (Backend::Native, true));
+        probe::record(d.path(), &OverlayProbe::Unsupported("EINVAL".into()));
+        assert_eq!(pick(&spec), (Backend::Fuse, false));
+        probe::record(d.path(), &OverlayProbe::Native);
+        assert_eq!(pick(&spec), (Backend::Native, false));
+        spec.overlay = OverlayChoice::Fuse;
+        assert_eq!(pick(&spec), (Backend::Fuse, false));
+        spec.overlay = OverlayChoice::Native;
+        assert_eq!(pick(&spec), (Backend::Native, false));
+    }
 }

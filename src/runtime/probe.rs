@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Outcome of the native-overlay probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OverlayProbe {
     /// Kernel overlayfs with `userxattr` works over a squashfuse lower in a user namespace.
     Native,
@@ -56,9 +56,21 @@ pub fn record(rundir: &Path, p: &OverlayProbe) {
     );
 }
 
-/// Probe (or read the per-boot cached answer).
+/// Probe (or read the per-boot cached answer) for `warren doctor`, run by the user in
+/// their own process: the one place the runtime takes the identity from the process
+/// (doctor is a CLI-only diagnostic; the plugin uses [`native_overlay_for`]).
 pub fn native_overlay(cfg: &Config) -> Result<OverlayProbe> {
-    let rundir = state::runtime_dir(&cfg.run)?;
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let home = crate::config::home_dir().unwrap_or_else(|| PathBuf::from("/"));
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    let rundir = state::runtime_dir(&cfg.run, uid, &home, xdg.as_deref())?;
+    native_overlay_for(cfg, &rundir, uid, gid)
+}
+
+/// As [`native_overlay`] for an explicit caller (`rundir` is their runtime directory).
+pub fn native_overlay_for(cfg: &Config, rundir: &Path, uid: u32, gid: u32) -> Result<OverlayProbe> {
+    let rundir = rundir.to_path_buf();
     if let Some(p) = cached(&rundir) {
         return Ok(p);
     }
@@ -68,7 +80,7 @@ pub fn native_overlay(cfg: &Config) -> Result<OverlayProbe> {
     }
     let squashfuse = crate::util::which(&cfg.run.squashfuse)
         .with_context(|| format!("{} not found (install squashfuse)", cfg.run.squashfuse))?;
-    let p = probe_with(&rundir, &img, &squashfuse)?;
+    let p = probe_with(&rundir, &img, &squashfuse, uid, gid)?;
     record(&rundir, &p);
     Ok(p)
 }
@@ -95,10 +107,15 @@ fn make_probe_image(img: &Path) -> Result<()> {
 
 /// Fork a child that builds a single-ID user namespace, mounts a tmpfs and `img` with
 /// squashfuse, and tries a userxattr overlay over them.
-fn probe_with(rundir: &Path, img: &Path, squashfuse: &Path) -> Result<OverlayProbe> {
+fn probe_with(
+    rundir: &Path,
+    img: &Path,
+    squashfuse: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<OverlayProbe> {
     let (r, w) = sys::pipe()?;
-    let user = userns::HostUser::current();
-    let map = super::idmap::choose(super::idmap::Identity::KeepId, user.uid, user.gid, &[], &[]);
+    let map = super::idmap::choose(super::idmap::Identity::KeepId, uid, gid, &[], &[]);
     let stage = rundir.join("mnt");
     // SAFETY: getpid cannot fail.
     let me = unsafe { libc::getpid() };
@@ -147,9 +164,9 @@ fn probe_with(rundir: &Path, img: &Path, squashfuse: &Path) -> Result<OverlayPro
     drop(w);
     let out = sys::read_to_end(r.as_raw_fd())?;
     let mut st = 0;
-    // SAFETY: waiting for our own child; its FUSE daemon dies with it.
+    // SAFETY: waiting for our own child only (never any other child of the caller: in
+    // slurmstepd those are the tasks); it reaped its FUSE daemon itself.
     unsafe { libc::waitpid(pid, &mut st, 0) };
-    super::process::reap_descendants();
     let s = String::from_utf8_lossy(&out).to_string();
     Ok(match s.split_once(' ') {
         Some(("unsupported", why)) => OverlayProbe::Unsupported(why.to_string()),

@@ -1,17 +1,122 @@
-//! From what a caller asks for (`RunOptions`: the CLI's flags, or the Slurm plugin's
-//! options) and a stored image to the complete `RunSpec` that `launch` executes: ID map,
-//! environment, bind mounts, writable layer, helpers, holder to join.
+//! The plan: from what a caller asks for (`RunOptions`: the CLI's flags, or the Slurm
+//! plugin's options), who the caller is (`Caller`) and a stored image to the complete
+//! `RunSpec` that `setup` (in the container's process) and a front end's supervisor
+//! execute: ID map, environment, bind mounts, writable layer, helpers, holder to join.
+//! No I/O beyond reading the image config and env files and checking paths.
 
+use super::caller::Caller;
 use super::env;
-use super::holder;
-use super::idmap::Identity;
+use super::holder::{self, Scope};
+use super::idmap::{IdMap, Identity};
 use super::image_config::ImageConfig;
-use super::launch::{self, Mode, OverlayChoice, RunSpec, Writable};
-use super::{mounts, state, userns};
+use super::mounts::{self, Bind};
+use super::{state, userns};
 use crate::config::RunConfig;
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
+
+/// The writable layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writable {
+    /// Overlay with its upper layer on a private tmpfs (default; gone at exit).
+    Tmpfs,
+    /// Overlay with its upper layer in this host directory (kept).
+    Dir(PathBuf),
+    /// No overlay: the image itself, read-only.
+    ReadOnly,
+}
+
+/// Overlay back end as asked for (`run.overlay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayChoice {
+    Auto,
+    Native,
+    Fuse,
+}
+
+/// What to do after the image is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Run a container.
+    Container,
+    /// Become a namespace holder named by the record and return at once.
+    Holder,
+}
+
+/// Everything decided before the fork.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub squashfs: PathBuf,
+    pub image: String,
+    pub digest: String,
+    pub argv: Vec<String>,
+    pub env: super::env::Env,
+    /// `-w`, else the image's WorkingDir, else `/`.
+    pub workdir: Option<String>,
+    /// The image's `User` (used with --remap-root; keep-id always runs as the user).
+    pub image_user: Option<String>,
+    pub identity: Identity,
+    pub map: IdMap,
+    pub writable: Writable,
+    pub overlay: OverlayChoice,
+    pub binds: Vec<Bind>,
+    pub home: Option<PathBuf>,
+    /// Whose container it is (explicit: never read from the process).
+    pub user: Caller,
+    pub rundir: PathBuf,
+    pub tmpfs_size: String,
+    pub squashfuse: PathBuf,
+    pub fuse_overlayfs: PathBuf,
+    pub fake_chown: bool,
+    pub timing: bool,
+    /// Do not print the set-up's notices.
+    pub quiet: bool,
+    pub tty: bool,
+    pub name: Option<String>,
+    pub mode: Mode,
+    /// Who owns the container or holder (the CLI's user, or a Slurm job).
+    pub scope: Scope,
+    /// Holder to join (its record).
+    pub join: Option<state::Record>,
+}
+
+/// Exit code when warren could not start the container (bad options, image, set-up).
+pub const EXIT_NOT_STARTED: i32 = 125;
+
+/// Helper paths from config, looked up in PATH.
+pub fn helper(prog: &str, what: &str) -> Result<PathBuf> {
+    crate::util::which(prog)
+        .with_context(|| format!("{prog} not found in PATH (needed for {what})"))
+}
+
+/// "keep-id" or "remap-root".
+pub fn identity_name(i: Identity) -> &'static str {
+    match i {
+        Identity::KeepId => "keep-id",
+        Identity::RemapRoot => "remap-root",
+    }
+}
+
+/// The `ps`/`rm` record of a container run by `pid` (the process that waits for it).
+pub fn container_record(spec: &RunSpec, pid: i32) -> state::Record {
+    state::Record {
+        id: state::new_id(),
+        name: spec.name.clone(),
+        pid,
+        image: spec.image.clone(),
+        digest: spec.digest.clone(),
+        command: spec.argv.clone(),
+        started: state::now(),
+        kind: "container".into(),
+        identity: identity_name(spec.identity).into(),
+        holder: spec
+            .join
+            .as_ref()
+            .map(|h| h.name.clone().unwrap_or(h.id.clone())),
+        scope: spec.scope.clone(),
+    }
+}
 
 /// What the caller asks for; `None` means "the configured default".
 #[derive(Debug, Clone)]
@@ -35,6 +140,8 @@ pub struct RunOptions {
     /// No notices from the set-up (the `-q` of the CLI).
     pub quiet: bool,
     pub mode: Mode,
+    /// Who owns the container or holder (`Scope::User` from the CLI).
+    pub scope: Scope,
     /// Join a running holder of the same image and identity when there is one.
     pub join: bool,
 }
@@ -46,14 +153,20 @@ pub fn build(
     image: String,
     entry: &ImageEntry,
     opts: &RunOptions,
-    host_env: &[(String, String)],
+    caller: &Caller,
 ) -> Result<(RunSpec, Vec<String>)> {
     let ic = ImageConfig::read(&entry.config)?;
-    let user = userns::HostUser::current();
+    let user = caller.clone();
     let plan = userns::plan(&user, opts.identity)?;
     let mut notices = plan.problems.clone();
     notices.extend(plan.notice.clone());
-    let rundir = state::runtime_dir(cfg)?;
+    let rundir = user.runtime_dir.clone();
+    let stage = rundir.join("mnt");
+    let s = stage.to_string_lossy();
+    if s.contains([',', ':', '\\']) {
+        bail!("runtime dir {s} contains ',', ':' or '\\', which overlay options cannot carry; set run.runtime_dir");
+    }
+    state::ensure_runtime_dir(&rundir, user.uid)?;
     let binds = opts
         .volumes
         .iter()
@@ -70,15 +183,17 @@ pub fn build(
         .collect::<Result<Vec<_>>>()?;
     let env = env::compose(
         ic.env.as_deref().unwrap_or_default(),
-        host_env,
+        &user.env,
         &cfg.env_allowlist,
         &env_files,
         &opts.env,
     )?;
     let writable = match &opts.writable {
         Writable::Dir(d) => {
-            std::fs::create_dir_all(d)
-                .with_context(|| format!("--writable-dir {}", d.display()))?;
+            for sub in ["upper", "work"] {
+                std::fs::create_dir_all(d.join(sub))
+                    .with_context(|| format!("--writable-dir {}", d.display()))?;
+            }
             Writable::Dir(
                 std::fs::canonicalize(d)
                     .with_context(|| format!("--writable-dir {}", d.display()))?,
@@ -92,12 +207,12 @@ pub fn build(
         _ => OverlayChoice::Auto,
     });
     let digest = entry.digest.to_string();
-    let identity = launch::identity_name(opts.identity);
+    let identity = identity_name(opts.identity);
     let join = match opts.mode {
-        Mode::Container if opts.join => holder::find(&rundir, &digest, identity)?,
+        Mode::Container if opts.join => holder::find(&rundir, &opts.scope, &digest, identity)?,
         Mode::Container => None,
         Mode::Holder => {
-            if let Some(h) = holder::find(&rundir, &digest, identity)? {
+            if let Some(h) = holder::find(&rundir, &opts.scope, &digest, identity)? {
                 bail!(
                     "holder {} already keeps this image for this identity",
                     h.name.unwrap_or(h.id)
@@ -137,9 +252,9 @@ pub fn build(
         user,
         rundir,
         tmpfs_size: cfg.tmpfs_size.clone(),
-        squashfuse: launch::helper(&cfg.squashfuse, "mounting images")?,
+        squashfuse: helper(&cfg.squashfuse, "mounting images")?,
         fuse_overlayfs: if needs_fuse_overlay {
-            launch::helper(&cfg.fuse_overlayfs, "the FUSE overlay")
+            helper(&cfg.fuse_overlayfs, "the FUSE overlay")
                 .unwrap_or_else(|_| PathBuf::from(&cfg.fuse_overlayfs))
         } else {
             PathBuf::from(&cfg.fuse_overlayfs)
@@ -151,7 +266,87 @@ pub fn build(
         tty: opts.tty,
         name: opts.name.clone(),
         mode: opts.mode.clone(),
+        scope: opts.scope.clone(),
         join,
     };
     Ok((spec, notices))
+}
+
+/// A plain spec for unit tests: user 1001 with a subordinate range, keep-id, tmpfs layer.
+#[cfg(test)]
+pub(crate) fn sample(identity: Identity) -> RunSpec {
+    RunSpec {
+        squashfs: "/i".into(),
+        image: "i".into(),
+        digest: "d".into(),
+        argv: vec![],
+        env: Default::default(),
+        workdir: None,
+        image_user: None,
+        identity,
+        map: super::idmap::choose(identity, 1001, 1001, &[(100000, 65536)], &[(100000, 65536)]),
+        writable: Writable::Tmpfs,
+        overlay: OverlayChoice::Auto,
+        binds: vec![],
+        home: None,
+        user: Caller {
+            uid: 1001,
+            gid: 1001,
+            name: "a".into(),
+            passwd_gid: Some(1001),
+            home: "/home/a".into(),
+            gecos: String::new(),
+            shell: "/bin/sh".into(),
+            env: vec![],
+            runtime_dir: "/r".into(),
+        },
+        rundir: "/r".into(),
+        tmpfs_size: "1m".into(),
+        squashfuse: "s".into(),
+        fuse_overlayfs: "f".into(),
+        fake_chown: false,
+        timing: false,
+        quiet: false,
+        tty: false,
+        name: None,
+        mode: Mode::Container,
+        scope: Scope::User,
+        join: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_record_names_its_holder_and_scope() {
+        let mut s = sample(Identity::RemapRoot);
+        s.argv = vec!["true".into()];
+        s.scope = Scope::Job {
+            job_id: 9,
+            step_id: Some(1),
+            name: None,
+        };
+        let r = container_record(&s, 42);
+        assert_eq!(
+            (
+                r.pid,
+                r.kind.as_str(),
+                r.identity.as_str(),
+                r.holder.clone()
+            ),
+            (42, "container", "remap-root", None)
+        );
+        assert_eq!(
+            (r.command.clone(), r.scope.job_id()),
+            (vec!["true".to_string()], Some(9))
+        );
+        let mut h = r.clone();
+        h.name = Some("h1".into());
+        s.join = Some(h);
+        assert_eq!(container_record(&s, 1).holder.as_deref(), Some("h1"));
+        s.join.as_mut().unwrap().name = None;
+        assert_eq!(container_record(&s, 1).holder, Some(r.id));
+    }
 }

@@ -17,20 +17,45 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// The runtime directory, created 0700 and checked to be the user's own.
-pub fn runtime_dir(cfg: &crate::config::RunConfig) -> Result<PathBuf> {
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let dir = match &cfg.runtime_dir {
-        Some(d) => crate::config::expand_tilde(d),
-        None => match std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute() && owned_dir(p, uid))
-        {
+/// Where the runtime directory is, without touching the process: `run.runtime_dir`
+/// (a leading `~` is `home`), else `XDG_RUNTIME_DIR/warren` when the caller gave one that
+/// is an absolute directory owned by `uid`, else `/tmp/warren-UID`. A front end without
+/// an environment (slurmstepd, Slurm's oci.conf runtime) passes `/run/user/UID` or `None`.
+pub fn choose_runtime_dir(
+    cfg: &crate::config::RunConfig,
+    uid: u32,
+    home: &Path,
+    xdg_runtime_dir: Option<&Path>,
+) -> PathBuf {
+    match &cfg.runtime_dir {
+        Some(d) => match d.strip_prefix("~") {
+            Ok(rest) => home.join(rest),
+            Err(_) => d.clone(),
+        },
+        None => match xdg_runtime_dir.filter(|p| p.is_absolute() && owned_dir(p, uid)) {
             Some(x) => x.join("warren"),
             None => PathBuf::from(format!("/tmp/warren-{uid}")),
         },
-    };
+    }
+}
+
+/// The runtime directory ([`choose_runtime_dir`]), created 0700 and checked to be owned
+/// by `uid`.
+pub fn runtime_dir(
+    cfg: &crate::config::RunConfig,
+    uid: u32,
+    home: &Path,
+    xdg_runtime_dir: Option<&Path>,
+) -> Result<PathBuf> {
+    let dir = choose_runtime_dir(cfg, uid, home, xdg_runtime_dir);
+    ensure_runtime_dir(&dir, uid)?;
+    Ok(dir)
+}
+
+/// Create `dir` (and its `mnt`, `ctr`) 0700 unless it exists; it must be a directory
+/// owned by `uid`.
+pub fn ensure_runtime_dir(dir: &Path, uid: u32) -> Result<()> {
+    let dir = dir.to_path_buf();
     match fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -56,7 +81,7 @@ pub fn runtime_dir(cfg: &crate::config::RunConfig) -> Result<PathBuf> {
             Err(e) => return Err(e).with_context(|| format!("create {}", p.display())),
         }
     }
-    Ok(dir)
+    Ok(())
 }
 
 fn owned_dir(p: &Path, uid: u32) -> bool {
@@ -84,6 +109,9 @@ pub struct Record {
     /// Containers: the holder they joined, if any.
     #[serde(default)]
     pub holder: Option<String>,
+    /// Who owns it: the user's CLI, or one Slurm job (holders are found by scope).
+    #[serde(default)]
+    pub scope: crate::runtime::holder::Scope,
 }
 
 /// A record on disk, locked for as long as this value (or a fork holding its fd) lives.
@@ -125,10 +153,14 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Write and lock a record; a live record with the same name is an error.
+/// Write and lock a record; a live record with the same name in the same scope is an
+/// error (two jobs may each name their holder alike).
 pub fn register(rundir: &Path, rec: &Record) -> Result<Registered> {
     if let Some(n) = &rec.name {
-        if list(rundir)?.iter().any(|r| r.name.as_deref() == Some(n)) {
+        if list(rundir)?
+            .iter()
+            .any(|r| r.name.as_deref() == Some(n) && r.scope == rec.scope)
+        {
             bail!("a container or holder named {n:?} is running (warren rm {n})");
         }
     }
@@ -224,6 +256,7 @@ mod tests {
             kind: "container".into(),
             identity: String::new(),
             holder: None,
+            scope: Default::default(),
         };
         let r = register(d.path(), &rec).unwrap();
         assert_eq!(list(d.path()).unwrap(), vec![rec.clone()]);
@@ -241,5 +274,51 @@ mod tests {
         assert!(
             check_name("ok-1.x").is_ok() && check_name("-x").is_err() && check_name("a/b").is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod runtime_dir_tests {
+    use super::*;
+
+    #[test]
+    fn choice_without_the_process_environment() {
+        let mut cfg = crate::config::RunConfig::default();
+        let d = tempfile::tempdir().unwrap();
+        let home = Path::new("/home/a");
+        // An XDG dir owned by someone else (root owns the temp dir; uid 4242 does not).
+        assert_eq!(
+            choose_runtime_dir(&cfg, 4242, home, Some(d.path())),
+            PathBuf::from("/tmp/warren-4242")
+        );
+        assert_eq!(
+            choose_runtime_dir(&cfg, 4242, home, None),
+            PathBuf::from("/tmp/warren-4242")
+        );
+        assert_eq!(
+            choose_runtime_dir(&cfg, 4242, home, Some(Path::new("relative"))),
+            PathBuf::from("/tmp/warren-4242")
+        );
+        let me = fs::metadata(d.path()).unwrap().uid();
+        assert_eq!(
+            choose_runtime_dir(&cfg, me, home, Some(d.path())),
+            d.path().join("warren")
+        );
+        cfg.runtime_dir = Some("~/rt".into());
+        assert_eq!(
+            choose_runtime_dir(&cfg, me, home, Some(d.path())),
+            PathBuf::from("/home/a/rt")
+        );
+        cfg.runtime_dir = Some("/abs".into());
+        assert_eq!(
+            choose_runtime_dir(&cfg, me, home, None),
+            PathBuf::from("/abs")
+        );
+        // Created 0700 and owner-checked.
+        let rt = d.path().join("rt");
+        ensure_runtime_dir(&rt, me).unwrap();
+        assert!(rt.join("mnt").is_dir() && rt.join("ctr").is_dir());
+        assert_eq!(fs::metadata(&rt).unwrap().mode() & 0o777, 0o700);
+        assert!(ensure_runtime_dir(&rt, me.wrapping_add(1)).is_err());
     }
 }

@@ -2,49 +2,12 @@
 //! subordinate range, or the process's own single-ID map, plus the check for the
 //! "current GID differs from passwd GID" case in which newgidmap refuses to work.
 
+use super::caller::Caller;
 use super::idmap::{self, IdMap, Identity};
 use crate::config::RunConfig;
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-
-/// The invoking user, as the runtime needs it.
-#[derive(Debug, Clone)]
-pub struct HostUser {
-    pub uid: u32,
-    pub gid: u32,
-    /// passwd name (or the decimal UID when there is no entry).
-    pub name: String,
-    /// passwd GID (newgidmap compares the caller against it).
-    pub passwd_gid: Option<u32>,
-    pub home: PathBuf,
-    pub gecos: String,
-    pub shell: String,
-}
-
-impl HostUser {
-    /// The caller's real IDs and passwd entry.
-    pub fn current() -> HostUser {
-        let uid = nix::unistd::getuid().as_raw();
-        let gid = nix::unistd::getegid().as_raw();
-        let pw = nix::unistd::User::from_uid(uid.into()).ok().flatten();
-        HostUser {
-            uid,
-            gid,
-            name: pw.as_ref().map_or(uid.to_string(), |p| p.name.clone()),
-            passwd_gid: pw.as_ref().map(|p| p.gid.as_raw()),
-            home: crate::config::home_dir().unwrap_or_else(|| PathBuf::from("/")),
-            gecos: pw
-                .as_ref()
-                .map(|p| p.gecos.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            shell: pw
-                .as_ref()
-                .map(|p| p.shell.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "/bin/sh".into()),
-        }
-    }
-}
 
 /// How the maps get written, and what the user is told about it.
 #[derive(Debug, Clone)]
@@ -57,7 +20,7 @@ pub struct MapPlan {
 }
 
 /// Read the subid files and choose the map for `user`.
-pub fn plan(user: &HostUser, identity: Identity) -> Result<MapPlan> {
+pub fn plan(user: &Caller, identity: Identity) -> Result<MapPlan> {
     plan_from(
         user,
         identity,
@@ -68,7 +31,7 @@ pub fn plan(user: &HostUser, identity: Identity) -> Result<MapPlan> {
 
 /// As [`plan`], with the files named (tests).
 pub fn plan_from(
-    user: &HostUser,
+    user: &Caller,
     identity: Identity,
     subuid: &Path,
     subgid: &Path,
@@ -158,8 +121,8 @@ pub fn write_self(map: &IdMap) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn user(gid: u32) -> HostUser {
-        HostUser {
+    fn user(gid: u32) -> Caller {
+        Caller {
             uid: 1001,
             gid,
             name: "alice".into(),
@@ -167,6 +130,8 @@ mod tests {
             home: "/home/alice".into(),
             gecos: String::new(),
             shell: "/bin/sh".into(),
+            env: vec![],
+            runtime_dir: "/r".into(),
         }
     }
 

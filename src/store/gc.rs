@@ -90,6 +90,15 @@ pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneRep
     let mut wanted_blobs = HashSet::new();
     for d in store.image_digests() {
         let dir = store.image_dir(&d);
+        // Temp files of an interrupted integrity-record refresh (a live refresher whose
+        // file goes only fails its best-effort rename).
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let refresh_tmp = format!(".{}.tmp.", super::integrity::RECORD);
+            if name.to_string_lossy().starts_with(&refresh_tmp) {
+                drop(e.path(), &mut rep)?;
+            }
+        }
         if tagged.contains(&d) {
             if keep_layers {
                 if let Ok(m) = fs::read(dir.join("manifest.json")) {
@@ -143,6 +152,31 @@ pub fn prune(store: &Store, keep_layers: bool, dry_run: bool) -> Result<PruneRep
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_removes_interrupted_record_refreshes() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::create(d.path()).unwrap();
+        let img = store.image_dir(&Digest::of(b"i"));
+        fs::create_dir_all(&img).unwrap();
+        let debris = img.join(".integrity.json.tmp.123.0");
+        fs::write(&debris, b"{").unwrap();
+        fs::write(img.join("integrity.json"), b"{}").unwrap();
+        // Tagged: the image stays, only the debris goes.
+        refs::write(
+            &store,
+            &refs::RefRecord {
+                name: "r/a:1".into(),
+                top: Digest::of(b"i"),
+                manifest: Digest::of(b"i"),
+                platform: "linux/amd64".into(),
+            },
+        )
+        .unwrap();
+        prune(&store, false, false).unwrap();
+        assert!(!debris.exists());
+        assert!(img.join("integrity.json").exists());
+    }
 
     #[test]
     fn non_ascii_names_in_tmp_do_not_panic_prune() {

@@ -44,6 +44,20 @@ impl Store {
         Ok(s)
     }
 
+    /// The user's store: as [`Store::create`], after creating each missing parent
+    /// directory 0700 as the XDG base directory spec asks (a new account has no
+    /// `~/.local/share`). Shared stores get no parents: an administrator makes those.
+    pub fn create_with_parents(root: &Path) -> Result<Store> {
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| format!("create directory {}", parent.display()))?;
+        }
+        Store::create(root)
+    }
+
     /// `blobs/sha256/HEX`.
     pub fn blob(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())

@@ -6,6 +6,8 @@
 
 /// Removing tags, images, unused blobs and debris (`rmi`, `prune`).
 pub mod gc;
+/// Integrity records of published images and their checks.
+pub mod integrity;
 /// Paths inside one store directory.
 pub mod layout;
 /// flock-based locks.
@@ -14,6 +16,8 @@ pub mod lock;
 pub mod publish;
 /// Tag records.
 pub mod refs;
+/// Recognising a full file system.
+pub mod space;
 
 use crate::config::Config;
 use crate::digest::Digest;
@@ -70,15 +74,14 @@ impl Stores {
 
     /// The store `warren pull` writes to: the user's, or with `shared` the first shared.
     pub fn writable(&self, shared: bool) -> Result<Store> {
-        let s = if shared {
+        if shared {
             match self.stores.get(1) {
-                Some(s) => s,
+                Some(s) => Store::create(&s.root),
                 None => bail!("no shared store configured (store.shared in warren.toml)"),
             }
         } else {
-            &self.stores[0]
-        };
-        Store::create(&s.root)
+            Store::create_with_parents(&self.stores[0].root)
+        }
     }
 
     /// Kind of store `i` in [`Stores::stores`].
@@ -93,6 +96,15 @@ impl Stores {
     /// The published image `d` from the first store that has it.
     pub fn image(&self, d: &Digest) -> Option<ImageEntry> {
         self.stores.iter().find_map(|s| s.image(d))
+    }
+
+    /// The published image `d` from the first store where it passes the integrity check
+    /// for use ([`integrity::quick_for_use`]); damaged copies are passed over.
+    pub fn sound_image(&self, d: &Digest) -> Option<ImageEntry> {
+        self.stores.iter().find_map(|s| {
+            let e = s.image(d)?;
+            (integrity::quick_for_use(&s.image_dir(d)) == integrity::Status::Sound).then_some(e)
+        })
     }
 
     /// The first tag record for `name` (canonical form) on `platform`, in store order.
@@ -161,6 +173,17 @@ impl Stores {
             }
         }
         Ok(None)
+    }
+}
+
+/// An integrity status in words (`sound`, `no integrity record`, `damaged: why`).
+pub fn describe(st: &integrity::Status) -> String {
+    match st {
+        integrity::Status::Sound => "sound".into(),
+        integrity::Status::Unrecorded => {
+            "no integrity record (published by an older warren)".into()
+        }
+        integrity::Status::Damaged(why) => format!("damaged: {why}"),
     }
 }
 

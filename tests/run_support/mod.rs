@@ -195,7 +195,7 @@ impl Fixture {
             .env("HOME", &user.home)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("XDG_RUNTIME_DIR", format!("/run/user/{}", user.uid))
-            .env("WARREN_CONFIG", "/nonexistent/warren.toml")
+            .env("WARREN_CONFIG", "/dev/null")
             .env("WARREN_RUN_RUNTIME_DIR", self.rundir(user))
             .current_dir("/");
         c

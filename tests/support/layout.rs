@@ -36,6 +36,11 @@ fn blob(dir: &Path, b: &[u8]) -> String {
 /// An OCI layout at `dir` with one image tagged `latest` made of `layers` (plain tar
 /// bytes, stored uncompressed).
 pub fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
+    write_layout_with_config(dir, layers, None)
+}
+
+/// As [`write_layout`], with `config` as the image config blob (None: a valid one).
+pub fn write_layout_with_config(dir: &Path, layers: &[Vec<u8>], config: Option<&[u8]>) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let mut descs = Vec::new();
     let mut diffs = Vec::new();
@@ -52,6 +57,7 @@ pub fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
         "rootfs": {"type": "layers", "diff_ids": diffs}
     }))
     .unwrap();
+    let cfg = config.map(<[u8]>::to_vec).unwrap_or(cfg);
     let cd = blob(dir, &cfg);
     let man = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,

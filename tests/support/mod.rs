@@ -27,7 +27,7 @@ pub mod users;
 
 pub use bin::warren_bin;
 pub use env::Env;
-pub use layout::{sha256_hex, torture_layout, write_layout, RawTar};
+pub use layout::{sha256_hex, torture_layout, write_layout, write_layout_with_config, RawTar};
 pub use output::{json, ok, stderr, stdout};
 pub use prereq::{have, is_root, need_programs, need_root};
 pub use sqfs::{dir_tree, read_sqfs, sqfs_tree, Ent, Node};

@@ -4,8 +4,9 @@
 use super::{Check, Options, Target};
 use crate::admin::logindefs;
 use crate::admin::subid_check::TYPICAL_IMAGE_IDS;
-use crate::admin::subid_plan::deterministic_range;
+use crate::admin::subid_plan::{self, Candidate, Params, RealIds, Strategy};
 use crate::config::Config;
+use crate::subid::SubIdFile;
 use anyhow::Result;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -126,8 +127,24 @@ pub struct SubIds {
     pub file: PathBuf,
     /// (start, count, line) of the user's ranges, by name or UID.
     pub ranges: Vec<(u64, u64, usize)>,
+    /// Lines newuidmap/newgidmap ignore: (line, reason, whether its owner field is this
+    /// user's name or UID).
+    pub problems: Vec<(usize, String, bool)>,
     /// A read error, if the file could not be read.
     pub error: Option<String>,
+    /// The read error was "permission denied".
+    pub denied: bool,
+}
+
+/// Ranges proposed for a user who lacks them, and the policy that chose them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    /// New subuid range (start, count), when the user has none.
+    pub subuid: Option<(u64, u64)>,
+    /// New subgid range (start, count), when the user has none.
+    pub subgid: Option<(u64, u64)>,
+    /// Which policy chose them and why, for the fix text.
+    pub policy: String,
 }
 
 /// What the subid checks need.
@@ -139,36 +156,77 @@ pub struct SubIdFacts {
     pub uid: u32,
     /// subuid then subgid.
     pub files: Vec<SubIds>,
-    /// The deterministic range for this UID under login.defs, to suggest in the fix.
-    pub suggested: Option<(u64, u64)>,
+    /// Ranges for a user without them, from the planner (never overlapping an existing
+    /// range or a real ID); `None` when the user has both or nothing fits.
+    pub suggested: Option<Suggestion>,
 }
 
-/// Read the user's entries.
+/// Read the user's entries, and plan ranges for what is missing.
 pub fn gather_subids(t: &Target, opts: &Options) -> Result<SubIdFacts> {
+    let mut parsed = Vec::new();
     let files = [("subuid", &opts.subuid), ("subgid", &opts.subgid)]
         .into_iter()
         .map(|(id, p)| match crate::subid::read(p) {
-            Ok(f) => SubIds {
-                id,
-                file: p.clone(),
-                ranges: f
-                    .ranges_for(&t.name, t.uid)
-                    .iter()
-                    .map(|e| (e.start, e.count, e.line))
-                    .collect(),
-                error: None,
-            },
-            Err(e) => SubIds {
-                id,
-                file: p.clone(),
-                ranges: Vec::new(),
-                error: Some(format!("{e:#}")),
-            },
+            Ok(f) => {
+                let uid_s = t.uid.to_string();
+                let s = SubIds {
+                    id,
+                    file: p.clone(),
+                    ranges: f
+                        .ranges_for(&t.name, t.uid)
+                        .iter()
+                        .map(|e| (e.start, e.count, e.line))
+                        .collect(),
+                    problems: f
+                        .problems
+                        .iter()
+                        .map(|pr| {
+                            let mine = pr
+                                .owner
+                                .as_deref()
+                                .is_some_and(|o| o == t.name || o == uid_s);
+                            (pr.line, pr.reason.clone(), mine)
+                        })
+                        .collect(),
+                    error: None,
+                    denied: false,
+                };
+                parsed.push(f);
+                s
+            }
+            Err(e) => {
+                parsed.push(SubIdFile::default());
+                SubIds {
+                    id,
+                    file: p.clone(),
+                    ranges: Vec::new(),
+                    problems: Vec::new(),
+                    denied: e.source.kind() == std::io::ErrorKind::PermissionDenied,
+                    error: Some(e.source.to_string()),
+                }
+            }
         })
-        .collect();
-    let suggested = logindefs::read(&opts.login_defs, true)
-        .ok()
-        .and_then(|d| deterministic_range(t.uid as u64, d.uid_min, &d.sub_uid).ok());
+        .collect::<Vec<_>>();
+    let readable = files.iter().all(|f| f.error.is_none());
+    // Real IDs the proposal must avoid: every account NSS lists (cheap where enumeration
+    // is off: then only the user's own IDs are known, and the planner's base,
+    // SUB_UID_MIN, is far above normal UIDs).
+    let mut real =
+        crate::admin::subid_source::real_ids(&crate::admin::passwd::from_nss().unwrap_or_default());
+    real.uids.insert_id(t.uid as u64);
+    real.gids.insert_id(t.gid as u64);
+    let suggested = readable
+        .then(|| {
+            suggest(
+                &t.name,
+                t.uid,
+                &parsed[0],
+                &parsed[1],
+                &real,
+                &opts.login_defs,
+            )
+        })
+        .flatten();
     Ok(SubIdFacts {
         user: t.name.clone(),
         uid: t.uid,
@@ -177,22 +235,121 @@ pub fn gather_subids(t: &Target, opts: &Options) -> Result<SubIdFacts> {
     })
 }
 
+/// Plan ranges for `name` with the same planner as `warren admin subid apply`:
+/// deterministic from `login_defs` first, first-fit when the deterministic range is taken
+/// or does not fit. `None` when the user needs nothing or nothing fits.
+pub fn suggest(
+    name: &str,
+    uid: u32,
+    subuid: &SubIdFile,
+    subgid: &SubIdFile,
+    real: &RealIds,
+    login_defs: &Path,
+) -> Option<Suggestion> {
+    let cand = [Candidate {
+        owner: name.to_string(),
+        uid,
+    }];
+    let run = |strategy| {
+        let defs = logindefs::read(login_defs, strategy == Strategy::Deterministic).ok()?;
+        let params = Params {
+            strategy,
+            uid_min: defs.uid_min,
+            sub_uid: defs.sub_uid,
+            sub_gid: defs.sub_gid,
+        };
+        subid_plan::plan(&params, &cand, subuid, subgid, real)
+            .ok()
+            .map(|p| (p, defs))
+    };
+    let pick = |p: &subid_plan::Plan| {
+        (
+            p.subuid.first().map(|e| (e.start, e.count)),
+            p.subgid.first().map(|e| (e.start, e.count)),
+        )
+    };
+    let (det, defs) = run(Strategy::Deterministic)?;
+    let why_not = if det.errors.is_empty() {
+        let (u, g) = pick(&det);
+        if u.is_none() && g.is_none() {
+            return None;
+        }
+        return Some(Suggestion {
+            subuid: u,
+            subgid: g,
+            policy: format!(
+                "chosen by the deterministic policy: SUB_UID_MIN {} + (UID {uid} - UID_MIN {}) x SUB_UID_COUNT {} from {}, free in both files; warren admin subid apply gives the same on every node",
+                defs.sub_uid.min, defs.uid_min, defs.sub_uid.count, login_defs.display()
+            ),
+        });
+    } else {
+        det.errors
+            .iter()
+            .map(|r| format!("{}: {}", r.kind.name(), r.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (ff, defs) = run(Strategy::FirstFit)?;
+    if !ff.errors.is_empty() {
+        return None;
+    }
+    let (u, g) = pick(&ff);
+    if u.is_none() && g.is_none() {
+        return None;
+    }
+    Some(Suggestion {
+        subuid: u,
+        subgid: g,
+        policy: format!(
+            "chosen first-fit: the lowest range of {} IDs at or above SUB_UID_MIN {} free in both files, because the deterministic range is refused ({why_not})",
+            defs.sub_uid.count, defs.sub_uid.min
+        ),
+    })
+}
+
 /// Judge the user's ranges.
 pub fn judge_subids(f: &SubIdFacts) -> Vec<Check> {
     let fix_add = || {
-        match f.suggested {
-        Some((s, n)) => format!(
-            "as root: usermod --add-subuids {s}-{e} --add-subgids {s}-{e} {u}   (the deterministic range for UID {uid}); or give every user a range: warren admin subid apply",
-            e = s + n - 1, u = f.user, uid = f.uid
+        match &f.suggested {
+        Some(sg) => {
+            let mut args = String::new();
+            for (flag, r) in [("--add-subuids", sg.subuid), ("--add-subgids", sg.subgid)] {
+                if let Some((s, n)) = r {
+                    args.push_str(&format!("{flag} {s}-{} ", s + n - 1));
+                }
+            }
+            format!(
+                "as root: usermod {args}{u}   ({}); or give every user a range: warren admin subid apply",
+                sg.policy,
+                u = f.user
+            )
+        }
+        None => format!(
+            "as root: warren admin subid apply --strategy first-fit   (gives {} and every other user a free range; warren admin subid check shows what is in the way)",
+            f.user
         ),
-        None => format!("as root: warren admin subid apply --strategy first-fit   (gives {} and every other user a free range)", f.user),
     }
     };
-    f.files
+    let mut out: Vec<Check> = f
+        .files
         .iter()
         .map(|s| {
             if let Some(e) = &s.error {
-                return Check::fail(s.id, format!("cannot read {}: {e}", s.file.display()), "as root: chmod 0644 /etc/subuid /etc/subgid");
+                let fix = if s.denied {
+                    format!("as root: chmod 0644 {}", s.file.display())
+                } else {
+                    format!("as root: make {} a readable regular file", s.file.display())
+                };
+                return Check::fail(s.id, format!("cannot read {}: {e}", s.file.display()), fix);
+            }
+            let mine: Vec<&(usize, String, bool)> = s.problems.iter().filter(|p| p.2).collect();
+            if s.ranges.is_empty() && !mine.is_empty() {
+                let (l, why, _) = mine[0];
+                return Check::fail(
+                    s.id,
+                    format!("{}:{l}: the {} line of {} (UID {}) is ignored by new{}map: {why}", s.file.display(), s.id, f.user, f.uid, &s.id[3..]),
+                    format!("as root: correct line {l} of {} (then: warren admin subid check)", s.file.display()),
+                );
             }
             if s.ranges.is_empty() {
                 return Check::fail(
@@ -205,12 +362,52 @@ pub fn judge_subids(f: &SubIdFacts) -> Vec<Check> {
             let list: Vec<String> = s.ranges.iter().map(|(a, n, l)| format!("{a}:{n} (line {l})")).collect();
             let detail = format!("{} (UID {}) in {}: {}", f.user, f.uid, s.file.display(), list.join(", "));
             if total < TYPICAL_IMAGE_IDS {
-                Check::warn(s.id, format!("{detail}: only {total} IDs, images with files owned by IDs up to 65535 need 65536"), fix_add())
+                Check::warn(s.id, format!("{detail}: only {total} IDs, images with files owned by IDs up to 65535 need 65536"),
+                    format!("as root: replace the range with one of 65536 IDs that overlaps nothing (usermod --del-{0}s/--add-{0}s {1}; warren admin subid check verifies)", s.id, f.user))
             } else {
                 Check::ok(s.id, detail)
             }
         })
-        .collect()
+        .collect();
+    // Malformed lines hurt whoever they name: newuidmap skips them, `warren run` would
+    // then find no range. Each is listed as FILE:LINE.
+    for s in f.files.iter().filter(|s| s.error.is_none()) {
+        let id = if s.id == "subuid" {
+            "subuid_lines"
+        } else {
+            "subgid_lines"
+        };
+        if s.problems.is_empty() {
+            out.push(Check::ok(
+                id,
+                format!("every line of {} is valid", s.file.display()),
+            ));
+            continue;
+        }
+        let mut list: Vec<String> = s
+            .problems
+            .iter()
+            .take(5)
+            .map(|(l, why, _)| format!("{}:{l}: {why}", s.file.display()))
+            .collect();
+        if s.problems.len() > 5 {
+            list.push(format!("and {} more", s.problems.len() - 5));
+        }
+        out.push(Check::fail(
+            id,
+            format!(
+                "{} line(s) that new{}map ignores (the users they name get no range): {}",
+                s.problems.len(),
+                &s.id[3..],
+                list.join("; ")
+            ),
+            format!(
+                "as root: correct or remove these lines of {} (warren admin subid check lists them all)",
+                s.file.display()
+            ),
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -272,14 +469,19 @@ mod tests {
         assert!(v[5].fix.as_deref().unwrap().contains("apt install uidmap"));
     }
 
-    #[test]
-    fn subids() {
-        let mk = |r: Vec<(u64, u64, usize)>| SubIds {
+    fn mk(r: Vec<(u64, u64, usize)>) -> SubIds {
+        SubIds {
             id: "subuid",
             file: "/etc/subuid".into(),
             ranges: r,
+            problems: Vec::new(),
             error: None,
-        };
+            denied: false,
+        }
+    }
+
+    #[test]
+    fn subids() {
         let f = SubIdFacts {
             user: "bob".into(),
             uid: 1001,
@@ -288,16 +490,91 @@ mod tests {
                 mk(vec![]),
                 mk(vec![(1, 100, 1)]),
             ],
-            suggested: Some((165536, 65536)),
+            suggested: Some(Suggestion {
+                subuid: Some((165536, 65536)),
+                subgid: Some((165536, 65536)),
+                policy: "chosen by the deterministic policy".into(),
+            }),
         };
         let v = judge_subids(&f);
         assert_eq!(v[0].status, Status::Ok);
         assert_eq!(v[1].status, Status::Fail);
-        assert!(v[1]
-            .fix
-            .as_deref()
-            .unwrap()
-            .contains("usermod --add-subuids 165536-231071 --add-subgids 165536-231071 bob"));
+        let fix = v[1].fix.as_deref().unwrap();
+        assert!(
+            fix.contains("usermod --add-subuids 165536-231071 --add-subgids 165536-231071 bob"),
+            "{fix}"
+        );
+        assert!(fix.contains("deterministic policy"), "{fix}");
         assert_eq!(v[2].status, Status::Warn);
+        // One `*_lines` check per readable file, OK when no line is malformed.
+        assert_eq!(v.len(), 6);
+        assert!(v[3..].iter().all(|c| c.status == Status::Ok));
+    }
+
+    #[test]
+    fn malformed_lines_fail_with_file_and_line() {
+        let mut own = mk(vec![]);
+        own.problems = vec![(2, "ends with a carriage return".into(), true)];
+        let mut other = mk(vec![(100000, 65536, 1)]);
+        other.id = "subgid";
+        other.file = "/etc/subgid".into();
+        other.problems = vec![(7, "not valid UTF-8".into(), false)];
+        let f = SubIdFacts {
+            user: "bob".into(),
+            uid: 1001,
+            files: vec![own, other],
+            suggested: None,
+        };
+        let v = judge_subids(&f);
+        assert_eq!(v[0].status, Status::Fail);
+        assert!(
+            v[0].detail.starts_with("/etc/subuid:2: ") && v[0].detail.contains("carriage return"),
+            "{v:?}"
+        );
+        assert_eq!(v[1].status, Status::Ok);
+        let lines = &v[3];
+        assert_eq!((lines.id, lines.status), ("subgid_lines", Status::Fail));
+        assert!(
+            lines.detail.contains("/etc/subgid:7: not valid UTF-8"),
+            "{lines:?}"
+        );
+    }
+
+    fn defs_file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn suggestion_never_overlaps_and_names_its_policy() {
+        use crate::subid::parse;
+        let defs = defs_file("UID_MIN 1000\nSUB_UID_MIN 100000\nSUB_UID_MAX 600100000\nSUB_UID_COUNT 65536\nSUB_GID_MIN 100000\nSUB_GID_MAX 600100000\nSUB_GID_COUNT 65536\n");
+        let real = RealIds::default();
+        // The field report: UID 1002's deterministic range is 231072-296607, and another
+        // user already has 231072:65536. The proposal must go elsewhere.
+        let taken = parse("alice:100000:65536\nmallory:231072:65536\n");
+        let s = suggest("carol", 1002, &taken, &taken, &real, defs.path()).unwrap();
+        let (start, n) = s.subuid.unwrap();
+        for e in &taken.entries {
+            assert!(
+                start + n <= e.start || start >= e.end(),
+                "{s:?} overlaps {e:?}"
+            );
+        }
+        assert_eq!(start, 165536, "the lowest free range");
+        assert_eq!(s.subuid, s.subgid);
+        assert!(s.policy.starts_with("chosen first-fit"), "{}", s.policy);
+        assert!(s.policy.contains("231072-296607 overlaps"), "{}", s.policy);
+        // Free: the deterministic range, named as such.
+        let free = parse("alice:100000:65536\n");
+        let s = suggest("carol", 1002, &free, &free, &real, defs.path()).unwrap();
+        assert_eq!(s.subuid, Some((231072, 65536)));
+        assert!(s.policy.contains("deterministic policy"), "{}", s.policy);
+        // Only the missing file gets a range; a user with both needs none.
+        let u = parse("carol:231072:65536\n");
+        let s = suggest("carol", 1002, &u, &free, &real, defs.path()).unwrap();
+        assert_eq!((s.subuid, s.subgid), (None, Some((231072, 65536))));
+        assert_eq!(suggest("carol", 1002, &u, &u, &real, defs.path()), None);
     }
 }

@@ -1,0 +1,433 @@
+//! Preparing a container in the calling process, pipe-free: given a `RunSpec` whose user
+//! namespace is already in place (created by the caller, or joined from a holder with
+//! [`join_holder`]), make a private mount namespace, the staging tmpfs, the image mount,
+//! the writable layer, the user files, the standard mounts and pivot_root, and return
+//! what to exec (`Prepared`). No pipes, no printing, no signal mask or other
+//! process-global change beyond this process's own namespaces and working directory: the
+//! CLI's forked child calls it and then `process::exec`; the Slurm plugin's task_init
+//! calls it after `join_holder` and then `process::finish`.
+//!
+//! All per-container mounts live on a tmpfs mounted in the private mount namespace over
+//! the (always empty) `RUNDIR/mnt`, so nothing is ever left on the host file system.
+
+use super::idmap::Identity;
+use super::overlay::{Backend, Choice};
+use super::probe::OverlayProbe;
+use super::process::ExecSpec;
+use super::resolve::{self, Kind};
+use super::spec::{OverlayChoice, RunSpec, Writable};
+use super::{caps, identity, prefetch, readonly, rootfs, squashfuse, sys, userdb};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// `PATH` inside when neither the image nor the caller sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A set-up failure: the exit code to use (125: not started; 126/127: exec) and one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{msg}")]
+pub struct SetupError {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl SetupError {
+    /// A "could not start" (125) error.
+    pub fn new(msg: impl Into<String>) -> SetupError {
+        SetupError {
+            code: 125,
+            msg: msg.into(),
+        }
+    }
+}
+
+fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SetupError + '_ {
+    move |e| SetupError::new(format!("{what}: {e:#}"))
+}
+
+fn os_err(what: &str) -> SetupError {
+    err(what)(std::io::Error::last_os_error())
+}
+
+/// What the set-up observed, for the front end to report: step times, notices, and the
+/// native overlay attempt (kept even when a later step fails).
+#[derive(Debug, Default, Clone)]
+pub struct Log {
+    /// (step, CLOCK_MONOTONIC ns when it finished).
+    pub times: Vec<(&'static str, u64)>,
+    pub notices: Vec<String>,
+    /// Outcome of a native overlay attempt to record in the per-boot cache.
+    pub probe: Option<OverlayProbe>,
+}
+
+impl Log {
+    /// Mark the end of a step.
+    pub fn mark(&mut self, step: &'static str) {
+        self.times.push((step, sys::monotonic_ns()));
+    }
+}
+
+/// Create this process's user namespace (its maps are written next, by the caller).
+pub fn new_user_namespace() -> Result<(), SetupError> {
+    // SAFETY: unshare on the calling process.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(SetupError::new(format!("create a user namespace: {e} (are unprivileged user namespaces disabled? see warren doctor)")));
+    }
+    Ok(())
+}
+
+/// Join a holder's user and mount namespaces through its pidfd (one setns for both).
+pub fn join_holder(pidfd: &OwnedFd) -> Result<(), SetupError> {
+    // SAFETY: pidfd is a pidfd of the holder; setns with a pidfd joins several at once.
+    if unsafe { libc::setns(pidfd.as_raw_fd(), libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+        return Err(os_err("join the holder's namespaces"));
+    }
+    Ok(())
+}
+
+/// The staging tmpfs and (unless joining) the image, in a new private mount namespace.
+pub struct Staged {
+    /// The staging tmpfs (also this process's working directory).
+    pub base: PathBuf,
+    /// Where the image is mounted.
+    pub lower: PathBuf,
+    /// PID of this process's squashfuse daemon (0 when joining a holder's image).
+    pub daemon: i32,
+}
+
+/// Step 1 of set-up, all a holder needs: private mount namespace, staging tmpfs, image.
+pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
+    // SAFETY: unshare on the calling process.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(os_err("new mount namespace"));
+    }
+    let stage = spec.rundir.join("mnt");
+    let base = if spec.join.is_some() {
+        stage.join("j")
+    } else {
+        stage.clone()
+    };
+    let lower = stage.join("l");
+    let tmpfs_opts = format!("mode=0700,size={}", spec.tmpfs_size);
+    sys::mount(
+        "tmpfs",
+        &base,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&tmpfs_opts),
+    )
+    .map_err(err("mount the staging tmpfs"))?;
+    std::env::set_current_dir(&base).map_err(err("enter the staging tmpfs"))?;
+    for d in ["u", "w", "r", "j", "etc"] {
+        std::fs::create_dir(d).map_err(err("staging directory"))?;
+    }
+    let mut daemon = 0;
+    if spec.join.is_none() {
+        std::fs::create_dir(&lower).map_err(err("staging directory"))?;
+        daemon = squashfuse::mount(&spec.squashfuse, &spec.squashfs, &lower)
+            .map_err(|e| SetupError::new(format!("{e:#}")))?;
+        log.mark("squashfuse");
+    }
+    Ok(Staged {
+        base,
+        lower,
+        daemon,
+    })
+}
+
+/// A prepared container: what to exec, and the files being prefetched (kept open until
+/// exec: closing a FUSE file costs a round trip).
+pub struct Prepared {
+    pub exec: ExecSpec,
+    pub prefetch: Vec<OwnedFd>,
+}
+
+/// The whole set-up: [`stage`], then the root. `parent` is the PID whose death must kill
+/// the container (the CLI's warren), if any.
+pub fn prepare(
+    spec: &RunSpec,
+    choice: Choice,
+    parent: Option<i32>,
+    log: &mut Log,
+) -> Result<Prepared, SetupError> {
+    let staged = stage(spec, log)?;
+    prepare_root(spec, &staged, choice, parent, log)
+}
+
+/// Step 2: writable layer, user files, mounts, pivot_root; returns what to exec.
+pub fn prepare_root(
+    spec: &RunSpec,
+    staged: &Staged,
+    choice: Choice,
+    parent: Option<i32>,
+    log: &mut Log,
+) -> Result<Prepared, SetupError> {
+    let (base, lower) = (&staged.base, &staged.lower);
+    let (upper, work) = match &spec.writable {
+        Writable::Dir(d) => (d.join("upper"), d.join("work")),
+        _ => (base.join("u"), base.join("w")),
+    };
+    let ops = rootfs::plan(&rootfs::Plan {
+        tty_gid: spec.map.maps_gid(5),
+        root_mapped: spec.map.maps_uid(0) && spec.map.maps_gid(0),
+        // SAFETY: isatty on the standard descriptors is a harmless query.
+        host_pts: (0..3).any(|fd| unsafe { libc::isatty(fd) } == 1),
+        tmp_size: &spec.tmpfs_size,
+        home: spec.home.as_deref(),
+        binds: &spec.binds,
+        etc_dir: Path::new("/etc"),
+    });
+    // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
+    // upper layer and a full range, written into it before the overlay exists.
+    let mut passwd_done = false;
+    let user_files = if spec.identity == Identity::KeepId {
+        let image = userdb::open_root(lower).map_err(err("open the image root"))?;
+        let home_s = spec.user.home.to_string_lossy();
+        let user = userdb::User {
+            name: &spec.user.name,
+            uid: spec.map.inside_uid,
+            gid: spec.map.inside_gid,
+            gecos: &spec.user.gecos,
+            home: &home_s,
+            shell: &spec.user.shell,
+        };
+        let f = userdb::files(&spec.rundir, &spec.digest, &image, &user)
+            .map_err(err("the container's /etc/passwd"))?;
+        if spec.writable == Writable::Tmpfs && !spec.map.single {
+            passwd_done = userdb::prewrite_upper(&image, &upper, &f)
+                .map_err(err("write /etc/passwd into the writable layer"))?;
+        }
+        Some(f)
+    } else {
+        None
+    };
+    log.mark("passwd");
+    let root_dir = match spec.writable {
+        Writable::ReadOnly => readonly::root(
+            lower,
+            base,
+            &ops,
+            spec.identity == Identity::KeepId,
+            choice.backend,
+        ),
+        _ => {
+            readonly::copy_root_attrs(lower, &upper);
+            let merged = base.join("r");
+            let native = if choice.backend == Backend::Native {
+                let r = super::overlay::mount_native(lower, &upper, &work, &merged);
+                if choice.report_probe && spec.writable == Writable::Tmpfs {
+                    log.probe = Some(match &r {
+                        Ok(()) => OverlayProbe::Native,
+                        Err(e) => OverlayProbe::Unsupported(e.to_string()),
+                    });
+                }
+                match r {
+                    Ok(()) => true,
+                    Err(e) if spec.overlay == OverlayChoice::Native => {
+                        return Err(SetupError::new(format!(
+                            "kernel overlay (run.overlay = native): {e}"
+                        )))
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                false
+            };
+            if !native {
+                super::overlay::mount_fuse(&spec.fuse_overlayfs, lower, &upper, &work, &merged)
+                    .map_err(|e| SetupError::new(format!("{e:#}")))?;
+            }
+            log.mark("overlay");
+            merged
+        }
+    };
+    if spec.join.is_none() {
+        // The FUSE daemons stay in this mount namespace; the container moves to a copy.
+        // pivot_root changes the root of every process of its namespace whose root is the
+        // old one: a daemon rooted in its own file system deadlocks on its first path
+        // lookup (fuse-overlayfs resolves /proc/self/fd/N).
+        // SAFETY: unshare on the calling process.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(os_err("new mount namespace"));
+        }
+    }
+    let writable = spec.writable != Writable::ReadOnly;
+    let root = readonly::open_dir(&root_dir).map_err(err("open the container root"))?;
+    let cwd = spec
+        .workdir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    // Start reading the command's executable now; the mounts below take as long.
+    let prefetched = prefetch_command(spec, &root, &cwd);
+    log.mark("prefetch");
+
+    // Users, mounts.
+    let image_passwd = if spec.identity == Identity::RemapRoot {
+        resolve::read_in_root(&root, Path::new("/etc/passwd"))
+            .map_err(err("read /etc/passwd in the image"))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let (uid, gid, home) = identity::process_identity(spec, &image_passwd)?;
+    let mut extra_binds: Vec<rootfs::Op> = Vec::new();
+    if let (Some(f), false) = (&user_files, passwd_done) {
+        // With the full range, write them into the writable layer (so useradd works);
+        // else (read-only, or unmapped owners of /etc) bind copies from the staging tmpfs.
+        if writable && !spec.map.single {
+            resolve::ensure_in_root(&root, Path::new("/etc"), Kind::Dir)
+                .map_err(err("/etc in the container"))?;
+            resolve::write_in_root(&root, Path::new("/etc/passwd"), f.passwd.as_bytes())
+                .map_err(err("write /etc/passwd"))?;
+            resolve::write_in_root(&root, Path::new("/etc/group"), f.group.as_bytes())
+                .map_err(err("write /etc/group"))?;
+        } else {
+            std::fs::write("etc/passwd", &f.passwd).map_err(err("write passwd copy"))?;
+            std::fs::write("etc/group", &f.group).map_err(err("write group copy"))?;
+            for f in ["passwd", "group"] {
+                extra_binds.push(rootfs::Op::Bind {
+                    src: base.join("etc").join(f),
+                    dst: PathBuf::from("/etc").join(f),
+                    kind: Kind::File,
+                    attrs: sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_RDONLY,
+                    optional: true,
+                });
+            }
+        }
+    }
+    let whole = |e: anyhow::Error| SetupError::new(format!("{e:#}"));
+    let mut skipped = rootfs::apply(&root, &ops, writable).map_err(whole)?;
+    skipped.extend(rootfs::apply(&root, &extra_binds, false).map_err(whole)?);
+    if !skipped.is_empty() {
+        log.notices.push(format!(
+            "no mount point for {} in the image and none can be created: not mounted",
+            skipped.join(", ")
+        ));
+    }
+    if writable && cwd != "/" {
+        // Podman creates a missing working directory; so do we (inside the root only).
+        let _ = resolve::ensure_in_root(&root, Path::new(&cwd), Kind::Dir);
+    }
+    log.mark("mounts");
+
+    // Process.
+    let exec = exec_spec(spec, uid, gid, &home, cwd, parent)?;
+    rootfs::pivot(&root).map_err(whole)?;
+    drop(root);
+    log.mark("pivot");
+    Ok(Prepared {
+        exec,
+        prefetch: prefetched,
+    })
+}
+
+/// Warm the page cache with the command's executable and (unless it was skipped: too
+/// big, or already cached by a warm holder) its loader and libraries.
+fn prefetch_command(spec: &RunSpec, root: &OwnedFd, cwd: &str) -> Vec<OwnedFd> {
+    spec.argv
+        .first()
+        .and_then(|a0| {
+            let path = spec.env.get("PATH").unwrap_or(DEFAULT_PATH);
+            prefetch::executable(root, a0, path, cwd)
+        })
+        .map(|exe| {
+            let mut files = Vec::new();
+            if prefetch::start(&exe) {
+                files = prefetch::dependencies(root, &exe);
+                for f in &files {
+                    prefetch::start(f);
+                }
+            }
+            files.push(exe);
+            files
+        })
+        .unwrap_or_default()
+}
+
+/// The final environment and exec parameters.
+fn exec_spec(
+    spec: &RunSpec,
+    uid: u32,
+    gid: u32,
+    home: &Path,
+    cwd: String,
+    parent: Option<i32>,
+) -> Result<ExecSpec, SetupError> {
+    let env = final_env(spec, home);
+    let cstrings = |v: Vec<String>| -> Result<Vec<CString>, SetupError> {
+        v.into_iter()
+            .map(|s| {
+                CString::new(s)
+                    .map_err(|_| SetupError::new("argument or variable contains a NUL byte"))
+            })
+            .collect()
+    };
+    Ok(ExecSpec {
+        argv: cstrings(spec.argv.clone())?,
+        path: env.get("PATH").unwrap_or_default().to_string(),
+        env: cstrings(env.to_strings())?,
+        cwd: CString::new(cwd)
+            .map_err(|_| SetupError::new("working directory contains a NUL byte"))?,
+        uid,
+        gid,
+        fake_chown: spec.fake_chown,
+        parent,
+        last_cap: caps::last_cap(),
+    })
+}
+
+/// Pure: the spec's environment with HOME, PATH and (with a tty) TERM filled in.
+pub fn final_env(spec: &RunSpec, home: &Path) -> super::env::Env {
+    let mut env = spec.env.clone();
+    if env.get("HOME").is_none() {
+        env.set("HOME", &home.to_string_lossy());
+    }
+    if env.get("PATH").is_none() {
+        env.set("PATH", DEFAULT_PATH);
+    }
+    if spec.tty && env.get("TERM").is_none() {
+        env.set("TERM", "xterm");
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::idmap::Identity;
+
+    fn spec(env: &[(&str, &str)], tty: bool) -> RunSpec {
+        let mut spec = crate::runtime::spec::sample(Identity::KeepId);
+        for (k, v) in env {
+            spec.env.set(k, v);
+        }
+        spec.tty = tty;
+        spec
+    }
+
+    #[test]
+    fn final_env_fills_only_what_is_missing() {
+        let e = final_env(&spec(&[], false), Path::new("/home/a"));
+        assert_eq!(
+            e.to_strings(),
+            vec!["HOME=/home/a".to_string(), format!("PATH={DEFAULT_PATH}")]
+        );
+        let e = final_env(
+            &spec(&[("PATH", "/bin"), ("HOME", "/h"), ("TERM", "vt100")], true),
+            Path::new("/home/a"),
+        );
+        assert_eq!(e.to_strings(), vec!["PATH=/bin", "HOME=/h", "TERM=vt100"]);
+        let e = final_env(&spec(&[], true), Path::new("/"));
+        assert_eq!(e.get("TERM"), Some("xterm"));
+    }
+
+    #[test]
+    fn errors_carry_their_exit_code() {
+        let e = SetupError::new("x");
+        assert_eq!((e.code, e.to_string()), (125, "x".to_string()));
+    }
+}
