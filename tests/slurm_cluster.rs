@@ -4,10 +4,11 @@
 //! (scripts/install-plugin.sh --dev) with a store of its own; a first install restarts the
 //! cluster (slurmd looks for job epilogs only when it starts).
 //!
-//! The containers themselves (a task entering the node's holder) come with the run-path
-//! library; these tests cover what the plugin does today: option checks at submission,
-//! one holder per node and step (or per named container and job), failures reaching
-//! srun, and nothing left behind after step end, job end or scancel.
+//! Covered: option checks at submission (srun, sbatch, salloc); tasks in their own
+//! containers (own mount namespace and writable layer) on one user namespace and one
+//! image mount per node; named containers across steps; `#SBATCH --container-image`;
+//! failures, exit codes and the environment reaching srun; nothing left behind after
+//! step end, job end or scancel; concurrent jobs on one image; a pyxis job script.
 
 mod support;
 
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 use support::{need_user, registry, stderr, stdout, TestDir, User, TEST_USER};
 
 const IMAGE: &str = "127.0.0.1:5000/test/busybox:latest";
+/// Built by scripts/test-images.sh debian (debootstrap): has /etc/os-release.
+const DEBIAN: &str = "127.0.0.1:5000/test/debian:latest";
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const RUNTIME: &str = "/run/warren";
 
@@ -132,6 +135,19 @@ impl Cluster {
         (id, text)
     }
 
+    /// Wait (bounded) until `job` has left the queue.
+    fn wait_job(&self, job: u32) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let q = stdout(&sh(&format!("squeue -h -j {job} -o %T 2>/dev/null")));
+            if q.trim().is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("job {job} did not end");
+    }
+
     /// Every node's runtime dir of `job` is gone (the epilog runs after srun returns):
     /// waits for it, bounded, then reports what is left.
     fn assert_job_cleaned(&self, job: u32) {
@@ -188,14 +204,6 @@ fn unique() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// The job id printed by tasks as `JOB=ID`.
-fn job_of(text: &str) -> u32 {
-    text.lines()
-        .find_map(|l| l.split("JOB=").nth(1))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no JOB= in {text}"))
 }
 
 #[test]
@@ -304,38 +312,94 @@ fn bad_options_are_refused_at_submission() {
 }
 
 #[test]
-fn one_holder_per_node_and_step_and_nothing_left() {
+fn tasks_run_in_their_own_containers_on_one_mount_per_node() {
     let c = need!(cluster());
-    // Every task reports its node, the holder records of its node's step dir, and the
-    // FUSE daemons of that holder (its children): one image mount per node.
+    let work = c.work.path().join(format!("in-{}", unique()));
+    std::fs::create_dir(&work).unwrap();
+    c.work.give(&work);
+    // 12 tasks on 3 nodes: each prints the image's OS, its node and namespaces, writes
+    // into its own root (remap-root: root inside may), then waits (bounded) until all 12
+    // are inside, so that the test sees them at once.
+    let task = "grep PRETTY_NAME /etc/os-release; \
+         echo NS $SLURMD_NODENAME $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt); \
+         touch /mine-$SLURM_PROCID; echo LAYER $(ls / | grep -c mine-); \
+         touch /work/in-$SLURM_PROCID; \
+         for i in $(seq 600); do [ $(ls /work | grep -c in-) -ge 12 ] && break; sleep 0.1; done; sleep 1";
     let script = format!(
-        "d={RUNTIME}/$SLURMD_NODENAME/$(id -u)/$SLURM_JOB_ID/step.$SLURM_STEP_ID/ctr; \
-         pid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p' $d/*.json); \
-         echo JOB=$SLURM_JOB_ID NODE=$SLURMD_NODENAME HOLDERS=$(ls $d | wc -l) FUSE=$(pgrep -c -P $pid squashfuse)"
+        "#!/bin/sh\n#SBATCH -N3 -n12\necho JOB=$SLURM_JOB_ID\n\
+         srun -N3 -n12 --container-image={DEBIAN} --container-remap-root --container-mounts={}:/work sh -c '{task}'\n",
+        work.display()
     );
-    let out = c.srun(&[
-        "-N3",
-        "-n6",
-        &format!("--container-image={IMAGE}"),
-        "sh",
-        "-c",
-        &script,
-    ]);
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("JOB=")).collect();
-    assert_eq!(lines.len(), 6, "{text}");
-    for n in NODES {
-        assert!(
-            lines.iter().any(|l| l.contains(&format!("NODE={n} "))),
-            "{n}: {text}"
+    let file = c.work.path().join(format!("ns-{}.sh", unique()));
+    std::fs::write(&file, script).unwrap();
+    c.work.give(&file);
+    let log = c.work.path().join(format!("ns-{}.out", unique()));
+    let out = c
+        .cmd("sbatch", &["--parsable", "-o"])
+        .arg(&log)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let job: u32 = stdout(&out)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", stderr(&out)));
+    // While all 12 tasks are inside: one FUSE image mount (one squashfuse daemon) per
+    // node for the whole job, however many tasks.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let inside = || std::fs::read_dir(&work).map_or(0, |d| d.count());
+    while inside() < 12 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        inside(),
+        12,
+        "not all tasks started: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let fuse = c
+        .processes_of_job(job)
+        .into_iter()
+        .filter(|p| p.contains("squashfuse"))
+        .count();
+    assert_eq!(fuse, 3, "{:?}", c.processes_of_job(job));
+    c.wait_job(job);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"")
+            .count(),
+        12,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("LAYER 1").count(),
+        12,
+        "own writable layer: {text}"
+    );
+    let host_userns = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let mut users: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut mnts = std::collections::BTreeSet::new();
+    for l in text.lines().filter(|l| l.starts_with("NS ")) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(w.len(), 4, "{l}");
+        assert_ne!(w[2], host_userns.to_string_lossy(), "{l}");
+        users
+            .entry(w[1].to_string())
+            .or_default()
+            .insert(w[2].to_string());
+        mnts.insert(w[3].to_string());
+    }
+    assert_eq!(users.len(), 3, "{text}");
+    for (node, set) in &users {
+        assert_eq!(
+            set.len(),
+            1,
+            "tasks of {node} share one user namespace: {text}"
         );
     }
-    for l in &lines {
-        assert!(l.contains("HOLDERS=1 "), "{l}");
-        assert!(l.ends_with("FUSE=1"), "{l}");
-    }
-    c.assert_job_cleaned(job_of(&text));
+    assert_eq!(mnts.len(), 12, "a mount namespace per task: {text}");
+    c.assert_job_cleaned(job);
 }
 
 #[test]
@@ -365,40 +429,35 @@ fn a_failed_set_up_fails_the_tasks_with_its_message() {
 #[test]
 fn named_container_lives_across_steps_and_ends_with_the_job() {
     let c = need!(cluster());
-    let holder = format!("ls {RUNTIME}/$SLURMD_NODENAME/$(id -u)/$SLURM_JOB_ID/name.dev/ctr");
     let script = format!(
         "#!/bin/sh\n#SBATCH -N1\necho JOB=$SLURM_JOB_ID\n\
-         srun --container-name=dev --container-image={IMAGE} sh -c 'echo A=$({holder})'\n\
-         srun --container-name=dev sh -c 'echo B=$({holder})'\n\
-         srun --container-name=dev:exec sh -c 'echo C=$({holder})'\n\
+         srun --container-name=dev --container-image={IMAGE} --container-remap-root sh -c 'echo kept > /state; echo A=$(id -u)'\n\
+         srun --container-name=dev sh -c 'echo B=$(cat /state) $(id -u)'\n\
+         srun --container-name=dev:exec sh -c 'echo C=$(grep -c . /etc/passwd)'\n\
          srun --container-name=dev:create --container-image={IMAGE} true || echo CREATE_REFUSED\n"
     );
     let (job, text) = c.sbatch(&script);
-    let rec = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("no {k}= in {text}"))
-    };
-    let a = rec("A");
-    assert!(a.ends_with(".json"), "{text}");
-    // The same holder (same record) serves all three steps.
-    assert_eq!(a, rec("B"), "{text}");
-    assert_eq!(a, rec("C"), "{text}");
+    // The second step sees the first one's writes and identity.
+    assert!(text.contains("A=0"), "{text}");
+    assert!(text.contains("B=kept 0"), "{text}");
+    assert!(text.contains("C="), "{text}");
     assert!(text.contains("CREATE_REFUSED"), "{text}");
     assert!(text.contains("already exists"), "{text}");
     c.assert_job_cleaned(job);
 }
 
 #[test]
-fn sbatch_container_image_gives_the_batch_step_a_holder() {
+fn sbatch_container_image_runs_the_batch_script_in_the_container() {
     let c = need!(cluster());
     let script = format!(
-        "#!/bin/sh\n#SBATCH -N1\n#SBATCH --container-image={IMAGE}\n\
-         echo JOB=$SLURM_JOB_ID HOLDERS=$(ls {RUNTIME}/$SLURMD_NODENAME/$(id -u)/$SLURM_JOB_ID/step.batch/ctr | wc -l)\n"
+        "#!/bin/sh\n#SBATCH -N1\n#SBATCH --container-image={DEBIAN}\n\
+         echo JOB=$SLURM_JOB_ID; grep PRETTY_NAME /etc/os-release\n"
     );
     let (job, text) = c.sbatch(&script);
-    assert!(text.contains("HOLDERS=1"), "{text}");
+    assert!(
+        text.contains("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\""),
+        "{text}"
+    );
     c.assert_job_cleaned(job);
 }
 
@@ -445,23 +504,58 @@ fn scancel_mid_run_leaves_nothing() {
 #[test]
 fn concurrent_jobs_of_one_user_on_one_image_keep_their_own_holders() {
     let c = need!(cluster());
-    // Both jobs on n1 at once; each checks its holder is still there after the other
-    // job's step has ended.
+    // Both jobs on n1 at once with the same image; the second still reads its image
+    // after the first job's step (and holder) ended.
     let script = |tag: &str, wait: u32| {
         format!(
             "#!/bin/sh\n#SBATCH -N1 -w n1\necho JOB=$SLURM_JOB_ID\n\
-             srun --container-image={IMAGE} sh -c 'sleep {wait}; echo {tag}=$(ls {RUNTIME}/n1/$(id -u)/$SLURM_JOB_ID/step.0/ctr | wc -l)'\n"
+             srun --container-image={DEBIAN} sh -c 'sleep {wait}; echo {tag}=$(grep -c PRETTY /etc/os-release)'\n"
         )
     };
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| c.sbatch(&script("FIRST", 1)));
-        let b = s.spawn(|| c.sbatch(&script("SECOND", 4)));
+        let b = s.spawn(|| c.sbatch(&script("SECOND", 5)));
         (a.join().unwrap(), b.join().unwrap())
     });
     assert!(a.1.contains("FIRST=1"), "{}", a.1);
     assert!(b.1.contains("SECOND=1"), "{}", b.1);
     c.assert_job_cleaned(a.0);
     c.assert_job_cleaned(b.0);
+}
+
+#[test]
+fn exit_codes_and_environment_reach_srun_as_for_bare_tasks() {
+    let c = need!(cluster());
+    let out = c.srun(&[
+        "-N1",
+        &format!("--container-image={IMAGE}"),
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // pyxis semantics: the image's variables win (PATH here) unless named in
+    // --container-env; other host variables and Slurm's reach the task.
+    let show = "echo PATH=$PATH FOO=$FOO JOB=$SLURM_JOB_ID";
+    let run = |extra: &[&str]| {
+        let mut cmd = c.cmd("srun", &["-N1", &format!("--container-image={IMAGE}")]);
+        cmd.args(extra)
+            .args(["sh", "-c", show])
+            .env("PATH", "/hostonly:/usr/bin:/bin")
+            .env("FOO", "bar");
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let image = run(&[]);
+    assert!(
+        image.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "),
+        "{image}"
+    );
+    assert!(image.contains("FOO=bar JOB="), "{image}");
+    assert!(!image.contains("JOB=\n"), "{image}");
+    let host = run(&["--container-env=PATH"]);
+    assert!(host.contains("PATH=/hostonly:/usr/bin:/bin "), "{host}");
 }
 
 #[test]
@@ -489,7 +583,7 @@ fn a_pyxis_job_script_runs_unchanged() {
     let script = format!(
         "#!/bin/bash\n#SBATCH -N2 --ntasks-per-node=2\necho JOB=$SLURM_JOB_ID\n\
          export PYXIS_CONTAINER_ENTRYPOINT=0\n\
-         srun --container-image={pyxis_form} --container-mounts=/tmp:/host-tmp:ro+rprivate,tmpfs:/scratch \\\n\
+         srun --container-image={pyxis_form} --container-mounts=/tmp:/host-tmp:ro+rprivate \\\n\
               --container-workdir=/ --no-container-mount-home --container-remap-root \\\n\
               --container-writable --container-env=OMP_NUM_THREADS,HOME --container-entrypoint-log \\\n\
               sh -c 'echo TASK=$SLURM_PROCID'\n\

@@ -37,6 +37,9 @@ pub const S_JOB_GID: c_int = 1;
 pub const S_JOB_ID: c_int = 2;
 pub const S_JOB_STEPID: c_int = 3;
 pub const S_JOB_NODEID: c_int = 5;
+pub const S_JOB_ARGV: c_int = 9;
+pub const S_JOB_ENV: c_int = 10;
+pub const S_TASK_ID: c_int = 11;
 pub const S_JOB_SUPPLEMENTARY_GIDS: c_int = 19;
 
 extern "C" {
@@ -44,6 +47,12 @@ extern "C" {
     pub fn spank_option_register(sp: SpankT, opt: *mut SpankOption) -> c_int;
     pub fn spank_get_item(sp: SpankT, item: c_int, ...) -> c_int;
     pub fn spank_getenv(sp: SpankT, var: *const c_char, buf: *mut c_char, len: c_int) -> c_int;
+    pub fn spank_setenv(
+        sp: SpankT,
+        var: *const c_char,
+        val: *const c_char,
+        overwrite: c_int,
+    ) -> c_int;
     pub fn slurm_error(fmt: *const c_char, ...);
     pub fn slurm_verbose(fmt: *const c_char, ...);
 }

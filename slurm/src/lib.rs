@@ -2,7 +2,8 @@
 //! options for `srun`, `sbatch` and `salloc`, run by Slurm in srun/sbatch (option checks,
 //! so a bad value is refused before any node works), in slurmstepd (per step and node:
 //! pull the image, start one holder; stop it at step end) and in the job epilog (named
-//! containers end with the job). docs/slurm.md describes the whole flow.
+//! containers end with the job), and in each task before slurmstepd execs it (`task`:
+//! the task enters the node's container). docs/slurm.md describes the whole flow.
 //!
 //! Thin on purpose: the pure parts (options, mounts, image values, plugstack arguments)
 //! are separate modules with tests; the SPANK glue (`spank`) only moves values between
@@ -15,6 +16,7 @@ pub mod image;
 pub mod mounts;
 pub mod node;
 pub mod plugstack;
+pub mod task;
 
 // The glue references symbols that only exist inside Slurm's processes (resolved at
 // dlopen): the unit-test binary cannot link them.

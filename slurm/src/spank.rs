@@ -9,10 +9,12 @@ use crate::hostlist;
 use crate::image::Image;
 use crate::node::{self, Job, Scope};
 use crate::plugstack::{self, Config};
+use crate::task;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use warren::runtime::holder::Scope as HolderScope;
 
 /// `SLURM_VERSION_NUMBER` of the headers this was built against (build.rs).
 const VERSION: u32 = parse_u32(env!("WARREN_SLURM_VERSION_NUMBER"));
@@ -52,6 +54,8 @@ struct State {
     /// A failure of `init_post_opt` in slurmstepd, reported again from `user_init`: before
     /// that, slurmstepd's messages reach only its log, not the user's srun.
     pending: Option<String>,
+    /// The container the step's tasks enter: the job, the holder's scope dir and scope.
+    active: Option<(Job, PathBuf, HolderScope)>,
 }
 
 fn state() -> MutexGuard<'static, State> {
@@ -379,10 +383,14 @@ pub extern "C" fn slurm_spank_init_post_opt(
         }
         let result = remote_job(sp)
             .map_err(|e| format!("warren: {e}"))
-            .and_then(|job| start(&cfg, &st.args, &job, step).map(|d| (job, d)));
+            .and_then(|job| start(&cfg, &st.args, &job, step).map(|s| (job, s)));
         match result {
-            Ok((job, Some(dir))) => st.started.push((job, dir)),
-            Ok((_, None)) => {}
+            Ok((job, started)) => {
+                if started.stop_at_step_end {
+                    st.started.push((job.clone(), started.dir.clone()));
+                }
+                st.active = Some((job, started.dir, started.scope));
+            }
             Err(e) => {
                 error(&e);
                 st.pending = Some(e);
@@ -404,27 +412,171 @@ pub extern "C" fn slurm_spank_user_init(_sp: SpankT, _ac: c_int, _av: *mut *mut 
     })
 }
 
-/// `slurm_spank_task_init` (each task, as the user, before exec): a task whose container
-/// could not be set up must not run on the host; failing here makes it exit 1, which
-/// reaches srun's exit code (a failed `user_init` is a launch failure that srun 22.05
-/// reports with exit 0).
+/// `slurm_spank_task_init` (each task, as the user, before slurmstepd execs it): enter
+/// the node's container and give the job environment the container's variables. A task
+/// whose container could not be set up must not run on the host: failing here makes it
+/// exit 1, which reaches srun's exit code (a failed `user_init` is a launch failure that
+/// srun 22.05 reports with exit 0).
 #[no_mangle]
-pub extern "C" fn slurm_spank_task_init(_sp: SpankT, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+pub extern "C" fn slurm_spank_task_init(sp: SpankT, _ac: c_int, _av: *mut *mut c_char) -> c_int {
     guard("slurm_spank_task_init", || {
-        if state().pending.is_some() {
+        let st = state();
+        if st.pending.is_some() {
             return -1;
         }
-        0
+        let (Some(cfg), Some((job, dir, scope))) = (&st.cfg, &st.active) else {
+            return 0;
+        };
+        let input = task::TaskInput {
+            cfg,
+            args: &st.args,
+            job,
+            rundir: dir,
+            scope: scope.clone(),
+            env: job_env(sp),
+            argv: job_argv(sp),
+            cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
+            layer: named_layer(sp, &st.args, dir),
+            batch_script: None,
+        };
+        let mut input = input;
+        if matches!(
+            scope,
+            HolderScope::Job {
+                step_id: Some(node::SLURM_BATCH_SCRIPT),
+                ..
+            }
+        ) {
+            input.batch_script = input.argv.first().map(PathBuf::from);
+        }
+        match task::enter(&input) {
+            Ok(changes) => {
+                for (k, v) in changes {
+                    let (k, v) = (cstring(&k), cstring(&v));
+                    // SAFETY: valid C strings; Slurm copies them into the job environment.
+                    if unsafe { ffi::spank_setenv(sp, k.as_ptr(), v.as_ptr(), 1) }
+                        != ffi::ESPANK_SUCCESS
+                    {
+                        error(&format!("warren: could not set {k:?} for the task"));
+                        return -1;
+                    }
+                }
+                0
+            }
+            Err(e) => {
+                error(&e);
+                -1
+            }
+        }
     })
 }
 
+/// A named container keeps each local task's writable layer in its scope dir across the
+/// job's steps (`--container-name=NAME:exec` gets a fresh one: overlayfs refuses a second
+/// mount on an upper dir in use).
+fn named_layer(sp: SpankT, args: &Args, dir: &std::path::Path) -> Option<PathBuf> {
+    match &args.name {
+        Some((_, NameMode::Exec)) | None => None,
+        Some(_) => {
+            let mut id: c_int = 0;
+            // SAFETY: S_TASK_ID writes one int (task context).
+            let rc = unsafe { ffi::spank_get_item(sp, ffi::S_TASK_ID, &mut id as *mut c_int) };
+            (rc == ffi::ESPANK_SUCCESS).then(|| dir.join(format!("layer.{}", id.max(0))))
+        }
+    }
+}
+
+/// NULL-terminated C string array to Strings.
+///
+/// # Safety
+/// `p` is NULL or points to a NULL-terminated array of C strings.
+unsafe fn strings(p: *const *const c_char, max: Option<usize>) -> Vec<String> {
+    let mut v = Vec::new();
+    if p.is_null() {
+        return v;
+    }
+    let mut i = 0;
+    loop {
+        if max.is_some_and(|m| i >= m) {
+            break;
+        }
+        // SAFETY: within the array (NULL-terminated, or max entries).
+        let s = unsafe { *p.add(i) };
+        if s.is_null() {
+            break;
+        }
+        // SAFETY: each entry is a C string.
+        v.push(unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned());
+        i += 1;
+    }
+    v
+}
+
+/// The job environment (remote context) as pairs.
+fn job_env(sp: SpankT) -> Vec<(String, String)> {
+    let mut env: *const *const c_char = std::ptr::null();
+    // SAFETY: S_JOB_ENV writes a char** owned by Slurm.
+    let rc = unsafe { ffi::spank_get_item(sp, ffi::S_JOB_ENV, &mut env as *mut _) };
+    if rc != ffi::ESPANK_SUCCESS {
+        return vec![];
+    }
+    // SAFETY: Slurm's job environment is a NULL-terminated array of C strings.
+    unsafe { strings(env, None) }
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The task's argv (remote context).
+fn job_argv(sp: SpankT) -> Vec<String> {
+    let mut argc: c_int = 0;
+    let mut argv: *const *const c_char = std::ptr::null();
+    // SAFETY: S_JOB_ARGV writes an int and a char** owned by Slurm.
+    let rc = unsafe {
+        ffi::spank_get_item(
+            sp,
+            ffi::S_JOB_ARGV,
+            &mut argc as *mut c_int,
+            &mut argv as *mut _,
+        )
+    };
+    if rc != ffi::ESPANK_SUCCESS {
+        return vec![];
+    }
+    // SAFETY: argc entries of C strings.
+    unsafe { strings(argv, Some(argc.max(0) as usize)) }
+}
+
+/// The holder a step's tasks use on this node.
+struct Started {
+    dir: PathBuf,
+    scope: HolderScope,
+    /// This step started a step-scoped holder: it stops it at step end.
+    stop_at_step_end: bool,
+}
+
 /// Make sure this step's (or the named container's) holder runs on this node (pulling the
-/// image first if the store lacks it); returns
-/// the scope dir when this step started a step-scoped holder it must stop.
-fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Option<PathBuf>, String> {
+/// image first if the store lacks it).
+fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Started, String> {
     let scope = match &args.name {
         Some((n, _)) => Scope::Named(n.clone()),
         None => Scope::Step(step),
+    };
+    // The library's scope of the holder: the job and step (a named container: the job).
+    let holder_scope = HolderScope::Job {
+        job_id: job.job_id,
+        step_id: match scope {
+            Scope::Step(s) => Some(s),
+            Scope::Named(_) => None,
+        },
+        name: None,
+    };
+    let job_arg = match scope {
+        Scope::Step(s) => format!("{}.{s}", job.job_id),
+        Scope::Named(_) => job.job_id.to_string(),
     };
     let dir = node::scope_dir(cfg, job, &scope).map_err(|e| e.to_string())?;
     let running = node::holder_running(&dir);
@@ -448,7 +600,11 @@ fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Option<PathB
             "warren: using the running container in {}",
             dir.display()
         ));
-        return Ok(None);
+        return Ok(Started {
+            dir,
+            scope: holder_scope,
+            stop_at_step_end: false,
+        });
     }
     let Some(image) = &args.image else {
         return Err(format!(
@@ -479,6 +635,8 @@ fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Option<PathB
             "--holder",
             "--name",
             node::HOLDER_NAME,
+            "--job",
+            &job_arg,
             identity,
             // Pulled only when the store lacks it: no registry round trip on the task
             // path for a stored image; the store's locks make the nodes of a job
@@ -489,9 +647,10 @@ fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Option<PathB
         ],
     )
     .map_err(|e| e.to_string())?;
-    Ok(match scope {
-        Scope::Step(_) => Some(dir),
-        Scope::Named(_) => None,
+    Ok(Started {
+        dir,
+        scope: holder_scope,
+        stop_at_step_end: matches!(scope, Scope::Step(_)),
     })
 }
 

@@ -1,0 +1,266 @@
+//! A task enters its node's container (`slurm_spank_task_init`: in the task process, as
+//! the job's user, before slurmstepd execs the command). It joins the holder's user and
+//! mount namespaces (so the tasks of a node share one user namespace and one image
+//! mount), takes a private mount namespace with its own writable layer, pivots, and takes
+//! the container's identity, capabilities and no_new_privs: everything but the exec,
+//! which stays slurmstepd's, so Slurm remains the parent of every task (accounting,
+//! signals, exit codes as for bare tasks).
+//!
+//! slurmstepd then execs with the job environment, which gets the container's variables
+//! here ([`env_changes`], pyxis semantics), and resolves a relative argv[0] with that
+//! PATH *after* task_init, inside the container's namespaces (Slurm 22.05
+//! `exec_task`: "handle this late so that SPANK ... change the filesystem namespaces").
+
+use crate::args::Args;
+use crate::mounts::{Mount, Source};
+use crate::node::Job;
+use crate::plugstack::Config as PlugConfig;
+use std::path::{Path, PathBuf};
+use warren::config::Config;
+use warren::digest::Digest;
+use warren::runtime::caller::Caller;
+use warren::runtime::holder::Scope;
+use warren::runtime::idmap::Identity;
+use warren::runtime::image_config::ImageConfig;
+use warren::runtime::spec::{self, Mode, RunOptions, Writable};
+use warren::runtime::{overlay, process, setup, state, sys};
+
+/// Variables that always come from the host: Slurm's, the MPI launchers' and the
+/// accelerator selections Slurm makes per task (pyxis semantics).
+pub fn always_host(name: &str) -> bool {
+    [
+        "SLURM_", "SLURMD_", "SPANK_", "PMI", "PMIX_", "OMPI_", "PRTE_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        || matches!(
+            name,
+            "CUDA_VISIBLE_DEVICES"
+                | "NVIDIA_VISIBLE_DEVICES"
+                | "ROCR_VISIBLE_DEVICES"
+                | "GPU_DEVICE_ORDINAL"
+                | "ZE_AFFINITY_MASK"
+        )
+}
+
+/// Pure: what to set in the job environment for the task to see the container's: every
+/// image variable wins over the host's, except those named in `--container-env` and the
+/// ones that always come from the host; the rest of the host environment stays.
+pub fn env_changes(image_env: &[String], keep_host: &[String]) -> Vec<(String, String)> {
+    image_env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| !k.is_empty() && !always_host(k) && !keep_host.iter().any(|h| h == k))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Pure: pyxis mounts as warren binds (`SRC:DST:ro|rw`), relative sources against the
+/// job's working directory; what warren cannot do yet is an error naming the entry.
+pub fn volumes(mounts: &[Mount], cwd: &Path) -> Result<Vec<String>, String> {
+    mounts
+        .iter()
+        .map(|m| {
+            let src = match &m.source {
+                Source::Path(p) if p.starts_with('/') => PathBuf::from(p),
+                Source::Path(p) => cwd.join(p),
+                Source::Tmpfs | Source::Umount => {
+                    return Err(format!(
+                        "warren: --container-mounts {m}: {} entries are not supported yet",
+                        m.source
+                    ))
+                }
+            };
+            let mode = if m.read_only() { "ro" } else { "rw" };
+            Ok(format!("{}:{}:{mode}", src.display(), m.target))
+        })
+        .collect()
+}
+
+/// Everything the task needs, gathered by the SPANK glue.
+pub struct TaskInput<'a> {
+    pub cfg: &'a PlugConfig,
+    pub args: &'a Args,
+    pub job: &'a Job,
+    /// The holder's warren runtime dir (its scope dir).
+    pub rundir: &'a Path,
+    /// The holder's scope (`warren run --job`).
+    pub scope: Scope,
+    /// The job environment (`S_JOB_ENV`).
+    pub env: Vec<(String, String)>,
+    /// The task's command (`S_JOB_ARGV`), for the plan only: slurmstepd execs it.
+    pub argv: Vec<String>,
+    /// The job's working directory (relative mount sources).
+    pub cwd: PathBuf,
+    /// The batch step's script (slurmstepd execs it from its spool dir, which the
+    /// container must see: bound read-only at the same path).
+    pub batch_script: Option<PathBuf>,
+    /// A named container's writable layer for this task, kept across the job's steps
+    /// (`None`: a fresh layer per task, discarded at exit).
+    pub layer: Option<PathBuf>,
+}
+
+/// warren's configuration for the job: the system file (a user's own file is not read:
+/// slurmstepd's environment is not the user's), then the plugstack's stores.
+fn config(t: &TaskInput) -> Result<Config, String> {
+    let mut c = match std::fs::read_to_string("/etc/warren/warren.toml") {
+        Ok(text) => {
+            Config::from_toml(&text).map_err(|e| format!("/etc/warren/warren.toml: {e}"))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+        Err(e) => return Err(format!("/etc/warren/warren.toml: {e}")),
+    };
+    c.store.path = Some(match &t.cfg.store {
+        Some(s) => PathBuf::from(crate::plugstack::expand_store(s, &t.job.user, t.job.uid)),
+        None => {
+            let xdg = t
+                .env
+                .iter()
+                .find(|(k, v)| k == "XDG_DATA_HOME" && v.starts_with('/'))
+                .map(|(_, v)| PathBuf::from(v));
+            xdg.unwrap_or_else(|| t.job.home.join(".local/share"))
+                .join("warren")
+        }
+    });
+    if let Some(s) = &t.cfg.shared_store {
+        c.store.shared = s.split(':').map(PathBuf::from).collect();
+    }
+    c.run.runtime_dir = Some(t.rundir.to_path_buf());
+    Ok(c)
+}
+
+/// Enter the container; returns the variables to set for the exec.
+pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
+    if t.args.entrypoint.unwrap_or(t.cfg.entrypoint) {
+        return Err("warren: --container-entrypoint is not supported yet (slurmstepd execs the command itself)".into());
+    }
+    // The holder of this scope: its image and identity are the container's.
+    let holder = state::list(t.rundir)
+        .map_err(|e| format!("warren: {e:#}"))?
+        .into_iter()
+        .find(|r| r.kind == "holder")
+        .ok_or_else(|| format!("warren: no running container in {}", t.rundir.display()))?;
+    let config = config(t)?;
+    let digest =
+        Digest::parse(&holder.digest).map_err(|e| format!("warren: holder digest: {e}"))?;
+    let stores = warren::store::Stores::open(&config).map_err(|e| format!("warren: {e:#}"))?;
+    let entry = stores.image(&digest).ok_or_else(|| {
+        format!(
+            "warren: image {} ({}) is not in the store",
+            holder.image, holder.digest
+        )
+    })?;
+    let remap = match t.args.remap_root {
+        Some(r) => r,
+        None => holder.identity == "remap-root",
+    };
+    let caller = Caller::lookup(t.job.uid, t.job.gid, t.env.clone(), t.rundir.to_path_buf());
+    let mut binds = volumes(&t.args.mounts, &t.cwd)?;
+    if let Some(dir) = t.batch_script.as_deref().and_then(Path::parent) {
+        binds.push(format!("{}:{}:ro", dir.display(), dir.display()));
+    }
+    let opts = RunOptions {
+        volumes: binds,
+        env: vec![],
+        env_files: vec![],
+        workdir: t.args.workdir.clone(),
+        identity: if remap {
+            Identity::RemapRoot
+        } else {
+            Identity::KeepId
+        },
+        mount_home: Some(t.args.mount_home.unwrap_or(t.cfg.mount_home)),
+        writable: match (&t.layer, t.args.writable.unwrap_or(t.cfg.writable)) {
+            (_, false) => Writable::ReadOnly,
+            (Some(d), true) => Writable::Dir(d.clone()),
+            (None, true) => Writable::Tmpfs,
+        },
+        overlay: None,
+        name: None,
+        entrypoint: Some(String::new()),
+        command: t.argv.clone(),
+        tty: false,
+        fake_chown: false,
+        timing: false,
+        quiet: true,
+        mode: Mode::Container,
+        scope: t.scope.clone(),
+        join: true,
+    };
+    let (spec, _notices) = spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
+        .map_err(|e| format!("warren: {e:#}"))?;
+    let Some(h) = &spec.join else {
+        return Err(format!(
+            "warren: the holder in {} does not match this task (identity {})",
+            t.rundir.display(),
+            spec::identity_name(spec.identity)
+        ));
+    };
+    // Read on the host, before the root changes.
+    let image_env = ImageConfig::read(&entry.config)
+        .map_err(|e| format!("warren: image config: {e:#}"))?
+        .env
+        .unwrap_or_default();
+    let fd = sys::pidfd_open(h.pid).map_err(|e| format!("warren: holder pid {}: {e}", h.pid))?;
+    // The ID change to the user made this process non-dumpable, which makes its
+    // /proc/self files root's (the same fix as the library test of this path).
+    // SAFETY: prctl with integer arguments on our own process (the user's task).
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    let mut log = setup::Log::default();
+    setup::join_holder(&fd).map_err(|e| format!("warren: {e}"))?;
+    let prepared = setup::prepare(&spec, overlay::choose(&spec), None, &mut log)
+        .map_err(|e| format!("warren: {e}"))?;
+    process::finish(&prepared.exec).map_err(|(_, m)| format!("warren: {m}"))?;
+    let mut changes = env_changes(&image_env, &t.args.env);
+    if !changes.iter().any(|(k, _)| k == "PATH") && !t.env.iter().any(|(k, _)| k == "PATH") {
+        changes.push(("PATH".into(), setup::DEFAULT_PATH.into()));
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn image_wins_except_named_and_slurm() {
+        let image = [
+            "PATH=/opt/bin:/usr/bin",
+            "LANG=C.UTF-8",
+            "HOME=/root",
+            "SLURM_JOB_ID=0",
+            "CUDA_VISIBLE_DEVICES=all",
+            "PMIX_RANK=9",
+            "=bad",
+            "NOEQUALS",
+        ]
+        .map(String::from);
+        let c = env_changes(&image, &["HOME".to_string()]);
+        assert_eq!(
+            c,
+            [
+                ("PATH".to_string(), "/opt/bin:/usr/bin".to_string()),
+                ("LANG".to_string(), "C.UTF-8".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn mounts_as_binds() {
+        let m = crate::mounts::parse_list("/a:/b:ro,./d:/d,tmpfs:/t").unwrap();
+        assert_eq!(
+            volumes(&m[..2], Path::new("/work")).unwrap(),
+            ["/a:/b:ro", "/work/./d:/d:rw"]
+        );
+        assert!(volumes(&m, Path::new("/w")).unwrap_err().contains("tmpfs"));
+    }
+
+    proptest! {
+        #[test]
+        fn slurm_variables_never_change(k in "SLURM_[A-Z_]{1,10}", v in "[ -~]{0,20}") {
+            let kv = format!("{}={}", k, v);
+            prop_assert!(env_changes(&[kv], &[]).is_empty());
+        }
+    }
+}
