@@ -600,3 +600,46 @@ fn a_pyxis_job_script_runs_unchanged() {
     assert!(!text.contains("error"), "{text}");
     c.assert_job_cleaned(job);
 }
+
+#[test]
+fn a_squashfs_file_is_an_image() {
+    let c = need!(cluster());
+    need!(support::need_programs(&["mksquashfs", "busybox"]));
+    // A tiny root: a static busybox and an os-release of its own.
+    let tree = c.work.path().join(format!("tree-{}", unique()));
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    let busybox = stdout(&sh("command -v busybox"));
+    std::fs::copy(busybox.trim(), tree.join("bin/busybox")).unwrap();
+    for l in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(l)).unwrap();
+    }
+    std::fs::write(tree.join("etc/os-release"), "NAME=from-a-file\n").unwrap();
+    let name = format!("img-{}.sqfs", unique());
+    let out = Command::new("mksquashfs")
+        .arg(&tree)
+        .arg(c.work.path().join(&name))
+        .args(["-quiet", "-noappend", "-all-root"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.work.give(&c.work.path().join(&name));
+    // Relative to the job's working directory, as pyxis takes it.
+    let out = c.srun(&[
+        "-N2",
+        &format!("--container-image=./{name}"),
+        "cat",
+        "/etc/os-release",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("NAME=from-a-file").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    // A missing file fails the tasks with warren's message.
+    let out = c.srun(&["-N1", "--container-image=/nonexistent/x.sqfs", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("x.sqfs"), "{}", stderr(&out));
+}

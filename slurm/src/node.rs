@@ -146,6 +146,20 @@ pub fn prepare_job_dir(cfg: &Config, job: &Job) -> Result<PathBuf, NodeError> {
     Ok(jd)
 }
 
+/// The image config of `--container-image=PATH` (a squashfs file has none), in the job dir.
+pub const SQUASHFS_CONFIG: &str = "squashfs-config.json";
+
+/// Write the empty image config for squashfs-file images (root writes it into the job
+/// dir, the user's: temp name, then rename).
+pub fn write_squashfs_config(job_dir: &Path, job: &Job) -> Result<PathBuf, NodeError> {
+    let path = job_dir.join(SQUASHFS_CONFIG);
+    let tmp = job_dir.join(format!(".{SQUASHFS_CONFIG}.tmp"));
+    fs::write(&tmp, b"{\"config\":{}}\n").map_err(|e| dir_err(&tmp, e))?;
+    std::os::unix::fs::lchown(&tmp, Some(job.uid), Some(job.gid)).map_err(|e| dir_err(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| dir_err(&path, e))?;
+    Ok(path)
+}
+
 /// The warren binary to run.
 pub fn warren_binary(cfg: &Config) -> Result<PathBuf, NodeError> {
     if let Some(p) = &cfg.warren {

@@ -383,7 +383,15 @@ pub extern "C" fn slurm_spank_init_post_opt(
         }
         let result = remote_job(sp)
             .map_err(|e| format!("warren: {e}"))
-            .and_then(|job| start(&cfg, &st.args, &job, step).map(|s| (job, s)));
+            .and_then(|job| {
+                // srun and sbatch set SLURM_SUBMIT_DIR to their working directory (PWD
+                // in the job environment may be stale here: slurmstepd sets it later).
+                let cwd = job_getenv(sp, "SLURM_SUBMIT_DIR")
+                    .or_else(|| job_getenv(sp, "PWD"))
+                    .filter(|d| d.starts_with('/'))
+                    .map(PathBuf::from);
+                start(&cfg, &st.args, &job, step, cwd).map(|s| (job, s))
+            });
         match result {
             Ok((job, started)) => {
                 if started.stop_at_step_end {
@@ -560,7 +568,13 @@ struct Started {
 
 /// Make sure this step's (or the named container's) holder runs on this node (pulling the
 /// image first if the store lacks it).
-fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Started, String> {
+fn start(
+    cfg: &Config,
+    args: &Args,
+    job: &Job,
+    step: u32,
+    cwd: Option<PathBuf>,
+) -> Result<Started, String> {
     let scope = match &args.name {
         Some((n, _)) => Scope::Named(n.clone()),
         None => Scope::Step(step),
@@ -614,39 +628,45 @@ fn start(cfg: &Config, args: &Args, job: &Job, step: u32) -> Result<Started, Str
             job.node
         ));
     };
-    let reference = match image {
-        Image::Registry(r) => r.clone(),
+    let jd = node::prepare_job_dir(cfg, job).map_err(|e| e.to_string())?;
+    let image_args: Vec<String> = match image {
+        // Pulled only when the store lacks it: no registry round trip on the task path
+        // for a stored image; the store's locks make the nodes of a job download each
+        // blob once.
+        Image::Registry(r) => vec!["--pull=missing".into(), "--".into(), r.clone()],
         Image::Squashfs(p) => {
-            return Err(format!(
-                "warren: --container-image={p}: squashfs files are not supported by this version of the plugin yet"
-            ))
+            let path = if p.starts_with('/') {
+                PathBuf::from(p)
+            } else {
+                cwd.ok_or_else(|| {
+                    format!("warren: --container-image={p}: relative path, but the job has no PWD")
+                })?
+                .join(p)
+            };
+            // A squashfs file has no OCI config: an empty one (the file's own env etc.
+            // are its tree's). warren opens the file as the user.
+            let config = node::write_squashfs_config(&jd, job).map_err(|e| e.to_string())?;
+            vec![
+                "--squashfs".into(),
+                path.display().to_string(),
+                "--image-config".into(),
+                config.display().to_string(),
+            ]
         }
     };
-    node::prepare_job_dir(cfg, job).map_err(|e| e.to_string())?;
     let remap = args.remap_root.unwrap_or(cfg.remap_root);
     let identity = if remap { "--remap-root" } else { "--keep-uid" };
-    node::run_warren(
-        cfg,
-        job,
-        &dir,
-        "start the holder",
-        &[
-            "run",
-            "--holder",
-            "--name",
-            node::HOLDER_NAME,
-            "--job",
-            &job_arg,
-            identity,
-            // Pulled only when the store lacks it: no registry round trip on the task
-            // path for a stored image; the store's locks make the nodes of a job
-            // download each blob once.
-            "--pull=missing",
-            "--",
-            &reference,
-        ],
-    )
-    .map_err(|e| e.to_string())?;
+    let mut argv: Vec<&str> = vec![
+        "run",
+        "--holder",
+        "--name",
+        node::HOLDER_NAME,
+        "--job",
+        &job_arg,
+        identity,
+    ];
+    argv.extend(image_args.iter().map(String::as_str));
+    node::run_warren(cfg, job, &dir, "start the holder", &argv).map_err(|e| e.to_string())?;
     Ok(Started {
         dir,
         scope: holder_scope,

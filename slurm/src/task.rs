@@ -144,12 +144,26 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     let digest =
         Digest::parse(&holder.digest).map_err(|e| format!("warren: holder digest: {e}"))?;
     let stores = warren::store::Stores::open(&config).map_err(|e| format!("warren: {e:#}"))?;
-    let entry = stores.image(&digest).ok_or_else(|| {
-        format!(
-            "warren: image {} ({}) is not in the store",
-            holder.image, holder.digest
-        )
-    })?;
+    let entry = match stores.image(&digest) {
+        Some(e) => e,
+        // `--container-image=PATH`: the holder runs that file (its record names it, with a
+        // stand-in digest of the file version) with the empty config of the job dir.
+        None if holder.image.starts_with('/') => warren::store::ImageEntry {
+            digest,
+            squashfs: PathBuf::from(&holder.image),
+            config: t
+                .rundir
+                .parent()
+                .unwrap_or(t.rundir)
+                .join(crate::node::SQUASHFS_CONFIG),
+        },
+        None => {
+            return Err(format!(
+                "warren: image {} ({}) is not in the store",
+                holder.image, holder.digest
+            ))
+        }
+    };
     let remap = match t.args.remap_root {
         Some(r) => r,
         None => holder.identity == "remap-root",
