@@ -643,3 +643,37 @@ fn a_squashfs_file_is_an_image() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("x.sqfs"), "{}", stderr(&out));
 }
+
+#[test]
+fn container_save_then_run_the_saved_file() {
+    let c = need!(cluster());
+    let name = format!("saved-{}.sqfs", unique());
+    // Step one writes into its root (remap-root: root inside may) and saves the container.
+    let out = c.srun(&[
+        "-N1",
+        &format!("--container-image={IMAGE}"),
+        "--container-remap-root",
+        &format!("--container-save=./{name}"),
+        "sh",
+        "-c",
+        "echo written-in-step-one > /saved-file",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Saved before srun returned: the next step runs the file as its image.
+    let saved = c.work.path().join(&name);
+    assert!(saved.is_file(), "{}", stderr(&out));
+    let out = c.srun(&[
+        "-N2",
+        &format!("--container-image=./{name}"),
+        "cat",
+        "/saved-file",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("written-in-step-one").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    assert!(!c.work.path().join(format!("{name}.warren-tmp")).exists());
+}

@@ -311,6 +311,122 @@ pub fn run_warren(
     })
 }
 
+/// `--container-save`: the image with the task's writable layer `layer` (upper/work) on
+/// top, written as a squashfs file to `target` (temp name, then renamed; an existing
+/// directory there is refused). Runs as the user inside the holder of `dir` (its user and
+/// mount namespaces: the image is mounted at `dir/mnt/l` there), in a mount namespace of
+/// its own with the overlay, so the files keep the container's owners.
+pub fn save_container(
+    cfg: &Config,
+    job: &Job,
+    dir: &Path,
+    layer: &Path,
+    target: &Path,
+) -> Result<(), NodeError> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    let failed = |why: String| NodeError::Failed {
+        what: format!("--container-save={}", target.display()),
+        code: -1,
+        msg: why,
+    };
+    if target.is_dir() {
+        return Err(failed("is a directory".into()));
+    }
+    let holder = warren::runtime::state::list(dir)
+        .ok()
+        .and_then(|rs| rs.into_iter().find(|r| r.kind == "holder"))
+        .ok_or_else(|| failed(format!("no running container in {}", dir.display())))?;
+    let pidfd = warren::runtime::sys::pidfd_open(holder.pid)
+        .map_err(|e| failed(format!("holder pid {}: {e}", holder.pid)))?;
+    let merged = layer.join("root");
+    ensure_dir(&merged, 0o700, job.uid, job.gid)?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        dir.join("mnt/l").display(),
+        layer.join("upper").display(),
+        layer.join("work").display()
+    );
+    let c = |s: &str| CString::new(s).map_err(|_| failed("path with a NUL byte".into()));
+    let (c_overlay, c_merged, c_opts) = (c("overlay")?, c(&merged.to_string_lossy())?, c(&opts)?);
+    let mut cmd = Command::new("/bin/sh");
+    // mksquashfs writes the container's tree (owners as inside) to a temp name; mv -T
+    // refuses to move it into a directory that appeared meanwhile.
+    cmd.args([
+        "-c",
+        "mksquashfs \"$1\" \"$2.warren-tmp\" -noappend -quiet -no-progress -comp zstd && mv -T -f \"$2.warren-tmp\" \"$2\"; rc=$?; rm -f \"$2.warren-tmp\"; echo WARREN_RC=$rc",
+        "sh",
+    ])
+    .arg(&merged)
+    .arg(target)
+    .env_clear()
+    .envs(user_env(cfg, job, dir))
+    .current_dir("/")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let (uid, gid) = (job.uid, job.gid);
+    let groups: Vec<libc::gid_t> = job.groups.clone();
+    let fd = pidfd.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only makes system
+    // calls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // At step end slurmstepd kills what descends from it: run detached (the
+            // first child exits at once, its child is reparented) and learn the result
+            // from the output pipes, which stay open until it ends.
+            match libc::fork() {
+                -1 => return Err(std::io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            libc::setsid();
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            let ok = libc::setgroups(groups.len(), groups.as_ptr()) == 0
+                && libc::setresgid(gid, gid, gid) == 0
+                && libc::setresuid(uid, uid, uid) == 0
+                && libc::setns(fd, libc::CLONE_NEWUSER | libc::CLONE_NEWNS) == 0
+                && libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    c_overlay.as_ptr(),
+                    c_merged.as_ptr(),
+                    c_overlay.as_ptr(),
+                    0,
+                    c_opts.as_ptr() as *const libc::c_void,
+                ) == 0;
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| failed(format!("enter the container: {e}")))?;
+    let rc = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("WARREN_RC=").map(str::to_string));
+    if rc.as_deref() == Some("0") {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(no message)");
+    Err(failed(match rc {
+        Some(rc) => format!("exit {rc}: {}", last.trim()),
+        None => format!("did not finish: {}", last.trim()),
+    }))
+}
+
 /// Does this scope already have a live holder? (its record is locked by the holder)
 pub fn holder_running(dir: &Path) -> bool {
     warren::runtime::state::list(dir)

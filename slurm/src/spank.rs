@@ -56,6 +56,9 @@ struct State {
     pending: Option<String>,
     /// The container the step's tasks enter: the job, the holder's scope dir and scope.
     active: Option<(Job, PathBuf, HolderScope)>,
+    /// `--container-save` on this node (the step's first node saves its local task 0):
+    /// the absolute target.
+    save: Option<PathBuf>,
 }
 
 fn state() -> MutexGuard<'static, State> {
@@ -394,6 +397,15 @@ pub extern "C" fn slurm_spank_init_post_opt(
             });
         match result {
             Ok((job, started)) => {
+                if let Some(target) = &st.args.save {
+                    if item_u32(sp, ffi::S_JOB_NODEID) == Some(0) {
+                        let base = job_getenv(sp, "SLURM_SUBMIT_DIR")
+                            .filter(|d| d.starts_with('/'))
+                            .map(PathBuf::from)
+                            .unwrap_or_else(|| job.home.clone());
+                        st.save = Some(base.join(target));
+                    }
+                }
                 if started.stop_at_step_end {
                     st.started.push((job.clone(), started.dir.clone()));
                 }
@@ -444,7 +456,7 @@ pub extern "C" fn slurm_spank_task_init(sp: SpankT, _ac: c_int, _av: *mut *mut c
             env: job_env(sp),
             argv: job_argv(sp),
             cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
-            layer: named_layer(sp, &st.args, dir),
+            layer: kept_layer(sp, &st.args, dir),
             batch_script: None,
         };
         let mut input = input;
@@ -479,19 +491,25 @@ pub extern "C" fn slurm_spank_task_init(sp: SpankT, _ac: c_int, _av: *mut *mut c
     })
 }
 
-/// A named container keeps each local task's writable layer in its scope dir across the
-/// job's steps (`--container-name=NAME:exec` gets a fresh one: overlayfs refuses a second
-/// mount on an upper dir in use).
-fn named_layer(sp: SpankT, args: &Args, dir: &std::path::Path) -> Option<PathBuf> {
-    match &args.name {
-        Some((_, NameMode::Exec)) | None => None,
-        Some(_) => {
-            let mut id: c_int = 0;
-            // SAFETY: S_TASK_ID writes one int (task context).
-            let rc = unsafe { ffi::spank_get_item(sp, ffi::S_TASK_ID, &mut id as *mut c_int) };
-            (rc == ffi::ESPANK_SUCCESS).then(|| dir.join(format!("layer.{}", id.max(0))))
-        }
-    }
+/// The task's writable layer when it must outlive the task: a named container keeps each
+/// local task's layer in its scope dir across the job's steps, and `--container-save`
+/// needs it after the step (`--container-name=NAME:exec` gets a fresh one: overlayfs
+/// refuses a second mount on an upper dir in use).
+fn kept_layer(sp: SpankT, args: &Args, dir: &std::path::Path) -> Option<PathBuf> {
+    let prefix = match (&args.name, &args.save) {
+        (Some((_, NameMode::Exec)), _) => return None,
+        (Some(_), _) => "layer",
+        (None, Some(_)) => "save",
+        (None, None) => return None,
+    };
+    let mut id: c_int = 0;
+    // SAFETY: S_TASK_ID writes one int (task context).
+    let rc = unsafe { ffi::spank_get_item(sp, ffi::S_TASK_ID, &mut id as *mut c_int) };
+    (rc == ffi::ESPANK_SUCCESS).then(|| dir.join(layer_name(prefix, id.max(0) as u32)))
+}
+
+fn layer_name(prefix: &str, local_task: u32) -> String {
+    format!("{prefix}.{local_task}")
 }
 
 /// NULL-terminated C string array to Strings.
@@ -671,6 +689,49 @@ fn start(
         dir,
         scope: holder_scope,
         stop_at_step_end: matches!(scope, Scope::Step(_)),
+    })
+}
+
+/// `slurm_spank_task_exit` (slurmstepd, root, as each task ends; before srun learns of
+/// it): `--container-save` of the first node's local task 0, so that a next step of the
+/// job already finds the file.
+#[no_mangle]
+pub extern "C" fn slurm_spank_task_exit(sp: SpankT, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+    guard("slurm_spank_task_exit", || {
+        // SAFETY: plain query.
+        if unsafe { ffi::spank_context() } != ffi::S_CTX_REMOTE {
+            return 0;
+        }
+        let mut id: c_int = -1;
+        // SAFETY: S_TASK_ID writes one int (task context).
+        let rc = unsafe { ffi::spank_get_item(sp, ffi::S_TASK_ID, &mut id as *mut c_int) };
+        if rc != ffi::ESPANK_SUCCESS || id != 0 {
+            return 0;
+        }
+        let mut st = state();
+        let Some(cfg) = st.cfg.clone() else {
+            return 0;
+        };
+        let mut rc = 0;
+        if let (Some(target), Some((job, dir, _))) = (st.save.take(), &st.active) {
+            let prefix = if st.args.name.is_some() {
+                "layer"
+            } else {
+                "save"
+            };
+            let layer = dir.join(layer_name(prefix, 0));
+            match node::save_container(&cfg, job, dir, &layer, &target) {
+                Ok(()) => verbose(&format!(
+                    "warren: saved the container to {}",
+                    target.display()
+                )),
+                Err(e) => {
+                    error(&e.to_string());
+                    rc = -1;
+                }
+            }
+        }
+        rc
     })
 }
 
