@@ -677,3 +677,23 @@ fn container_save_then_run_the_saved_file() {
     );
     assert!(!c.work.path().join(format!("{name}.warren-tmp")).exists());
 }
+
+#[test]
+fn pmix_server_directory_is_visible_in_the_container() {
+    let c = need!(cluster());
+    let out = c.srun(&[
+        "--mpi=pmix",
+        "-N2",
+        &format!("--container-image={IMAGE}"),
+        "sh",
+        "-c",
+        "test -d \"$PMIX_SERVER_TMPDIR\" && echo PMIX_DIR_OK",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("PMIX_DIR_OK").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+}

@@ -77,6 +77,21 @@ pub fn volumes(mounts: &[Mount], cwd: &Path) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// Pure: the PMIx server directory to bind (`PMIX_SERVER_TMPDIR`, absolute, no `..`, no
+/// character a bind spec cannot carry).
+pub fn pmix_dir(env: &[(String, String)]) -> Option<String> {
+    let d = env
+        .iter()
+        .find(|(k, _)| k == "PMIX_SERVER_TMPDIR")
+        .map(|(_, v)| v.trim_end_matches('/'))?;
+    let ok = d.starts_with('/')
+        && d.len() > 1
+        && !d.contains(':')
+        && !d.chars().any(|c| c.is_control())
+        && !d.split('/').any(|c| c == "..");
+    ok.then(|| d.to_string())
+}
+
 /// Everything the task needs, gathered by the SPANK glue.
 pub struct TaskInput<'a> {
     pub cfg: &'a PlugConfig,
@@ -173,6 +188,11 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     if let Some(dir) = t.batch_script.as_deref().and_then(Path::parent) {
         binds.push(format!("{}:{}:ro", dir.display(), dir.display()));
     }
+    // PMIx: the server's directory must be visible inside at the same path, or the
+    // client cannot attach (gds_ds12_lock errors).
+    if let Some(d) = pmix_dir(&t.env) {
+        binds.push(format!("{d}:{d}:rw"));
+    }
     let opts = RunOptions {
         volumes: binds,
         env: vec![],
@@ -268,6 +288,19 @@ mod tests {
             ["/a:/b:ro", "/work/./d:/d:rw"]
         );
         assert!(volumes(&m, Path::new("/w")).unwrap_err().contains("tmpfs"));
+    }
+
+    #[test]
+    fn pmix_directory() {
+        let env = |v: &str| vec![("PMIX_SERVER_TMPDIR".to_string(), v.to_string())];
+        assert_eq!(
+            pmix_dir(&env("/var/lib/slurm/slurmd-n1/pmix.1.0/")).as_deref(),
+            Some("/var/lib/slurm/slurmd-n1/pmix.1.0")
+        );
+        for bad in ["rel/x", "/a:b", "/a/../b", "/"] {
+            assert_eq!(pmix_dir(&env(bad)), None, "{bad}");
+        }
+        assert_eq!(pmix_dir(&[]), None);
     }
 
     proptest! {
