@@ -583,10 +583,10 @@ fn a_pyxis_job_script_runs_unchanged() {
     let script = format!(
         "#!/bin/bash\n#SBATCH -N2 --ntasks-per-node=2\necho JOB=$SLURM_JOB_ID\n\
          export PYXIS_CONTAINER_ENTRYPOINT=0\n\
-         srun --container-image={pyxis_form} --container-mounts=/tmp:/host-tmp:ro+rprivate \\\n\
+         srun --container-image={pyxis_form} --container-mounts=/tmp:/host-tmp:ro+rprivate,tmpfs:/scratch:size=8m,umount:/tmp \\\n\
               --container-workdir=/ --no-container-mount-home --container-remap-root \\\n\
               --container-writable --container-env=OMP_NUM_THREADS,HOME --container-entrypoint-log \\\n\
-              sh -c 'echo TASK=$SLURM_PROCID'\n\
+              sh -c 'echo TASK=$SLURM_PROCID; grep -c \" /scratch tmpfs \" /proc/mounts; echo TMP=$(grep -c \" /tmp \" /proc/mounts)'\n\
          srun --container-name=keep:create --container-image={pyxis_form} --no-container-remap-root true\n\
          srun --container-name=keep:no_exec true\n\
          echo DONE\n",
@@ -596,6 +596,9 @@ fn a_pyxis_job_script_runs_unchanged() {
     for t in 0..4 {
         assert!(text.contains(&format!("TASK={t}")), "{text}");
     }
+    // tmpfs: mounted, umount: gone (warren's own /tmp), in every task.
+    assert_eq!(text.lines().filter(|l| *l == "1").count(), 4, "{text}");
+    assert_eq!(text.matches("TMP=0").count(), 4, "{text}");
     assert!(text.contains("DONE"), "{text}");
     assert!(!text.contains("error"), "{text}");
     c.assert_job_cleaned(job);

@@ -55,26 +55,96 @@ pub fn env_changes(image_env: &[String], keep_host: &[String]) -> Vec<(String, S
         .collect()
 }
 
-/// Pure: pyxis mounts as warren binds (`SRC:DST:ro|rw`), relative sources against the
-/// job's working directory; what warren cannot do yet is an error naming the entry.
-pub fn volumes(mounts: &[Mount], cwd: &Path) -> Result<Vec<String>, String> {
+/// Pure: pyxis's path mounts as warren binds (`SRC:DST:ro|rw`), relative sources against
+/// the job's working directory. `tmpfs` and `umount` entries are [`special_mounts`].
+pub fn volumes(mounts: &[Mount], cwd: &Path) -> Vec<String> {
     mounts
         .iter()
-        .map(|m| {
+        .filter_map(|m| {
             let src = match &m.source {
                 Source::Path(p) if p.starts_with('/') => PathBuf::from(p),
                 Source::Path(p) => cwd.join(p),
-                Source::Tmpfs | Source::Umount => {
-                    return Err(format!(
-                        "warren: --container-mounts {m}: {} entries are not supported yet",
-                        m.source
-                    ))
-                }
+                Source::Tmpfs | Source::Umount => return None,
             };
             let mode = if m.read_only() { "ro" } else { "rw" };
-            Ok(format!("{}:{}:{mode}", src.display(), m.target))
+            Some(format!("{}:{}:{mode}", src.display(), m.target))
         })
         .collect()
+}
+
+/// A `tmpfs` or `umount` entry, applied inside the new root before the capabilities go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Special {
+    Tmpfs {
+        target: String,
+        flags: libc::c_ulong,
+        data: String,
+    },
+    Umount(String),
+}
+
+/// Pure: the `tmpfs:` and `umount:` entries, in order, with their mount flags and options.
+pub fn special_mounts(mounts: &[Mount]) -> Vec<Special> {
+    mounts
+        .iter()
+        .filter_map(|m| match m.source {
+            Source::Path(_) => None,
+            Source::Umount => Some(Special::Umount(m.target.clone())),
+            Source::Tmpfs => {
+                let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+                let mut data = vec![];
+                for f in &m.flags {
+                    match f.as_str() {
+                        "ro" => flags |= libc::MS_RDONLY,
+                        "noexec" => flags |= libc::MS_NOEXEC,
+                        f if f.starts_with("size=")
+                            || f.starts_with("mode=")
+                            || f.starts_with("nr_inodes=") =>
+                        {
+                            data.push(f.to_string())
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Special::Tmpfs {
+                    target: m.target.clone(),
+                    flags,
+                    data: data.join(","),
+                })
+            }
+        })
+        .collect()
+}
+
+/// Apply [`special_mounts`] in the container (after pivot_root, still privileged in the
+/// user namespace, in the task's own mount namespace).
+fn apply_special(specials: &[Special]) -> Result<(), String> {
+    for sp in specials {
+        match sp {
+            Special::Tmpfs {
+                target,
+                flags,
+                data,
+            } => {
+                // pyxis's default for tmpfs entries is x-create=dir.
+                let _ = std::fs::create_dir_all(target);
+                sys::mount("tmpfs", Path::new(target), "tmpfs", *flags, Some(data))
+                    .map_err(|e| format!("warren: --container-mounts tmpfs:{target}: {e}"))?;
+            }
+            Special::Umount(target) => {
+                let c = std::ffi::CString::new(target.as_str())
+                    .map_err(|_| format!("warren: umount:{target}: NUL byte"))?;
+                // SAFETY: a valid C string; detaching a mount of our own mount namespace.
+                if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                    return Err(format!(
+                        "warren: --container-mounts umount:{target}: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Pure: the PMIx server directory to bind (`PMIX_SERVER_TMPDIR`, absolute, no `..`, no
@@ -184,7 +254,7 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         None => holder.identity == "remap-root",
     };
     let caller = Caller::lookup(t.job.uid, t.job.gid, t.env.clone(), t.rundir.to_path_buf());
-    let mut binds = volumes(&t.args.mounts, &t.cwd)?;
+    let mut binds = volumes(&t.args.mounts, &t.cwd);
     if let Some(dir) = t.batch_script.as_deref().and_then(Path::parent) {
         binds.push(format!("{}:{}:ro", dir.display(), dir.display()));
     }
@@ -244,6 +314,7 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     setup::join_holder(&fd).map_err(|e| format!("warren: {e}"))?;
     let prepared = setup::prepare(&spec, overlay::choose(&spec), None, &mut log)
         .map_err(|e| format!("warren: {e}"))?;
+    apply_special(&special_mounts(&t.args.mounts))?;
     process::finish(&prepared.exec).map_err(|(_, m)| format!("warren: {m}"))?;
     let mut changes = env_changes(&image_env, &t.args.env);
     if !changes.iter().any(|(k, _)| k == "PATH") && !t.env.iter().any(|(k, _)| k == "PATH") {
@@ -281,13 +352,25 @@ mod tests {
     }
 
     #[test]
-    fn mounts_as_binds() {
-        let m = crate::mounts::parse_list("/a:/b:ro,./d:/d,tmpfs:/t").unwrap();
+    fn mounts_as_binds_and_specials() {
+        let m =
+            crate::mounts::parse_list("/a:/b:ro,./d:/d,tmpfs:/t:size=1G+mode=1777+ro,umount:/u")
+                .unwrap();
         assert_eq!(
-            volumes(&m[..2], Path::new("/work")).unwrap(),
+            volumes(&m, Path::new("/work")),
             ["/a:/b:ro", "/work/./d:/d:rw"]
         );
-        assert!(volumes(&m, Path::new("/w")).unwrap_err().contains("tmpfs"));
+        assert_eq!(
+            special_mounts(&m),
+            [
+                Special::Tmpfs {
+                    target: "/t".into(),
+                    flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY,
+                    data: "size=1G,mode=1777".into()
+                },
+                Special::Umount("/u".into())
+            ]
+        );
     }
 
     #[test]
