@@ -56,6 +56,22 @@ fn setup() -> Result<Cluster, String> {
         std::os::unix::fs::chown(&store, Some(user.uid), Some(user.gid))
             .map_err(|e| e.to_string())?;
     }
+    // An admin-owned shared store (root's, as `warren pull --shared` by the store's
+    // owner makes it) with the small image: kernel_mount=yes serves it with the kernel's
+    // squashfs driver.
+    let shared = registry::state_dir().join("slurm-shared");
+    std::fs::create_dir_all(&shared).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let out = Command::new(support::warren_bin())
+        .args(["pull", "--shared", "--quiet", IMAGE])
+        .env("WARREN_STORE_SHARED", &shared)
+        .env_remove("WARREN_CONFIG")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("pull into the shared store: {}", stderr(&out)));
+    }
     let conf = Path::new("/etc/slurm/plugstack.conf.d/warren.conf");
     let before = std::fs::read_to_string(conf).unwrap_or_default();
     let out = Command::new("bash")
@@ -64,6 +80,8 @@ fn setup() -> Result<Cluster, String> {
         .arg(format!("warren={}", support::warren_bin().display()))
         .arg(format!("store={}/%u", store_base.display()))
         .arg(format!("runtime_path={RUNTIME}"))
+        .arg(format!("shared_store={}", shared.display()))
+        .arg("kernel_mount=yes")
         .current_dir(root)
         .output()
         .map_err(|e| e.to_string())?;
@@ -699,4 +717,63 @@ fn pmix_server_directory_is_visible_in_the_container() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn kernel_mount_serves_admin_owned_shared_images() {
+    let c = need!(cluster());
+    let file = c.work.path().join(format!("km-{}.sh", unique()));
+    std::fs::write(
+        &file,
+        format!("#!/bin/sh\n#SBATCH -N1 -w n2\nsrun --container-image={IMAGE} sh -c 'cat /bin/busybox >/dev/null; sleep 300'\n"),
+    )
+    .unwrap();
+    c.work.give(&file);
+    let out = c
+        .cmd("sbatch", &["--parsable", "-o", "/dev/null"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let job: u32 = stdout(&out).trim().parse().expect("job id");
+    // The step's holder: its mount namespace has the kernel's squashfs over squashfuse.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder_mounts = || {
+        c.processes_of_job(job)
+            .iter()
+            .filter(|p| p.contains("run --holder"))
+            .filter_map(|p| p.split(':').next().map(str::to_string))
+            .filter_map(|proc_dir| std::fs::read_to_string(format!("{proc_dir}/mountinfo")).ok())
+            .collect::<Vec<String>>()
+    };
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        if let Some(m) = holder_mounts()
+            .into_iter()
+            .find(|m| m.contains(" - squashfs "))
+        {
+            seen = m;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let line = seen
+        .lines()
+        .find(|l| l.contains(" - squashfs "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no kernel squashfs mount in the holder: {:?}",
+                holder_mounts()
+            )
+        });
+    assert!(line.contains("/mnt/l "), "{line}");
+    assert!(line.contains(" ro,nosuid,nodev"), "{line}");
+    // Not on the host.
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host.contains(&format!("/{job}/step.0/mnt/l")), "{host}");
+    let out = Command::new("scancel")
+        .arg(job.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.assert_job_cleaned(job);
 }

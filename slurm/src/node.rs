@@ -427,6 +427,84 @@ pub fn save_container(
     }))
 }
 
+/// `kernel_mount=yes`: where the holder's image is a file of an admin-owned shared store
+/// (root's, not writable by group or others, down from the store's root; its digest was
+/// verified when it was published), root mounts it with the kernel's squashfs driver
+/// (read-only, nosuid, nodev) over the holder's squashfuse mount, inside the holder's
+/// mount namespace: the tasks that join it then read through the kernel, not FUSE, and
+/// the mount ends with that namespace. Returns whether it did; any other image keeps
+/// squashfuse.
+pub fn kernel_mount(cfg: &Config, dir: &Path) -> Result<bool, NodeError> {
+    let Some(shared) = cfg.shared_store.as_deref().filter(|_| cfg.kernel_mount) else {
+        return Ok(false);
+    };
+    let failed = |why: String| NodeError::Failed {
+        what: "kernel_mount".into(),
+        code: -1,
+        msg: why,
+    };
+    let Some(holder) = warren::runtime::state::list(dir)
+        .ok()
+        .and_then(|rs| rs.into_iter().find(|r| r.kind == "holder"))
+    else {
+        return Ok(false);
+    };
+    let Ok(digest) = warren::digest::Digest::parse(&holder.digest) else {
+        return Ok(false);
+    };
+    let Some((root, entry)) = shared.split(':').find_map(|r| {
+        let root = fs::canonicalize(r).ok()?;
+        warren::store::layout::Store::at(&root)
+            .image(&digest)
+            .map(|e| (root, e))
+    }) else {
+        return Ok(false);
+    };
+    let file = fs::canonicalize(&entry.squashfs).map_err(|e| dir_err(&entry.squashfs, e))?;
+    if !file.starts_with(&root) || !admin_owned(&file, &root) {
+        return Ok(false);
+    }
+    let target = dir.join("mnt/l");
+    let out = Command::new("nsenter")
+        .arg("-t")
+        .arg(holder.pid.to_string())
+        .args([
+            "-m",
+            "--",
+            "mount",
+            "-t",
+            "squashfs",
+            "-o",
+            "ro,nosuid,nodev",
+        ])
+        .arg(&file)
+        .arg(&target)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("nsenter: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "mount {} in the holder: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(true)
+}
+
+/// `file` and every directory from it up to `root` belong to root and are not writable by
+/// group or others.
+fn admin_owned(file: &Path, root: &Path) -> bool {
+    file.ancestors()
+        .take_while(|p| p.starts_with(root))
+        .all(|p| {
+            fs::symlink_metadata(p)
+                .is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
+        })
+}
+
 /// Does this scope already have a live holder? (its record is locked by the holder)
 pub fn holder_running(dir: &Path) -> bool {
     warren::runtime::state::list(dir)
