@@ -214,6 +214,15 @@ impl Cluster {
     }
 }
 
+/// Cancels a job when dropped (a failed assertion must not leave it running).
+struct Cancel(u32);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(self.0.to_string()).output();
+    }
+}
+
 fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -495,6 +504,7 @@ fn scancel_mid_run_leaves_nothing() {
         .output()
         .unwrap();
     let job: u32 = stdout(&out).trim().parse().expect("job id");
+    let _cancel = Cancel(job);
     // Wait (bounded) until both nodes' step holders run, then cancel.
     let uid = c.user.uid;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -735,6 +745,7 @@ fn kernel_mount_serves_admin_owned_shared_images() {
         .output()
         .unwrap();
     let job: u32 = stdout(&out).trim().parse().expect("job id");
+    let _cancel = Cancel(job);
     // The step's holder: its mount namespace has the kernel's squashfs over squashfuse.
     let deadline = Instant::now() + Duration::from_secs(60);
     let holder_mounts = || {

@@ -434,7 +434,8 @@ pub fn save_container(
 /// mount namespace: the tasks that join it then read through the kernel, not FUSE, and
 /// the mount ends with that namespace. Returns whether it did; any other image keeps
 /// squashfuse.
-pub fn kernel_mount(cfg: &Config, dir: &Path) -> Result<bool, NodeError> {
+pub fn kernel_mount(cfg: &Config, job: &Job, dir: &Path) -> Result<bool, NodeError> {
+    use std::os::fd::AsRawFd;
     let Some(shared) = cfg.shared_store.as_deref().filter(|_| cfg.kernel_mount) else {
         return Ok(false);
     };
@@ -465,25 +466,31 @@ pub fn kernel_mount(cfg: &Config, dir: &Path) -> Result<bool, NodeError> {
         return Ok(false);
     }
     let target = dir.join("mnt/l");
-    let out = Command::new("nsenter")
-        .arg("-t")
-        .arg(holder.pid.to_string())
-        .args([
-            "-m",
-            "--",
-            "mount",
-            "-t",
-            "squashfs",
-            "-o",
-            "ro,nosuid,nodev",
-        ])
+    // The record and the dir are the user's: never trust the PID. The mount namespace we
+    // enter must belong to a user namespace owned by the job's user, so that root's mount
+    // can only ever land in that user's own namespaces (never the host's).
+    let mntns = user_mount_namespace(holder.pid, job.uid).map_err(failed)?;
+    let ns = mntns.as_raw_fd();
+    let mut cmd = Command::new("mount");
+    cmd.args(["-t", "squashfs", "-o", "ro,nosuid,nodev"])
         .arg(&file)
         .arg(&target)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    // SAFETY: setns on the forked child (single-threaded) before exec, with a descriptor
+    // opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns, libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
         .output()
-        .map_err(|e| failed(format!("nsenter: {e}")))?;
+        .map_err(|e| failed(format!("enter the holder's mount namespace: {e}")))?;
     if !out.status.success() {
         return Err(failed(format!(
             "mount {} in the holder: {}",
@@ -492,6 +499,56 @@ pub fn kernel_mount(cfg: &Config, dir: &Path) -> Result<bool, NodeError> {
         )));
     }
     Ok(true)
+}
+
+/// The mount namespace of process `pid`, if it is owned by a user namespace that `uid`
+/// owns (`NS_GET_USERNS`, `NS_GET_OWNER_UID`), checked without a PID-reuse race: the
+/// namespace is opened between `pidfd_open` and a liveness check on the pidfd.
+fn user_mount_namespace(pid: i32, uid: u32) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+    let pidfd =
+        warren::runtime::sys::pidfd_open(pid).map_err(|e| format!("holder pid {pid}: {e}"))?;
+    let mnt = fs::File::open(format!("/proc/{pid}/ns/mnt"))
+        .map_err(|e| format!("holder pid {pid}: mount namespace: {e}"))?;
+    // SAFETY: signal 0 through a pidfd we hold only tests that the process still lives.
+    let alive = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    } == 0;
+    if !alive {
+        return Err(format!("holder pid {pid} exited"));
+    }
+    // SAFETY: ioctl on an open namespace descriptor; returns a new descriptor or -1.
+    let userns = unsafe { libc::ioctl(mnt.as_raw_fd(), NS_GET_USERNS) };
+    if userns < 0 {
+        return Err(format!(
+            "holder pid {pid}: owner of its mount namespace: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a fresh descriptor the ioctl returned; owned from here.
+    let userns = unsafe { OwnedFd::from_raw_fd(userns) };
+    let mut owner: libc::uid_t = u32::MAX;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t.
+    if unsafe { libc::ioctl(userns.as_raw_fd(), NS_GET_OWNER_UID, &mut owner) } != 0 {
+        return Err(format!(
+            "holder pid {pid}: owner of its user namespace: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if owner != uid {
+        return Err(format!(
+            "holder pid {pid}: its mount namespace is not owned by a user namespace of uid {uid}"
+        ));
+    }
+    Ok(OwnedFd::from(mnt))
 }
 
 /// `file` and every directory from it up to `root` belong to root and are not writable by
@@ -580,6 +637,21 @@ mod tests {
             job_id: 42,
             node: "n2".into(),
         }
+    }
+
+    /// root's mount is only ever made in a namespace of the job's user: a record pointing
+    /// at a process in the host's namespaces (here: this test, in the initial user
+    /// namespace, owned by uid 0) is refused.
+    #[test]
+    fn kernel_mount_refuses_foreign_namespaces() {
+        let me = std::process::id() as i32;
+        let e = user_mount_namespace(me, 4242).unwrap_err();
+        assert!(
+            e.contains("not owned by a user namespace of uid 4242"),
+            "{e}"
+        );
+        assert!(user_mount_namespace(me, 0).is_ok());
+        assert!(user_mount_namespace(i32::MAX, 0).is_err());
     }
 
     #[test]

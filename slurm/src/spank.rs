@@ -685,7 +685,7 @@ fn start(
     ];
     argv.extend(image_args.iter().map(String::as_str));
     node::run_warren(cfg, job, &dir, "start the holder", &argv).map_err(|e| e.to_string())?;
-    match node::kernel_mount(cfg, &dir) {
+    match node::kernel_mount(cfg, job, &dir) {
         Ok(true) => verbose("warren: image mounted with the kernel's squashfs driver"),
         Ok(false) => {}
         // squashfuse still serves the image: say so, do not fail the step.
