@@ -11,6 +11,7 @@
 //! `warren` binary run as the job's user (`node`).
 
 pub mod args;
+pub mod beneath;
 pub mod hostlist;
 pub mod image;
 pub mod mounts;

@@ -113,49 +113,56 @@ pub fn scope_dir(cfg: &Config, job: &Job, scope: &Scope) -> Result<PathBuf, Node
     Ok(job_dir(cfg, job)?.join(scope.dir_name()))
 }
 
-/// Create `dir` with `mode` owned by `uid:gid`, or check an existing one is exactly that
-/// (never follow a symlink someone planted).
-fn ensure_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), NodeError> {
+/// Create `dir` (whose parents are root's) with `mode` owned by root, or check an
+/// existing one is a real directory of root's.
+fn ensure_root_dir(dir: &Path, mode: u32) -> Result<(), NodeError> {
     match fs::DirBuilder::new().mode(mode).create(dir) {
-        Ok(()) => {
-            std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| dir_err(dir, e))?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-                .map_err(|e| dir_err(dir, e))?;
-        }
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+            .map_err(|e| dir_err(dir, e))?,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(dir_err(dir, e)),
     }
     let md = fs::symlink_metadata(dir).map_err(|e| dir_err(dir, e))?;
-    if !md.is_dir() || md.uid() != uid {
+    if !md.is_dir() || md.uid() != 0 || md.mode() & 0o022 != 0 {
         return Err(dir_err(
             dir,
-            format!("not a directory owned by uid {uid}; remove it"),
+            "not a directory of root's, unwritable by others; remove it",
         ));
     }
     Ok(())
 }
 
-/// Create the directories down to the job's (root does this: the parents are root's).
+/// Create the directories down to the job's: root's down to the node, then the user's
+/// (made and chowned through descriptors, no symlink followed).
 pub fn prepare_job_dir(cfg: &Config, job: &Job) -> Result<PathBuf, NodeError> {
     let jd = job_dir(cfg, job)?;
     let node_dir = cfg.runtime_path.join(&job.node);
-    ensure_dir(&cfg.runtime_path, 0o755, 0, 0)?;
-    ensure_dir(&node_dir, 0o755, 0, 0)?;
-    ensure_dir(&node_dir.join(job.uid.to_string()), 0o700, job.uid, job.gid)?;
-    ensure_dir(&jd, 0o700, job.uid, job.gid)?;
+    ensure_root_dir(&cfg.runtime_path, 0o755)?;
+    ensure_root_dir(&node_dir, 0o755)?;
+    let nfd = crate::beneath::open_dir(&cfg.runtime_path, &node_dir)
+        .map_err(|e| dir_err(&node_dir, e))?;
+    let ufd = crate::beneath::ensure_dir_at(&nfd, &job.uid.to_string(), 0o700, job.uid, job.gid)
+        .map_err(|e| dir_err(&node_dir.join(job.uid.to_string()), e))?;
+    crate::beneath::ensure_dir_at(&ufd, &job.job_id.to_string(), 0o700, job.uid, job.gid)
+        .map_err(|e| dir_err(&jd, e))?;
     Ok(jd)
 }
 
-/// The image config of `--container-image=PATH` (a squashfs file has none), in the job dir.
+/// The image config of `--container-image=PATH` (a squashfs file has none).
 pub const SQUASHFS_CONFIG: &str = "squashfs-config.json";
 
-/// Write the empty image config for squashfs-file images (root writes it into the job
-/// dir, the user's: temp name, then rename).
-pub fn write_squashfs_config(job_dir: &Path, job: &Job) -> Result<PathBuf, NodeError> {
-    let path = job_dir.join(SQUASHFS_CONFIG);
-    let tmp = job_dir.join(format!(".{SQUASHFS_CONFIG}.tmp"));
+/// Where it is: in the node's directory, root's (users read it, cannot change it).
+pub fn squashfs_config_path(cfg: &Config, job: &Job) -> PathBuf {
+    cfg.runtime_path.join(&job.node).join(SQUASHFS_CONFIG)
+}
+
+/// Write the empty image config for squashfs-file images (temp name, then rename; in a
+/// directory of root's).
+pub fn write_squashfs_config(cfg: &Config, job: &Job) -> Result<PathBuf, NodeError> {
+    let path = squashfs_config_path(cfg, job);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, b"{\"config\":{}}\n").map_err(|e| dir_err(&tmp, e))?;
-    std::os::unix::fs::lchown(&tmp, Some(job.uid), Some(job.gid)).map_err(|e| dir_err(&tmp, e))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).map_err(|e| dir_err(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| dir_err(&path, e))?;
     Ok(path)
 }
@@ -333,14 +340,12 @@ pub fn save_container(
     if target.is_dir() {
         return Err(failed("is a directory".into()));
     }
-    let holder = warren::runtime::state::list(dir)
-        .ok()
-        .and_then(|rs| rs.into_iter().find(|r| r.kind == "holder"))
+    let holder = crate::beneath::holder_record(&cfg.runtime_path, dir)
         .ok_or_else(|| failed(format!("no running container in {}", dir.display())))?;
     let pidfd = warren::runtime::sys::pidfd_open(holder.pid)
         .map_err(|e| failed(format!("holder pid {}: {e}", holder.pid)))?;
+    // Made by the user (in the pre-exec step, after the identity change): their directory.
     let merged = layer.join("root");
-    ensure_dir(&merged, 0o700, job.uid, job.gid)?;
     let opts = format!(
         "lowerdir={},upperdir={},workdir={},userxattr",
         dir.join("mnt/l").display(),
@@ -390,6 +395,8 @@ pub fn save_container(
             let ok = libc::setgroups(groups.len(), groups.as_ptr()) == 0
                 && libc::setresgid(gid, gid, gid) == 0
                 && libc::setresuid(uid, uid, uid) == 0
+                && (libc::mkdir(c_merged.as_ptr(), 0o700) == 0
+                    || *libc::__errno_location() == libc::EEXIST)
                 && libc::setns(fd, libc::CLONE_NEWUSER | libc::CLONE_NEWNS) == 0
                 && libc::unshare(libc::CLONE_NEWNS) == 0
                 && libc::mount(
@@ -444,10 +451,7 @@ pub fn kernel_mount(cfg: &Config, job: &Job, dir: &Path) -> Result<bool, NodeErr
         code: -1,
         msg: why,
     };
-    let Some(holder) = warren::runtime::state::list(dir)
-        .ok()
-        .and_then(|rs| rs.into_iter().find(|r| r.kind == "holder"))
-    else {
+    let Some(holder) = crate::beneath::holder_record(&cfg.runtime_path, dir) else {
         return Ok(false);
     };
     let Ok(digest) = warren::digest::Digest::parse(&holder.digest) else {
@@ -562,17 +566,16 @@ fn admin_owned(file: &Path, root: &Path) -> bool {
         })
 }
 
-/// Does this scope already have a live holder? (its record is locked by the holder)
-pub fn holder_running(dir: &Path) -> bool {
-    warren::runtime::state::list(dir)
-        .map(|rs| rs.iter().any(|r| r.kind == "holder"))
-        .unwrap_or(false)
+/// Does this scope already have a live holder? (its record is locked by the holder;
+/// read as root without following the user's symlinks)
+pub fn holder_running(cfg: &Config, dir: &Path) -> bool {
+    crate::beneath::holder_record(&cfg.runtime_path, dir).is_some()
 }
 
 /// Stop the holder of `dir` (if any) as the user and remove the dir.
 pub fn stop_scope(cfg: &Config, job: &Job, dir: &Path) -> Result<(), NodeError> {
-    let mut first_err = None;
-    if dir.join("ctr").is_dir() {
+    if holder_running(cfg, dir) {
+        // As the user, in their runtime dir: `warren rm` only touches what is theirs.
         if let Err(e) = run_warren(
             cfg,
             job,
@@ -580,45 +583,33 @@ pub fn stop_scope(cfg: &Config, job: &Job, dir: &Path) -> Result<(), NodeError> 
             "stop the holder",
             &["rm", "--force", HOLDER_NAME],
         ) {
-            // `warren rm` fails for a holder that is already gone: only a live one counts.
-            if holder_running(dir) {
-                first_err = Some(e);
+            // A holder that ended meanwhile is fine; a live one is an error.
+            if holder_running(cfg, dir) {
+                return Err(e);
             }
         }
     }
-    if first_err.is_none() {
-        remove_tree(dir)?;
-    }
-    first_err.map_or(Ok(()), Err)
+    remove_tree(cfg, job, dir)
 }
 
-/// Remove a directory tree the user could write to (std's remove_dir_all does not follow
-/// symlinks).
-pub fn remove_tree(dir: &Path) -> Result<(), NodeError> {
-    match fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(dir_err(dir, e)),
-    }
+/// Remove a directory tree below the runtime path that the user could write to (moved to
+/// the node's root-owned trash first: no symlink of theirs is followed).
+pub fn remove_tree(cfg: &Config, job: &Job, dir: &Path) -> Result<(), NodeError> {
+    let trash = cfg.runtime_path.join(&job.node).join(".trash");
+    crate::beneath::remove(&cfg.runtime_path, &trash, dir).map_err(|e| dir_err(dir, e))
 }
 
 /// Job end on this node: every holder of the job stopped, its dirs removed.
 pub fn cleanup_job(cfg: &Config, job: &Job) -> Result<(), NodeError> {
     let jd = job_dir(cfg, job)?;
-    let Ok(rd) = fs::read_dir(&jd) else {
-        return Ok(());
-    };
     let mut first_err = None;
-    for e in rd.flatten() {
-        let p = e.path();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            if let Err(e) = stop_scope(cfg, job, &p) {
-                first_err.get_or_insert(e);
-            }
+    for name in crate::beneath::list_dirs(&cfg.runtime_path, &jd) {
+        if let Err(e) = stop_scope(cfg, job, &jd.join(name)) {
+            first_err.get_or_insert(e);
         }
     }
     if first_err.is_none() {
-        remove_tree(&jd)?;
+        remove_tree(cfg, job, &jd)?;
     }
     first_err.map_or(Ok(()), Err)
 }

@@ -611,7 +611,7 @@ fn start(
         Scope::Named(_) => job.job_id.to_string(),
     };
     let dir = node::scope_dir(cfg, job, &scope).map_err(|e| e.to_string())?;
-    let running = node::holder_running(&dir);
+    let running = node::holder_running(cfg, &dir);
     match &args.name {
         Some((n, NameMode::Exec)) if !running => {
             return Err(format!(
@@ -646,7 +646,7 @@ fn start(
             job.node
         ));
     };
-    let jd = node::prepare_job_dir(cfg, job).map_err(|e| e.to_string())?;
+    node::prepare_job_dir(cfg, job).map_err(|e| e.to_string())?;
     let image_args: Vec<String> = match image {
         // Pulled only when the store lacks it: no registry round trip on the task path
         // for a stored image; the store's locks make the nodes of a job download each
@@ -663,7 +663,7 @@ fn start(
             };
             // A squashfs file has no OCI config: an empty one (the file's own env etc.
             // are its tree's). warren opens the file as the user.
-            let config = node::write_squashfs_config(&jd, job).map_err(|e| e.to_string())?;
+            let config = node::write_squashfs_config(cfg, job).map_err(|e| e.to_string())?;
             vec![
                 "--squashfs".into(),
                 path.display().to_string(),

@@ -236,11 +236,7 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         None if holder.image.starts_with('/') => warren::store::ImageEntry {
             digest,
             squashfs: PathBuf::from(&holder.image),
-            config: t
-                .rundir
-                .parent()
-                .unwrap_or(t.rundir)
-                .join(crate::node::SQUASHFS_CONFIG),
+            config: crate::node::squashfs_config_path(t.cfg, t.job),
         },
         None => {
             return Err(format!(
