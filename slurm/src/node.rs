@@ -8,7 +8,9 @@
 //! `RUNTIME/NODE/` (root, 0755) → `UID/` (the user, 0700) → `JOB/` (the user, 0700) →
 //! one warren runtime dir per holder scope: `step.STEP/` (the step's holder, stopped at
 //! step end) or `name.NAME/` (a named container, kept until the job ends). Each holds
-//! warren's own records (`ctr/`), so `warren rm` finds the holder there.
+//! warren's own records (`ctr/`), so `warren rm` finds the holder there. Root's own files
+//! in `RUNTIME/NODE/`: `squashfs-config.json` (the empty image config of squashfs-file
+//! images) and `.trash/` (trees being deleted; see `beneath.rs`).
 
 use crate::plugstack::Config;
 use std::ffi::OsString;
