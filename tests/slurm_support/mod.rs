@@ -21,6 +21,14 @@ pub struct Cluster {
     pub work: TestDir,
 }
 
+static WORK_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_work_dir() {
+    if let Some(d) = WORK_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
 }
@@ -92,6 +100,11 @@ fn setup(kernel_mount: bool) -> Result<Cluster, String> {
         }
     }
     let work = TestDir::owned_by("warren-slurm-", Some(user.clone()));
+    // The fixture lives in a static, never dropped: remove its dir when the test binary
+    // exits (the harness calls exit(), so atexit handlers run).
+    WORK_DIR.set(work.path().to_path_buf()).ok();
+    // SAFETY: registering a plain extern "C" function without arguments.
+    unsafe { libc::atexit(remove_work_dir) };
     Ok(Cluster { user, work })
 }
 
