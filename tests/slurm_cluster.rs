@@ -516,3 +516,60 @@ fn pmix_server_directory_is_visible_in_the_container() {
         stdout(&out)
     );
 }
+
+#[test]
+fn three_nodes_download_each_blob_once() {
+    let c = need!(cluster());
+    // An image no other test uses, removed from the suite's store first: a cold pull.
+    let proxy = slurm_support::CountingProxy::start();
+    let image = format!("{}/test/killme:latest", proxy.addr);
+    let store = support::registry::state_dir()
+        .join("slurm-store")
+        .join(&c.user.name);
+    let warren = |args: &[&str]| {
+        c.cmd(support::warren_bin().to_str().unwrap(), args)
+            .env("WARREN_STORE_PATH", &store)
+            .output()
+            .unwrap()
+    };
+    let images = support::json(&warren(&["images", "--json"]));
+    for img in images.as_array().cloned().unwrap_or_default() {
+        let name = img["name"].as_str().unwrap_or_default();
+        if name.contains("/test/killme:") {
+            let out = warren(&["rmi", name]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+    }
+    // The image has no programs: the tasks fail to exec; the three nodes' pulls are what
+    // is counted.
+    let out = c.srun(&["-N3", &format!("--container-image={image}"), "/data/f0"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(!err.contains("start the holder failed"), "{err}");
+    let blobs: Vec<String> = proxy
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .cloned()
+        .collect();
+    assert!(!blobs.is_empty(), "nothing downloaded: {err}");
+    let mut unique = blobs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        blobs.len(),
+        unique.len(),
+        "a blob was downloaded twice: {blobs:?}"
+    );
+    // The next step on the three nodes downloads nothing.
+    let before = blobs.len();
+    let _ = c.srun(&["-N3", &format!("--container-image={image}"), "/data/f0"]);
+    assert_eq!(
+        proxy.count("/blobs/"),
+        before,
+        "{:?}",
+        proxy.seen.lock().unwrap()
+    );
+}

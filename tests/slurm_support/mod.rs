@@ -242,3 +242,99 @@ pub fn unique() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A plain-HTTP proxy in front of the test registry that records `METHOD PATH` of each
+/// request (upstream asked with HTTP/1.0: one request per connection). The same idea as
+/// tests/store_concurrent.rs's; both could move to tests/support.
+pub struct CountingProxy {
+    pub addr: std::net::SocketAddr,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CountingProxy {
+    pub fn start() -> CountingProxy {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sn, st) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let sn = sn.clone();
+                        std::thread::spawn(move || {
+                            let _ = relay(c, &sn);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        CountingProxy {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests whose `METHOD PATH` contains `s`.
+    pub fn count(&self, s: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains(s))
+            .count()
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn relay(c: std::net::TcpStream, seen: &std::sync::Mutex<Vec<String>>) -> std::io::Result<()> {
+    use std::io::{BufRead, Read, Write};
+    c.set_nonblocking(false)?;
+    let mut r = std::io::BufReader::new(c.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    seen.lock().unwrap().push(format!("{method} {path}"));
+    let mut up = std::net::TcpStream::connect(registry::PLAIN)?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\n", registry::PLAIN);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        let name = h
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if ["accept", "range", "authorization"].contains(&name.as_str()) {
+            head.push_str(&h);
+        }
+    }
+    head.push_str("\r\n");
+    up.write_all(head.as_bytes())?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    let mut c = c;
+    c.write_all(&resp)
+}
