@@ -9,7 +9,8 @@ set -euo pipefail
 PKGS=(uidmap squashfuse fuse3 fuse-overlayfs squashfs-tools squashfs-tools-ng
       docker-registry skopeo umoci busybox-static debootstrap apache2-utils openssl python3 python3-cryptography
       runc podman charliecloud python3-lark hyperfine procps psmisc util-linux
-      curl jq ca-certificates iproute2 libcap2-bin pkg-config python3 zstd attr)
+      curl jq ca-certificates iproute2 libcap2-bin pkg-config python3 zstd attr
+      slurm-wlm slurmctld slurmd munge libslurm-dev libpmix-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -23,6 +24,9 @@ fi
 # FUSE for unprivileged users (0600 on a fresh VM, 0666 on real distributions).
 [ -c /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
 chmod 0666 /dev/fuse
+
+# Slurm (scripts/slurm.sh): Debian's packages start nothing here (no systemd);
+# slurm.sh writes the config and starts the daemons itself.
 
 # Test users. warren-ci has a range; warren-nosub has none (single-ID fallback).
 mkuser() {

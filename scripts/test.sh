@@ -2,7 +2,7 @@
 # The whole test suite on a fresh Debian 12, as root:
 #   bash scripts/test.sh
 # Installs what the tests need (scripts/setup-host.sh), starts the local registries
-# (scripts/registry.sh), builds the test images (scripts/test-images.sh), then runs
+# (scripts/registry.sh) and a three-node Slurm cluster (scripts/slurm.sh), builds the test images (scripts/test-images.sh), then runs
 # formatting, lint and every test. Rootless paths are exercised as the unprivileged
 # users warren-ci (with a subuid range) and warren-nosub (without).
 set -euo pipefail
@@ -20,20 +20,22 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/warren-target}
 mkdir -p "$CARGO_TARGET_DIR" && chmod 0755 "$CARGO_TARGET_DIR"
 export WARREN_TEST_STATE=${WARREN_TEST_STATE:-/var/tmp/warren-test}
 
-cleanup() { bash scripts/registry.sh stop || true; }
+cleanup() { bash scripts/slurm.sh stop || true; bash scripts/registry.sh stop || true; }
 trap cleanup EXIT
 bash scripts/registry.sh start
+# Three simulated Slurm nodes on this machine for the tests/slurm_*.rs (scripts/slurm.sh).
+bash scripts/slurm.sh start
 bash scripts/test-images.sh all
 bash scripts/test-images.sh debian   # debootstrap minbase, ~30-90 s; cached after the first run
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets -q -- -D warnings
+cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo test"
 # Everything the tests need is installed above: a test that would skip fails instead.
 export WARREN_TEST_NO_SKIP=1
-cargo test --lib --bins --tests --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
+cargo test --workspace --lib --bins --tests --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
 
 # Nothing may be left behind by the tests.
 left=$(grep -cE 'fuse\.(squashfuse|fuse-overlayfs)|squashfuse|fuse-overlayfs| overlay ' /proc/self/mountinfo || true)

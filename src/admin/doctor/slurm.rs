@@ -1,5 +1,6 @@
 //! SPANK plugin checks: warren's plugin listed in plugstack.conf (or an included file),
-//! its .so present, and built for the running Slurm (`plugin_version` vs `slurmd -V`).
+//! its .so present, built for the running Slurm (`plugin_version` vs `slurmd -V`), and
+//! its arguments on the line valid (the parser the plugin itself uses, `plugstack`).
 
 use super::{elf, Check, Options};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct PluginLine {
     pub resolved: Option<PathBuf>,
     /// Its `plugin_version` symbol.
     pub version: Option<u32>,
+    /// The plugin arguments after the .so.
+    pub args: Vec<String>,
 }
 
 /// What was found.
@@ -101,6 +104,7 @@ fn scan(conf: &Path, depth: usize, out: &mut Vec<PluginLine>) {
                     so: so.to_string(),
                     resolved,
                     version,
+                    args: w.map(str::to_string).collect(),
                 });
             }
             _ => {}
@@ -158,7 +162,7 @@ fn show(v: u32) -> String {
 pub fn judge(f: &Facts) -> Vec<Check> {
     let conf = f.plugstack.display();
     let install = format!(
-        "as root: install the warren SPANK plugin (.so) and list it: echo 'optional /usr/lib/x86_64-linux-gnu/slurm-wlm/spank_warren.so' > {}.d/warren.conf   (use `required` only once it is installed on every node: slurmd refuses to start without a required plugin)",
+        "as root, from warren's sources: bash scripts/install-plugin.sh (builds libwarren_spank.so against this Slurm and writes {}.d/warren.conf; add --optional until it is on every node: slurmd refuses to start without a required plugin)",
         conf
     );
     if f.slurm.is_none() && !f.conf_found {
@@ -193,13 +197,209 @@ pub fn judge(f: &Facts) -> Vec<Check> {
         )];
     };
     let running = f.slurm.as_deref().and_then(version_number);
-    match (l.version, running) {
-        (None, _) => vec![Check::warn("spank_plugin", format!("{} ({at}) has no readable plugin_version symbol", so.display()), "rebuild the plugin from warren's sources against this Slurm's headers")],
-        (Some(v), None) => vec![Check::warn("spank_plugin", format!("{} built for Slurm {}; slurmd not found to compare", so.display(), show(v)), "run doctor on a compute node with slurmd installed")],
-        (Some(v), Some(r)) if v >> 8 != r >> 8 => vec![Check::fail("spank_plugin",
+    let version = match (l.version, running) {
+        (None, _) => Check::warn("spank_plugin", format!("{} ({at}) has no readable plugin_version symbol", so.display()), "rebuild the plugin from warren's sources against this Slurm's headers"),
+        (Some(v), None) => Check::warn("spank_plugin", format!("{} built for Slurm {}; slurmd not found to compare", so.display(), show(v)), "run doctor on a compute node with slurmd installed"),
+        (Some(v), Some(r)) if v >> 8 != r >> 8 => Check::fail("spank_plugin",
             format!("{} was built for Slurm {} but this node runs {}: Slurm will refuse to load it", so.display(), show(v), show(r)),
-            "rebuild the SPANK plugin against this node's Slurm headers (libslurm-dev / slurm-devel) and reinstall it")],
-        (Some(v), Some(r)) => vec![Check::ok("spank_plugin", format!("{} ({at}) built for Slurm {}, running {}", so.display(), show(v), show(r)))],
+            "rebuild the SPANK plugin against this node's Slurm headers (libslurm-dev / slurm-devel): bash scripts/install-plugin.sh"),
+        (Some(v), Some(r)) if v != r => Check::warn("spank_plugin",
+            format!("{} was built for Slurm {}, this node runs {}: it loads (same release series) but plugin_version should equal SLURM_VERSION_NUMBER", so.display(), show(v), show(r)),
+            "rebuild the SPANK plugin against this node's Slurm headers: bash scripts/install-plugin.sh"),
+        (Some(v), Some(r)) => Check::ok("spank_plugin", format!("{} ({at}) built for Slurm {}, running {}", so.display(), show(v), show(r))),
+    };
+    let args = match plugstack::parse(&l.args) {
+        Ok(_) => Check::ok(
+            "spank_plugstack",
+            format!("{at}: {} argument(s) valid", l.args.len()),
+        ),
+        Err(e) => Check::fail(
+            "spank_plugstack",
+            format!(
+                "{at}: {e}{}",
+                if l.required {
+                    " (required: every step fails to start)"
+                } else {
+                    " (optional: the plugin stays inert)"
+                }
+            ),
+            "fix the argument; every key is documented in warren's slurm/plugstack.conf",
+        ),
+    };
+    vec![version, args]
+}
+
+/// The plugin's arguments on its plugstack.conf line, e.g.
+/// `required /usr/lib/x86_64-linux-gnu/slurm-wlm/libwarren_spank.so runtime_path=/run/warren shared_store=/shared/warren`.
+/// Each is `KEY=VALUE`; an unknown key or a bad value is an error (slurmd logs one line;
+/// the plugin then stays inert, and Slurm fails the load only for a `required` line).
+/// `slurm/plugstack.conf` documents every key. Defined here, where `warren doctor` checks
+/// the line, and read by the plugin (`slurm/`) through the library: one parser for both.
+pub mod plugstack {
+    use std::path::PathBuf;
+
+    /// The admin's settings.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Config {
+        /// The `warren` binary run on the nodes (pull, holders). Default: /usr/bin/warren if
+        /// it exists, else the first `warren` on slurmstepd's PATH.
+        pub warren: Option<PathBuf>,
+        /// Root-owned directory for per-node, per-user, per-job runtime state.
+        pub runtime_path: PathBuf,
+        /// The users' store (`store.path`); `%u` is the user name, `%U` the uid. Default: each
+        /// user's own default store (`$XDG_DATA_HOME/warren` or `~/.local/share/warren`).
+        pub store: Option<String>,
+        /// Shared read-only stores searched first (`store.shared`), colon-separated.
+        pub shared_store: Option<String>,
+        /// Defaults for the user options that have a `--no-` form.
+        pub remap_root: bool,
+        pub mount_home: bool,
+        pub entrypoint: bool,
+        /// Containers writable by default (pyxis: yes).
+        pub writable: bool,
+        /// `#SBATCH --container-image` runs the batch script in the container.
+        pub sbatch_support: bool,
+        /// Mount images from shared admin-owned stores with the kernel's squashfs driver
+        /// (root, read-only, nosuid, nodev) instead of squashfuse.
+        pub kernel_mount: bool,
+        /// One shared writable root for all tasks of a node (pyxis's behaviour) instead of a
+        /// layer per task.
+        pub shared_root: bool,
+    }
+
+    impl Default for Config {
+        fn default() -> Config {
+            Config {
+                warren: None,
+                runtime_path: PathBuf::from("/run/warren"),
+                store: None,
+                shared_store: None,
+                remap_root: false,
+                mount_home: false,
+                entrypoint: false,
+                writable: true,
+                sbatch_support: true,
+                kernel_mount: false,
+                shared_root: false,
+            }
+        }
+    }
+
+    /// pyxis's booleans: 1/true/yes/y and 0/false/no/n.
+    pub fn parse_bool(s: &str) -> Option<bool> {
+        match s {
+            "1" | "true" | "yes" | "y" => Some(true),
+            "0" | "false" | "no" | "n" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// A bad plugstack argument.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("warren: plugstack argument {arg:?}: {why}")]
+    pub struct ConfigError {
+        pub arg: String,
+        pub why: String,
+    }
+
+    fn abs_path(arg: &str, v: &str) -> Result<PathBuf, ConfigError> {
+        if !v.starts_with('/') || v.len() > 4095 || v.chars().any(|c| c.is_control()) {
+            return Err(ConfigError {
+                arg: arg.into(),
+                why: "needs an absolute path".into(),
+            });
+        }
+        Ok(PathBuf::from(v))
+    }
+
+    /// Parse the arguments after the .so path.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        for a in args {
+            let a = a.as_ref();
+            let bad = |why: &str| ConfigError {
+                arg: a.into(),
+                why: why.into(),
+            };
+            let Some((k, v)) = a.split_once('=') else {
+                return Err(bad("expected KEY=VALUE"));
+            };
+            let boolean = || parse_bool(v).ok_or_else(|| bad("expected yes or no"));
+            match k {
+                "warren" => c.warren = Some(abs_path(a, v)?),
+                "runtime_path" => c.runtime_path = abs_path(a, v)?,
+                "store" => {
+                    abs_path(a, v)?;
+                    c.store = Some(v.to_string());
+                }
+                "shared_store" => {
+                    for p in v.split(':') {
+                        abs_path(a, p)?;
+                    }
+                    c.shared_store = Some(v.to_string());
+                }
+                "remap_root" => c.remap_root = boolean()?,
+                "mount_home" => c.mount_home = boolean()?,
+                "execute_entrypoint" => c.entrypoint = boolean()?,
+                "writable" => c.writable = boolean()?,
+                "sbatch_support" => c.sbatch_support = boolean()?,
+                "kernel_mount" => c.kernel_mount = boolean()?,
+                "shared_root" => c.shared_root = boolean()?,
+                _ => return Err(bad("unknown key (see warren's slurm/plugstack.conf)")),
+            }
+        }
+        Ok(c)
+    }
+
+    /// `store` with `%u`/`%U` replaced.
+    pub fn expand_store(template: &str, user: &str, uid: u32) -> String {
+        template.replace("%u", user).replace("%U", &uid.to_string())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[test]
+        fn keys() {
+            assert_eq!(parse::<&str>(&[]).unwrap(), Config::default());
+            let c = parse(&[
+                "runtime_path=/run/w",
+                "shared_store=/a:/b",
+                "remap_root=yes",
+                "sbatch_support=0",
+                "kernel_mount=y",
+                "shared_root=true",
+                "store=/scratch/%u/warren",
+                "warren=/opt/warren/bin/warren",
+            ])
+            .unwrap();
+            assert_eq!(c.runtime_path, PathBuf::from("/run/w"));
+            assert!(c.remap_root && !c.sbatch_support && c.kernel_mount && c.shared_root);
+            assert_eq!(
+                expand_store(c.store.as_deref().unwrap(), "ann", 7),
+                "/scratch/ann/warren"
+            );
+            for bad in [
+                "runtime_path=rel",
+                "remap_root=maybe",
+                "bogus=1",
+                "noequals",
+                "shared_store=/a:b",
+            ] {
+                let e = parse(&[bad]).unwrap_err();
+                assert_eq!(e.arg, bad);
+                assert!(!e.to_string().contains('\n'));
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics(v in proptest::collection::vec(any::<String>(), 0..4)) {
+                let _ = parse(&v);
+            }
+        }
     }
 }
 
@@ -260,8 +460,25 @@ mod tests {
             let mut f = gather(&opts);
             f.slurm = Some("slurm-wlm 22.05.8".into());
             assert_eq!(judge(&f)[0].status, Status::Ok, "{:?}", judge(&f));
+            assert_eq!(judge(&f)[1].status, Status::Ok, "{:?}", judge(&f));
+            f.slurm = Some("slurm-wlm 22.05.9".into());
+            assert_eq!(judge(&f)[0].status, Status::Warn);
             f.slurm = Some("slurm 23.11.1".into());
             assert_eq!(judge(&f)[0].status, Status::Fail);
+            // A bad argument on the line.
+            std::fs::write(
+                d.path().join("plugstack.conf.d/warren.conf"),
+                format!(
+                    "required {} runtime_path=/run/w remap_root=maybe\n",
+                    so.display()
+                ),
+            )
+            .unwrap();
+            let mut f = gather(&opts);
+            f.slurm = Some("slurm-wlm 22.05.8".into());
+            let c = &judge(&f)[1];
+            assert_eq!(c.status, Status::Fail);
+            assert!(c.detail.contains("remap_root=maybe"), "{}", c.detail);
         }
     }
 }

@@ -1,0 +1,340 @@
+//! The three-node test cluster (scripts/slurm.sh) with warren's SPANK plugin built from
+//! this tree installed (scripts/install-plugin.sh --dev), shared by the tests/slurm_*.rs
+//! binaries: srun/sbatch as the unprivileged test user, job clean-up checks.
+#![allow(dead_code)]
+use crate::support::{self, need_user, registry, stderr, stdout, TestDir, User, TEST_USER};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const IMAGE: &str = "127.0.0.1:5000/test/busybox:latest";
+/// Built by scripts/test-images.sh debian (debootstrap): has /etc/os-release.
+pub const DEBIAN: &str = "127.0.0.1:5000/test/debian:latest";
+pub const NODES: [&str; 3] = ["n1", "n2", "n3"];
+pub const RUNTIME: &str = "/run/warren";
+
+pub struct Cluster {
+    pub user: User,
+    /// Where jobs run (srun's working directory), the user's.
+    pub work: TestDir,
+}
+
+static WORK_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_work_dir() {
+    if let Some(d) = WORK_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
+}
+
+fn setup(kernel_mount: bool) -> Result<Cluster, String> {
+    let user = need_user(TEST_USER)?;
+    support::need_programs(&["srun", "sbatch", "sinfo", "scontrol", "squeue", "scancel"])?;
+    registry::need_registry(&[registry::PLAIN])?;
+    let nodes = stdout(&sh("sinfo -h -N -o '%N %t' 2>/dev/null"));
+    if !NODES.iter().all(|n| nodes.contains(n)) {
+        return Err(format!(
+            "the test cluster is not up (sinfo: {nodes:?}; run scripts/slurm.sh start)"
+        ));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store_base = registry::state_dir().join("slurm-store");
+    std::fs::create_dir_all(&store_base).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&store_base, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let store = store_base.join(&user.name);
+    if !store.exists() {
+        std::fs::create_dir(&store).map_err(|e| e.to_string())?;
+        std::os::unix::fs::chown(&store, Some(user.uid), Some(user.gid))
+            .map_err(|e| e.to_string())?;
+    }
+    // An admin-owned shared store (root's, as `warren pull --shared` by the store's
+    // owner makes it) with the small image: kernel_mount=yes serves it with the kernel's
+    // squashfs driver.
+    let shared = registry::state_dir().join("slurm-shared");
+    std::fs::create_dir_all(&shared).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let out = Command::new(support::warren_bin())
+        .args(["pull", "--shared", "--quiet", IMAGE])
+        .env("WARREN_STORE_SHARED", &shared)
+        .env_remove("WARREN_CONFIG")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("pull into the shared store: {}", stderr(&out)));
+    }
+    let conf = Path::new("/etc/slurm/plugstack.conf.d/warren.conf");
+    let before = std::fs::read_to_string(conf).unwrap_or_default();
+    let out = Command::new("bash")
+        .arg(root.join("scripts/install-plugin.sh"))
+        .args(["--dev", "--no-binary"])
+        .arg(format!("warren={}", support::warren_bin().display()))
+        .arg(format!("store={}/%u", store_base.display()))
+        .arg(format!("runtime_path={RUNTIME}"))
+        .arg(format!("shared_store={}", shared.display()))
+        .arg(format!(
+            "kernel_mount={}",
+            if kernel_mount { "yes" } else { "no" }
+        ))
+        .current_dir(root)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("install-plugin.sh failed: {}", stderr(&out)));
+    }
+    if std::fs::read_to_string(conf).unwrap_or_default() != before {
+        let out = Command::new("bash")
+            .arg(root.join("scripts/slurm.sh"))
+            .arg("restart")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("slurm.sh restart failed: {}", stderr(&out)));
+        }
+    }
+    let work = TestDir::owned_by("warren-slurm-", Some(user.clone()));
+    // The fixture lives in a static, never dropped: remove its dir when the test binary
+    // exits (the harness calls exit(), so atexit handlers run).
+    WORK_DIR.set(work.path().to_path_buf()).ok();
+    // SAFETY: registering a plain extern "C" function without arguments.
+    unsafe { libc::atexit(remove_work_dir) };
+    Ok(Cluster { user, work })
+}
+
+/// The cluster with the plugin installed for this test binary (`kernel_mount` on or off:
+/// cargo runs test binaries one after the other, so each sees its own plugstack line).
+pub fn cluster(kernel_mount: bool) -> Result<&'static Cluster, String> {
+    static C: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    C.get_or_init(|| setup(kernel_mount))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Cluster {
+    /// `prog args…` as the test user in the work dir, without PYXIS_* from our own
+    /// environment.
+    pub fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let mut c = self.user.command(prog);
+        c.args(args).current_dir(self.work.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PYXIS_") || k.starts_with("SLURM_") || k.starts_with("WARREN_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    pub fn srun(&self, args: &[&str]) -> Output {
+        self.cmd("srun", args).output().expect("srun")
+    }
+
+    /// Submit `script` with sbatch and wait for the job to end; its output file's text.
+    pub fn sbatch(&self, script: &str) -> (u32, String) {
+        let file = self.work.path().join(format!("job-{}.sh", unique()));
+        std::fs::write(&file, script).unwrap();
+        self.work.give(&file);
+        let out = self
+            .cmd("sbatch", &["--parsable", "--wait", "-o", "%x-%j.out"])
+            .arg(&file)
+            .output()
+            .expect("sbatch");
+        let id: u32 = stdout(&out)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .unwrap_or_else(|_| panic!("sbatch: {}{}", stdout(&out), stderr(&out)));
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let log = self.work.path().join(format!("{name}-{id}.out"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "job {id} failed: {}\n{text}",
+            stderr(&out)
+        );
+        (id, text)
+    }
+
+    /// Wait (bounded) until `job` has left the queue.
+    pub fn wait_job(&self, job: u32) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let q = stdout(&sh(&format!("squeue -h -j {job} -o %T 2>/dev/null")));
+            if q.trim().is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("job {job} did not end");
+    }
+
+    /// Every node's runtime dir of `job` is gone (the epilog runs after srun returns):
+    /// waits for it, bounded, then reports what is left.
+    pub fn assert_job_cleaned(&self, job: u32) {
+        let dirs: Vec<PathBuf> = NODES
+            .iter()
+            .map(|n| {
+                Path::new(RUNTIME)
+                    .join(n)
+                    .join(self.user.uid.to_string())
+                    .join(job.to_string())
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while dirs.iter().any(|d| d.exists()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+        assert!(left.is_empty(), "job {job} left {left:?}");
+        // No holder or FUSE daemon of this job runs any more.
+        let procs = self.processes_of_job(job);
+        assert!(procs.is_empty(), "job {job} left processes: {procs:?}");
+    }
+
+    /// Processes started for `job` (warren and its FUSE daemons inherit the job's warren
+    /// runtime dir in their environment).
+    pub fn processes_of_job(&self, job: u32) -> Vec<String> {
+        let mut v = vec![];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let p = e.path();
+            let env = std::fs::read(p.join("environ")).unwrap_or_default();
+            let env = String::from_utf8_lossy(&env);
+            let ours = env.split('\0').any(|kv| {
+                kv.strip_prefix(&format!("WARREN_RUN_RUNTIME_DIR={RUNTIME}/"))
+                    .is_some_and(|rest| rest.contains(&format!("/{}/{job}/", self.user.uid)))
+            });
+            if ours {
+                let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+                v.push(format!(
+                    "{}: {}",
+                    p.display(),
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                ));
+            }
+        }
+        v
+    }
+}
+
+/// Cancels a job when dropped (a failed assertion must not leave it running).
+pub struct Cancel(pub u32);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(self.0.to_string()).output();
+    }
+}
+
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A plain-HTTP proxy in front of the test registry that records `METHOD PATH` of each
+/// request (upstream asked with HTTP/1.0: one request per connection). The same idea as
+/// tests/store_concurrent.rs's; both could move to tests/support.
+pub struct CountingProxy {
+    pub addr: std::net::SocketAddr,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CountingProxy {
+    pub fn start() -> CountingProxy {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sn, st) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let sn = sn.clone();
+                        std::thread::spawn(move || {
+                            let _ = relay(c, &sn);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        CountingProxy {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests whose `METHOD PATH` contains `s`.
+    pub fn count(&self, s: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains(s))
+            .count()
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn relay(c: std::net::TcpStream, seen: &std::sync::Mutex<Vec<String>>) -> std::io::Result<()> {
+    use std::io::{BufRead, Read, Write};
+    c.set_nonblocking(false)?;
+    let mut r = std::io::BufReader::new(c.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    seen.lock().unwrap().push(format!("{method} {path}"));
+    let mut up = std::net::TcpStream::connect(registry::PLAIN)?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\n", registry::PLAIN);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        let name = h
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if ["accept", "range", "authorization"].contains(&name.as_str()) {
+            head.push_str(&h);
+        }
+    }
+    head.push_str("\r\n");
+    up.write_all(head.as_bytes())?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    let mut c = c;
+    c.write_all(&resp)
+}
