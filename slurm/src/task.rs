@@ -286,6 +286,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         mode: Mode::Container,
         scope: t.scope.clone(),
         join: true,
+        // Slurm is the parent of every task and tracks it in the host PID namespace;
+        // ranks of a node share one user namespace (MPI's CMA needs host PIDs).
+        contain: Some(false),
     };
     let (spec, _notices) = spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
         .map_err(|e| format!("warren: {e:#}"))?;
