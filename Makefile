@@ -98,7 +98,6 @@ install-slurm: build
 	# The plugin's own commented examples, when its tree ships them.
 	for f in slurm/plugstack.conf slurm/oci.conf; do \
 	  if [ -f $$f ]; then install -m 0644 $$f $(DESTDIR)$(SLURM_DOCDIR)/examples/; fi; done
-	if [ -f docs/slurm.md ]; then install -m 0644 docs/slurm.md $(DESTDIR)$(SLURM_DOCDIR)/; fi
 
 deb:
 	OUT=$(OUT) MAKE="$(MAKE)" bash packaging/deb.sh

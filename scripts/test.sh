@@ -34,6 +34,7 @@ echo "== cargo test"
 # Everything the tests need is installed above: a test that would skip fails instead.
 export WARREN_TEST_NO_SKIP=1
 cargo test --lib --bins --tests --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
+bash scripts/test-packages.sh   # make deb/rpm twice (reproducible), lintian, rpm -q, install in a Debian 12 root
 
 # Nothing may be left behind by the tests.
 left=$(grep -cE 'fuse\.(squashfuse|fuse-overlayfs)|squashfuse|fuse-overlayfs| overlay ' /proc/self/mountinfo || true)
