@@ -34,7 +34,6 @@ echo "== cargo test"
 # Everything the tests need is installed above: a test that would skip fails instead.
 export WARREN_TEST_NO_SKIP=1
 cargo test --lib --bins --tests --no-fail-fast -- --test-threads="${WARREN_TEST_THREADS:-2}"
-bash scripts/test-packages.sh   # make deb/rpm twice (reproducible), lintian, rpm -q, install in a Debian 12 root
 
 # Nothing may be left behind by the tests.
 left=$(grep -cE 'fuse\.(squashfuse|fuse-overlayfs)|squashfuse|fuse-overlayfs| overlay ' /proc/self/mountinfo || true)
@@ -44,4 +43,5 @@ if [ "${left:-0}" -gt 0 ] || [ "${procs:-0}" -gt 0 ]; then
   grep -E 'squashfuse|fuse-overlayfs|overlay' /proc/self/mountinfo >&2 || true
   exit 1
 fi
+bash scripts/test-packages.sh   # make deb/rpm twice (reproducible), lintian, rpm -q, install in a Debian 12 root
 echo "test.sh: all tests passed, nothing left behind"
