@@ -164,9 +164,15 @@ done
 comp=$(in_root bash -c 'source /usr/share/bash-completion/completions/warren && COMP_WORDS=(warren pu) COMP_CWORD=1 && _warren warren pu warren && echo "${COMPREPLY[*]}"') ||
   fail "the bash completion does not load in the root"
 [ "$comp" = pull ] || fail "bash completion of 'warren pu' gave '$comp', not 'pull'"
-in_root zsh --version >/dev/null 2>&1 || [ -s "$R/usr/share/zsh/vendor-completions/_warren" ] || fail "no zsh completion"
-[ -s "$R/usr/share/fish/vendor_completions.d/warren.fish" ] || fail "no fish completion"
-say "warren --version, man -w, bash completion OK"
+# zsh and fish find the packaged scripts in their vendor directories by themselves.
+in_root apt-get install -y -q --no-install-recommends zsh fish >"$T/shells.log" 2>&1 ||
+  { tail -n 20 "$T/shells.log" >&2; fail "apt-get install zsh fish in the test root"; }
+comp=$(in_root zsh -fc 'autoload -Uz +X _warren && whence -w _warren') ||
+  fail "zsh does not find _warren"
+[ "$comp" = "_warren: function" ] || fail "zsh: $comp"
+comp=$(in_root fish -c "complete -C 'warren pu'") || fail "fish completion"
+grep -q '^pull' <<<"$comp" || fail "fish completion of 'warren pu' gave '$comp'"
+say "warren --version, man -w, bash, zsh and fish completions OK"
 
 if [ -n "${slurm:-}" ]; then
   so=$R/usr/lib/x86_64-linux-gnu/slurm-wlm/libwarren_spank.so
