@@ -33,8 +33,12 @@ export WARREN_COMMIT ?= $(shell git rev-parse -q --verify HEAD 2>/dev/null)
 REMAP := --remap-path-prefix=$(CURDIR)=/usr/src/warren-$(VERSION) \
          --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo \
          --remap-path-prefix=$(TARGET_DIR)=/target
+# Once: packaging/*.sh run make again with these already in the environment, and the
+# same flags keep cargo's build cached between `make` and `make deb`.
+ifeq ($(findstring --remap-path-prefix=$(CURDIR)=,$(RUSTFLAGS)),)
 export RUSTFLAGS := $(strip $(RUSTFLAGS) $(REMAP))
 export CFLAGS := $(strip $(CFLAGS) $(subst --remap-path-prefix,-ffile-prefix-map,$(REMAP)))
+endif
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 
 REL  := $(TARGET_DIR)/release
