@@ -153,6 +153,9 @@ fn bash_completion_completes_subcommands_and_options() {
         ok(&o)
     };
     assert_eq!(complete("warren pu").trim(), "pull");
+    // The build's hidden generator is not offered; `completion` is.
+    assert_eq!(complete("warren m").trim(), "");
+    assert_eq!(complete("warren com").trim(), "completion");
     let run = complete("warren run --rea");
     assert_eq!(run.trim(), "--read-only");
 }

@@ -20,15 +20,20 @@ pub struct Args {
 /// write error, and a closed pipe must be a one-line error instead.
 pub fn run(args: &Args) -> Result<i32> {
     let mut script = Vec::new();
-    clap_complete::generate(
-        args.shell,
-        &mut super::Cli::command(),
-        "warren",
-        &mut script,
-    );
+    clap_complete::generate(args.shell, &mut visible(), "warren", &mut script);
     let mut out = std::io::stdout().lock();
     out.write_all(&script)
         .and_then(|()| out.flush())
         .context("write the completion script to stdout")?;
     Ok(0)
+}
+
+/// The CLI without its hidden subcommands (`man-pages`, for the build): the static
+/// generators would offer them otherwise.
+fn visible() -> clap::Command {
+    let full = super::Cli::command();
+    clap::Command::new("warren")
+        .version(env!("WARREN_VERSION_LONG"))
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
 }
