@@ -1,7 +1,7 @@
 #!/bin/sh
 # Slurm's plugin directory on this machine: the running configuration's PluginDir, else
 # the distribution's default (Debian multiarch, RHEL lib64), else nothing.
-d=$(scontrol show config 2>/dev/null | sed -n 's/^PluginDir *= *//p' | cut -d: -f1)
+d=$(timeout 10 scontrol show config 2>/dev/null | sed -n 's/^PluginDir *= *//p' | cut -d: -f1)
 if [ -n "$d" ]; then echo "$d"; exit 0; fi
 if command -v dpkg-architecture >/dev/null 2>&1; then
   echo "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/slurm-wlm"; exit 0

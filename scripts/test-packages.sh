@@ -37,21 +37,28 @@ fi
 
 STATE=${WARREN_TEST_STATE:-/var/tmp/warren-test}
 mkdir -p "$STATE"
+
+# Removes a test dir: processes rooted in its Debian root (apt's children) first, then
+# the root's /proc, then the files (never through a mount).
+teardown() {
+  local dir=$1 root=$1/root p
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && kill -9 "${p#/proc/}" 2>/dev/null
+  done
+  if mountpoint -q "$root/proc" 2>/dev/null; then umount "$root/proc" || umount -l "$root/proc"; fi
+  if grep -q " $dir/" /proc/self/mountinfo; then
+    echo "test-packages: still mounted under $dir: not removing it" >&2; return 1
+  fi
+  rm -rf "$dir"
+}
+# One run at a time; what a run killed before its trap left behind goes now.
+exec 9>"$STATE/pkg-test.lock"
+flock 9
+for old in /var/tmp/warren-pkgtest.*; do [ ! -d "$old" ] || teardown "$old"; done
+
 T=$(mktemp -d /var/tmp/warren-pkgtest.XXXXXX)
 R=$T/root
-cleanup() {
-  # Processes rooted in the test root are ours (apt's children); then /proc, then files.
-  local p
-  for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/root" 2>/dev/null)" = "$R" ] && kill -9 "${p#/proc/}" 2>/dev/null
-  done
-  if mountpoint -q "$R/proc" 2>/dev/null; then umount "$R/proc" || umount -l "$R/proc"; fi
-  if grep -q " $T/" /proc/self/mountinfo; then
-    echo "test-packages: still mounted under $T: not removing it" >&2; return 1
-  fi
-  rm -rf "$T"
-}
-trap cleanup EXIT
+trap 'teardown "$T"' EXIT
 
 # The README section's fenced blocks, in order: 1 build, 2 node install, 3 activation.
 section=$(awk '/^## /{on = ($0 ~ /^## Install on a cluster/)} on' README.md)
