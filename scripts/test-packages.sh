@@ -3,7 +3,8 @@
 #   bash scripts/test-packages.sh
 # 1. Runs the README's "Install on a cluster" build block (make deb, make rpm) here;
 # 2. builds again from a copy of the tree in another directory: every package must be
-#    byte-identical (SOURCE_DATE_EPOCH, remapped paths);
+#    byte-identical (SOURCE_DATE_EPOCH, remapped paths); `make install DESTDIR=…`
+#    installs the same files as the .debs and keeps an edited configuration;
 # 3. lintian on the .debs (remaining tags explained in docs/install.md);
 # 4. rpm -qlp / -qRp / -qcp of the .rpms;
 # 5. in a fresh Debian 12 root (debootstrap minbase, cached as a tarball) runs the
@@ -83,8 +84,30 @@ git ls-files -z | xargs -0 cp --parents -a -t "$STATE/pkg-src-b"
 (cd "$STATE/pkg-src-b" && export OUT=$T/out-b CARGO_TARGET_DIR=$STATE/pkg-target-b && eval "$(block 1)") >"$T/build-b.log" 2>&1 ||
   { tail -n 30 "$T/build-b.log" >&2; fail "README build block failed in the copy"; }
 
+# make install (sites without packages) installs the same files as the .deb, and keeps
+# an edited configuration on a second install.
+say "make install DESTDIR PREFIX=/usr/local"
+inst() {
+  make -s -C "$SRC" install DESTDIR="$T/inst" PREFIX=/usr/local \
+    SLURM_PLUGINDIR=/usr/local/lib/slurm CARGO_TARGET_DIR="$STATE/pkg-target-a" >"$T/install.log" 2>&1 ||
+    { tail -n 20 "$T/install.log" >&2; fail "make install"; }
+}
+inst
+installed=$(cd "$T/inst" && find . -type f | sed 's|^\.||' | sort)
+echo '# edited' >>"$T/inst/etc/warren/warren.toml"
+inst
+grep -q '^# edited' "$T/inst/etc/warren/warren.toml" || fail "a second make install overwrote the edited warren.toml"
+cmp -s "$T/inst/etc/warren/warren.toml.example" "$SRC/config/warren.toml" || fail "make install: no warren.toml.example beside the kept configuration"
+
 cd "$T/out-a"
 debs=(*.deb) rpms=(*.rpm)
+# The same files as the packages, but for the prefix and the packages' own copyright,
+# changelog and distribution-specific directories.
+packaged=$(for d in "${debs[@]}"; do dpkg-deb -c "$d"; done | awk '$1 !~ /^d/ { print substr($6, 2) }' |
+  grep -v -e '/copyright$' -e '/changelog\.gz$' |
+  sed -e 's|^/usr/share/zsh/vendor-completions/|/usr/share/zsh/site-functions/|' \
+      -e 's|^/usr/lib/[^/]*/slurm-wlm/|/usr/lib/slurm/|' -e 's|^/usr/|/usr/local/|' | sort)
+[ "$installed" = "$packaged" ] || fail "make install and the .debs differ: $(diff <(echo "$installed") <(echo "$packaged") | tr '\n' ' ')"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$SRC/Cargo.toml" | head -n1)
 expect=(warren_"$version"_amd64.deb "warren-$version-1.x86_64.rpm")
 if [ -f "$SRC/slurm/Cargo.toml" ]; then
