@@ -45,4 +45,5 @@ if [ "${left:-0}" -gt 0 ] || [ "${procs:-0}" -gt 0 ]; then
   grep -E 'squashfuse|fuse-overlayfs|overlay' /proc/self/mountinfo >&2 || true
   exit 1
 fi
+bash scripts/test-packages.sh   # make deb/rpm twice (reproducible), lintian, rpm -q, install in a Debian 12 root
 echo "test.sh: all tests passed, nothing left behind"

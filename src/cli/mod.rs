@@ -6,9 +6,11 @@ use clap::{Parser, Subcommand};
 
 pub mod admin;
 pub mod caller;
+pub mod completion;
 pub mod doctor;
 pub mod images;
 pub mod inspect;
+pub mod manpage;
 pub mod monitor;
 pub mod progress;
 pub mod prune;
@@ -25,7 +27,7 @@ pub mod verify;
 #[derive(Parser, Debug)]
 #[command(
     name = "warren",
-    version,
+    version = env!("WARREN_VERSION_LONG"),
     about = "Rootless OCI containers for HPC batch jobs: pull, squash, run. No daemon, no root.",
     after_help = "Configuration: /etc/warren/warren.toml, $XDG_CONFIG_HOME/warren/warren.toml, WARREN_* variables, then flags."
 )]
@@ -68,6 +70,11 @@ pub enum Command {
     Admin(admin::Args),
     /// Check that this node can run rootless containers, and say how to fix it.
     Doctor(doctor::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(completion::Args),
+    /// Write the man pages into a directory (used by the build).
+    #[command(hide = true)]
+    ManPages(manpage::Args),
 }
 
 /// What every command gets.
@@ -140,6 +147,21 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => return clap_exit(e, is_run),
     };
+    // Generated from the CLI definition alone: needs no configuration (a build host's
+    // /etc/warren/warren.toml may be absent or broken).
+    let generated = match &cli.command {
+        Command::Completion(a) => Some(completion::run(a)),
+        Command::ManPages(a) => Some(manpage::run(a)),
+        _ => None,
+    };
+    match generated {
+        Some(Ok(code)) => return code,
+        Some(Err(e)) => {
+            eprintln!("warren: {}", one_line(&e));
+            return 1;
+        }
+        None => {}
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -177,6 +199,7 @@ pub fn main() -> i32 {
         Command::Rm(a) => rm::run(&ctx, a),
         Command::Admin(a) => admin::run(&ctx, a),
         Command::Doctor(a) => doctor::run(&ctx, a),
+        Command::Completion(_) | Command::ManPages(_) => Ok(0), // done above
     };
     match res {
         Ok(code) => code,
