@@ -19,6 +19,7 @@
 //!   (user or Slurm job); `state`: runtime directory and `ps`/`rm` records; `sys`: thin
 //!   syscall wrappers.
 
+pub mod bundle;
 pub mod caller;
 pub mod caps;
 pub mod elfdeps;
