@@ -9,6 +9,7 @@ pub mod caller;
 pub mod doctor;
 pub mod images;
 pub mod inspect;
+pub mod oci;
 pub mod prune;
 pub mod ps;
 pub mod pull;
@@ -62,6 +63,8 @@ pub enum Command {
     Ps(ps::Args),
     /// Stop and remove named containers.
     Rm(rm::Args),
+    /// OCI runtime commands (run, create, start, state, kill, delete) for Slurm's oci.conf.
+    Oci(oci::Args),
     /// Cluster administration: subuid/subgid ranges.
     Admin(admin::Args),
     /// Check that this node can run rootless containers, and say how to fix it.
@@ -173,6 +176,7 @@ pub fn main() -> i32 {
         Command::Unshare(a) => unshare::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Rm(a) => rm::run(&ctx, a),
+        Command::Oci(a) => oci::run(&ctx, a),
         Command::Admin(a) => admin::run(&ctx, a),
         Command::Doctor(a) => doctor::run(&ctx, a),
     };

@@ -32,6 +32,26 @@ pub const FORWARDED: [libc::c_int; 6] = [
 /// Start the container (or holder) and, for a container, wait for it; returns the exit
 /// code. Notices and the timing line go to stderr unless `spec.quiet`.
 pub fn run(cfg: &RunConfig, spec: &RunSpec, t_start: u64) -> Result<i32> {
+    run_with(cfg, spec, t_start, None)
+}
+
+/// What an OCI runtime front end (`cli::oci`) adds to a container start.
+pub struct Oci<'a> {
+    /// Namespaces to create after the user namespace (`CLONE_NEWNET` | `NEWIPC` | …).
+    pub unshare: libc::c_int,
+    pub hostname: Option<String>,
+    /// The container's process blocks reading one byte from this (an O_RDWR FIFO) after
+    /// its set-up, before exec: `create` leaves it there, `start` writes the byte.
+    pub gate: OwnedFd,
+    /// Run in the container's process after the gate opens, before exec.
+    pub before_exec: &'a dyn Fn() -> Result<(), String>,
+    /// Called in warren once the container waits at the gate, with its PID (the leader of
+    /// its own process group). An error kills the container.
+    pub created: &'a mut dyn FnMut(i32) -> Result<()>,
+}
+
+/// [`run`], with the OCI runtime's additions.
+pub fn run_with(cfg: &RunConfig, spec: &RunSpec, t_start: u64, oci: Option<Oci>) -> Result<i32> {
     let choice = overlay::choose(spec);
     let join_fd = match &spec.join {
         Some(h) => Some(
@@ -46,7 +66,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, t_start: u64) -> Result<i32> {
         )?),
         Mode::Holder => None,
     };
-    let res = run_registered(cfg, spec, choice, join_fd, t_start);
+    let res = run_registered(cfg, spec, choice, join_fd, t_start, oci);
     if let Some(r) = record {
         r.remove();
     }
@@ -69,6 +89,7 @@ fn run_registered(
     choice: Choice,
     join_fd: Option<OwnedFd>,
     t_start: u64,
+    mut oci: Option<Oci>,
 ) -> Result<i32> {
     let pipes = Pipes {
         sync: sys::pipe()?,
@@ -102,6 +123,12 @@ fn run_registered(
             sync_w: &sync.1,
             go_r: &go.0,
             rep: Some(report.1),
+            oci: oci.as_ref().map(|o| OciChild {
+                unshare: o.unshare,
+                hostname: o.hostname.as_deref(),
+                gate: &o.gate,
+                before_exec: o.before_exec,
+            }),
         };
         let code = child.run().code;
         // SAFETY: leave the forked child without unwinding into warren's frames.
@@ -128,6 +155,7 @@ fn run_registered(
         &report.0,
         t_start,
         t_fork,
+        oci.as_mut(),
     );
     if tty_fg {
         // SAFETY: take the terminal back.
@@ -153,6 +181,7 @@ fn parent(
     rep_r: &OwnedFd,
     t_start: u64,
     t_fork: u64,
+    oci: Option<&mut Oci>,
 ) -> Result<i32> {
     let kill_and_reap = || {
         // SAFETY: pid is our child.
@@ -197,6 +226,12 @@ fn parent(
     }
     if spec.timing {
         eprintln!("{}", timing_line(&msgs, t_start, t_fork, t_map, t_exec));
+    }
+    if let Some(oci) = oci {
+        if let Err(e) = (oci.created)(pid) {
+            kill_and_reap();
+            return Err(e);
+        }
     }
     let code = wait_forwarding(pid);
     reap_descendants();
@@ -278,6 +313,15 @@ struct Child<'a> {
     go_r: &'a OwnedFd,
     /// The report pipe; `None` once closed (a holder closes it when ready).
     rep: Option<OwnedFd>,
+    oci: Option<OciChild<'a>>,
+}
+
+/// The child's view of [`Oci`].
+struct OciChild<'a> {
+    unshare: libc::c_int,
+    hostname: Option<&'a str>,
+    gate: &'a OwnedFd,
+    before_exec: &'a dyn Fn() -> Result<(), String>,
 }
 
 impl Child<'_> {
@@ -287,6 +331,10 @@ impl Child<'_> {
         let mut log = Log::default();
         log.mark("fork");
         let Err(e) = self.steps(&mut log);
+        if self.rep.is_none() && !self.spec.quiet {
+            // Past an OCI gate the report pipe is closed: the container's stderr it is.
+            eprintln!("warren: {}", e.msg);
+        }
         let mut msgs = log_messages(self.spec, &log);
         msgs.push(Message::Error {
             code: e.code,
@@ -325,6 +373,9 @@ impl Child<'_> {
             }
             log.mark("userns");
         }
+        if let Some(oci) = &self.oci {
+            oci_namespaces(oci)?;
+        }
         // 2. The library's set-up, in this process.
         let staged = setup::stage(spec, log)?;
         if holder {
@@ -341,10 +392,36 @@ impl Child<'_> {
         let prepared = setup::prepare_root(spec, &staged, self.choice, Some(self.parent), log)?;
         send(&self.rep, &log_messages(spec, log));
         *log = Log::default();
+        if let Some(oci) = &self.oci {
+            // Its own process group (after the FUSE daemons were started: `kill --all`
+            // must not reach them); EOF on the report pipe tells warren it is created.
+            // SAFETY: setpgid on ourselves.
+            unsafe { libc::setpgid(0, 0) };
+            self.rep = None;
+            if !matches!(sys::read_byte(oci.gate.as_raw_fd()), Ok(Some(_))) {
+                return Err(SetupError::new("the start signal never came"));
+            }
+            (oci.before_exec)().map_err(SetupError::new)?;
+        }
         // 3. Exec (the report pipe is CLOEXEC: warren sees EOF when the command runs).
         let (code, msg) = process::exec(&prepared.exec);
         Err(SetupError { code, msg })
     }
+}
+
+/// The namespaces and host name an OCI config asks for (in the new user namespace).
+fn oci_namespaces(oci: &OciChild) -> Result<(), SetupError> {
+    if oci.unshare != 0 {
+        // SAFETY: unshare on the calling process.
+        if unsafe { libc::unshare(oci.unshare) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(SetupError::new(format!("linux.namespaces: {e}")));
+        }
+    }
+    if let Some(h) = &oci.hostname {
+        nix::unistd::sethostname(h).map_err(|e| SetupError::new(format!("hostname: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Block the forwarded signals and SIGCHLD (before fork); returns the old mask.

@@ -67,7 +67,9 @@ struct Process {
     capabilities: Option<Capabilities>,
     #[serde(default)]
     rlimits: Vec<Rlimit>,
+    // Always on in warren; `false` cannot be honoured and is documented.
     #[serde(default)]
+    #[allow(dead_code)]
     no_new_privileges: bool,
     apparmor_profile: Option<String>,
     oom_score_adj: Option<i32>,
@@ -160,6 +162,8 @@ struct HookJson {
     timeout: Option<i64>,
 }
 
+// Some fields are only accepted and ignored rootless (docs/oci.md).
+#[allow(dead_code)]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Linux {
@@ -802,7 +806,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_field() {
-        let cases: Vec<(fn(&mut serde_json::Value), &str)> = vec![
+        type Mutation = fn(&mut serde_json::Value);
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 |v| v["process"]["args"] = serde_json::json!([]),
                 "process.args",
