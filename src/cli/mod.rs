@@ -141,6 +141,9 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => return clap_exit(e, is_run),
     };
+    if let Command::Oci(_) = cli.command {
+        oci::environment_from_uid();
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {

@@ -97,6 +97,27 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
 }
 
+/// Make HOME the passwd home of the real UID and drop the XDG base directories, before
+/// the configuration is loaded: Slurm runs the runtime with slurmstepd's environment
+/// (HOME=/root or none), and every verb must see the same config and state whoever
+/// calls it.
+pub fn environment_from_uid() {
+    let uid = nix::unistd::getuid().as_raw();
+    if let Some(home) = crate::runtime::caller::passwd_facts(uid).home {
+        std::env::set_var("HOME", home);
+    } else {
+        std::env::remove_var("HOME");
+    }
+    for v in [
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "XDG_CACHE_HOME",
+        "XDG_RUNTIME_DIR",
+    ] {
+        std::env::remove_var(v);
+    }
+}
+
 /// The caller, found from the real UID alone.
 struct Who {
     caller: Caller,
@@ -401,6 +422,9 @@ fn monitor(
         if let Some(r) = ready.take() {
             sys::write_all(r.as_raw_fd(), b"k")?;
         }
+        // The container has the standard streams now; the monitor lets go of them, so
+        // whoever reads `create`'s output sees its end when `create` exits.
+        detach_stdio();
         Ok(())
     };
     let res = set_rlimits(&p.plan).and_then(|()| {
@@ -426,6 +450,20 @@ fn monitor(
     };
     dir.record_exit(code);
     code
+}
+
+/// Point this process's standard streams at /dev/null.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 of a descriptor we own onto the standard ones.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
 }
 
 /// The saved config of a created container (for its hooks).
