@@ -264,14 +264,14 @@ fn make_gate(dir: &Dir) -> Result<OwnedFd> {
 }
 
 /// Open the gate of a created container: one byte into its FIFO.
-fn open_gate(dir: &Dir) -> Result<()> {
+fn open_gate(dir: &Dir, msg: &[u8]) -> Result<()> {
     let fd = nix::fcntl::open(
         &dir.fifo(),
         nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .with_context(|| format!("container {} is not waiting to start", dir.id()))?;
-    sys::write_all(fd.as_raw_fd(), b"g")?;
+    sys::write_all(fd.as_raw_fd(), msg)?;
     dir.mark_started()
 }
 
@@ -311,13 +311,46 @@ fn on_created(dir: &Dir, p: &Prepared, pid_file: Option<&Path>, pid: i32) -> Res
     Ok(())
 }
 
-/// startContainer hooks, in the container's process after the gate (the paths resolve
+/// The gate message of `run`: the container keeps the standard streams it has.
+const KEEP_STDIO: &[u8] = b"-";
+
+/// In the container's process once the gate opens: take the standard streams of the
+/// `start` process whose PID the message carries (`create` released them: whoever reads
+/// `create`'s output sees its end), then the startContainer hooks (their paths resolve
 /// inside the container).
-fn start_hooks<'a>(p: &'a Prepared, dir: &Dir) -> impl Fn() -> Result<(), String> + 'a {
+fn at_start<'a>(p: &'a Prepared, dir: &Dir) -> impl Fn(&[u8]) -> Result<(), String> + 'a {
     let st = hook_state(dir, Status::Created, std::process::id() as i32, p);
-    move || {
+    move |msg: &[u8]| {
+        if msg != KEEP_STDIO {
+            let pid: i32 = std::str::from_utf8(msg)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or("bad start message")?;
+            take_stdio(pid);
+        }
         hooks::run_all("startContainer", &p.plan.hooks.start_container, &st, None)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// dup2 the standard streams of process `pid` (through /proc, the host's in the
+/// container) onto ours; a stream that cannot be reopened (a socket) becomes /dev/null.
+fn take_stdio(pid: i32) {
+    for fd in 0..3 {
+        let f = std::fs::OpenOptions::new()
+            .read(fd == 0)
+            .write(fd != 0)
+            .open(format!("/proc/{pid}/fd/{fd}"))
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+            });
+        if let Ok(f) = f {
+            // SAFETY: dup2 of a descriptor we own onto a standard one.
+            unsafe { libc::dup2(f.as_raw_fd(), fd) };
+        }
     }
 }
 
@@ -329,10 +362,10 @@ fn run_container(ctx: &Ctx, who: &Who, c: &Create) -> Result<i32> {
     let res = (|| -> Result<i32> {
         set_rlimits(&p.plan)?;
         let gate = make_gate(&dir)?;
-        let before_exec = start_hooks(&p, &dir);
+        let before_exec = at_start(&p, &dir);
         let mut created = |pid: i32| -> Result<()> {
             on_created(&dir, &p, c.pid_file.as_deref(), pid)?;
-            open_gate(&dir)?;
+            open_gate(&dir, KEEP_STDIO)?;
             warn_hooks(
                 "poststart",
                 &p.plan.hooks.poststart,
@@ -348,6 +381,7 @@ fn run_container(ctx: &Ctx, who: &Who, c: &Create) -> Result<i32> {
                 unshare: oci_spec::unshare_flags(&p.plan),
                 hostname: p.plan.hostname.clone(),
                 gate,
+                before_gate: &|| {},
                 before_exec: &before_exec,
                 created: &mut created,
             }),
@@ -416,7 +450,7 @@ fn monitor(
     t_start: u64,
 ) -> i32 {
     let mut ready = Some(ready);
-    let before_exec = start_hooks(p, dir);
+    let before_exec = at_start(p, dir);
     let mut created = |pid: i32| -> Result<()> {
         on_created(dir, p, c.pid_file.as_deref(), pid)?;
         if let Some(r) = ready.take() {
@@ -436,6 +470,7 @@ fn monitor(
                 unshare: oci_spec::unshare_flags(&p.plan),
                 hostname: p.plan.hostname.clone(),
                 gate,
+                before_gate: &detach_stdio,
                 before_exec: &before_exec,
                 created: &mut created,
             }),
@@ -478,7 +513,19 @@ fn start(who: &Who, id: &str) -> Result<i32> {
     if st.status != Status::Created {
         bail!("container {id} is {:?}, not created", st.status);
     }
-    open_gate(&dir)?;
+    let me = std::process::id();
+    open_gate(&dir, me.to_string().as_bytes())?;
+    // The container takes our standard streams: stay until it has (it execs, or dies).
+    if let Some(s) = dir.saved()? {
+        let own_exe = std::fs::read_link("/proc/self/exe").ok();
+        for _ in 0..20000 {
+            let exe = std::fs::read_link(format!("/proc/{}/exe", s.pid)).ok();
+            if oci_state::start_time(s.pid) != Some(s.pid_start) || exe != own_exe {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
     if let Some(b) = saved_plan(&dir) {
         let mut st = st;
         st.status = Status::Running;

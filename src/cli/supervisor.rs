@@ -40,11 +40,13 @@ pub struct Oci<'a> {
     /// Namespaces to create after the user namespace (`CLONE_NEWNET` | `NEWIPC` | …).
     pub unshare: libc::c_int,
     pub hostname: Option<String>,
-    /// The container's process blocks reading one byte from this (an O_RDWR FIFO) after
-    /// its set-up, before exec: `create` leaves it there, `start` writes the byte.
+    /// The container's process blocks reading from this (an O_RDWR FIFO) after its
+    /// set-up, before exec: `create` leaves it there, `start` writes a short message.
     pub gate: OwnedFd,
-    /// Run in the container's process after the gate opens, before exec.
-    pub before_exec: &'a dyn Fn() -> Result<(), String>,
+    /// Run in the container's process just before it waits at the gate.
+    pub before_gate: &'a dyn Fn(),
+    /// Run in the container's process with the gate's message, before exec.
+    pub before_exec: &'a dyn Fn(&[u8]) -> Result<(), String>,
     /// Called in warren once the container waits at the gate, with its PID (the leader of
     /// its own process group). An error kills the container.
     pub created: &'a mut dyn FnMut(i32) -> Result<()>,
@@ -127,6 +129,7 @@ fn run_registered(
                 unshare: o.unshare,
                 hostname: o.hostname.as_deref(),
                 gate: &o.gate,
+                before_gate: o.before_gate,
                 before_exec: o.before_exec,
             }),
         };
@@ -321,7 +324,8 @@ struct OciChild<'a> {
     unshare: libc::c_int,
     hostname: Option<&'a str>,
     gate: &'a OwnedFd,
-    before_exec: &'a dyn Fn() -> Result<(), String>,
+    before_gate: &'a dyn Fn(),
+    before_exec: &'a dyn Fn(&[u8]) -> Result<(), String>,
 }
 
 impl Child<'_> {
@@ -398,10 +402,23 @@ impl Child<'_> {
             // SAFETY: setpgid on ourselves.
             unsafe { libc::setpgid(0, 0) };
             self.rep = None;
-            if !matches!(sys::read_byte(oci.gate.as_raw_fd()), Ok(Some(_))) {
+            (oci.before_gate)();
+            let mut msg = [0u8; 64];
+            let n = loop {
+                // SAFETY: reading into a local buffer of the given size.
+                let n =
+                    unsafe { libc::read(oci.gate.as_raw_fd(), msg.as_mut_ptr().cast(), msg.len()) };
+                if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                }
+                break n;
+            };
+            if n <= 0 {
                 return Err(SetupError::new("the start signal never came"));
             }
-            (oci.before_exec)().map_err(SetupError::new)?;
+            (oci.before_exec)(&msg[..n as usize]).map_err(SetupError::new)?;
         }
         // 3. Exec (the report pipe is CLOEXEC: warren sees EOF when the command runs).
         let (code, msg) = process::exec(&prepared.exec);
