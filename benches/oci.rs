@@ -129,6 +129,9 @@ fn install_oci_conf(text: &str) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// (name, argv, samples in ms, last error).
+type Row = (String, Vec<String>, Vec<f64>, Option<String>);
+
 fn median(v: &mut [f64]) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied()
@@ -165,7 +168,7 @@ fn main() {
     let w = bin.display().to_string();
     let runc_root = format!("/tmp/warren-bench-runc-{uid}");
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
-    let mut rows: Vec<(String, Vec<String>, Vec<f64>, Option<String>)> = vec![
+    let mut rows: Vec<Row> = vec![
         (
             "warren oci run".into(),
             as_user(
@@ -217,7 +220,7 @@ fn main() {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "idle");
     let confs_exist = Path::new("/etc/slurm/oci.conf").exists();
-    let mut srun_rows: Vec<(String, Vec<String>, Vec<f64>, Option<String>)> = vec![];
+    let mut srun_rows: Vec<Row> = vec![];
     if cluster_up && !confs_exist {
         let warren_conf = format!(
             "RunTimeQuery=\"{w} oci state %n.%u.%j.%s.%t\"\nRunTimeKill=\"{w} oci kill --all %n.%u.%j.%s.%t TERM\"\nRunTimeDelete=\"{w} oci delete --force %n.%u.%j.%s.%t\"\nRunTimeRun=\"{w} oci run --bundle %b %n.%u.%j.%s.%t\"\n"

@@ -171,7 +171,7 @@ struct Linux {
     namespaces: Vec<Namespace>,
     uid_mappings: Option<Vec<Mapping>>,
     gid_mappings: Option<Vec<Mapping>>,
-    // Ignored rootless (docs/oci.md): no cgroup delegation, no mknod, no sysctl writes.
+    // Ignored rootless (docs/oci.md): no cgroup delegation, no mknod.
     devices: Option<serde_json::Value>,
     cgroups_path: Option<String>,
     resources: Option<serde_json::Value>,
@@ -474,13 +474,8 @@ fn check(c: Config) -> Result<Bundle, BundleError> {
         unsupported(&l.unified, "linux.unified")?;
         unsupported(&l.memory_policy, "linux.memoryPolicy")?;
         unsupported(&l.net_devices, "linux.netDevices")?;
-        if let Some(s) = &l.sysctl {
-            // Only meaningful (and writable rootless) inside a new network namespace.
-            if !s.is_empty() && !l.namespaces.iter().any(|n| n.kind == "network") {
-                return Err(BundleError::Unsupported(
-                    "linux.sysctl without a network namespace".into(),
-                ));
-            }
+        if l.sysctl.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(BundleError::Unsupported("linux.sysctl".into()));
         }
         for ns in &l.namespaces {
             if ns.path.is_some() {

@@ -47,6 +47,8 @@ pub enum Mode {
 /// Everything decided before the fork.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
+    /// The image's squashfs, or (an OCI bundle's) root file system directory, bound
+    /// read-only as the lower layer.
     pub squashfs: PathBuf,
     pub image: String,
     pub digest: String,
