@@ -315,4 +315,25 @@ fn a_bundle_naming_a_warren_image() {
     let o = f.run_bundle("img1");
     assert!(o.status.success(), "{}", support::stderr(&o));
     assert_eq!(support::stdout(&o), "/bin/busybox\nimage\n");
+
+    // Slurm 23.02's IgnoreFileConfigJson form: the reference itself as the bundle, the
+    // command after the ID, the job's environment from Slurm's NUL-separated file.
+    let envf = f.env.path().join("env");
+    std::fs::write(&envf, b"A=from-file\0PATH=/bin\0").unwrap();
+    f.env.give(&envf);
+    let o = f.oci(&[
+        "run",
+        "--bundle",
+        BUSYBOX_IMAGE,
+        "--env-file",
+        envf.to_str().unwrap(),
+        "img2",
+        "sh",
+        "-c",
+        "echo $A; id -u; exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", support::stderr(&o));
+    assert_eq!(support::stdout(&o), "from-file\n0\n");
+    let e = one_line_error(&f.oci(&["run", "--bundle", "/nonexistent/dir", "img3"]));
+    assert!(e.contains("--bundle /nonexistent/dir"), "{e}");
 }

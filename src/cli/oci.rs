@@ -42,13 +42,21 @@ pub enum Verb {
 
 #[derive(clap::Args, Debug)]
 pub struct Create {
-    /// The bundle directory (config.json and usually rootfs/).
+    /// The bundle directory (config.json and usually rootfs/), or an image reference
+    /// (Slurm 23.02+ `IgnoreFileConfigJson=true`: `%b` is what --container named).
     #[arg(short, long, default_value = ".")]
     pub bundle: PathBuf,
     /// Write the container's PID to this file.
     #[arg(long)]
     pub pid_file: Option<PathBuf>,
+    /// With an image reference: K=V entries to add (Slurm's `%e`, NUL- or
+    /// newline-separated).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     pub id: String,
+    /// With an image reference: the command (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -152,8 +160,8 @@ fn read_bundle(dir: &Path) -> Result<(Vec<u8>, Bundle)> {
     Ok((bytes, b))
 }
 
-fn resolve_root(ctx: &Ctx, dir: &Path, b: &Bundle) -> Result<Root> {
-    match &b.root {
+fn resolve_root(ctx: &Ctx, dir: &Path, root: &RootSource) -> Result<Root> {
+    match root {
         RootSource::Dir(p) => oci_spec::dir_root(dir, p),
         RootSource::Image(r) => {
             let entry = match crate::store::Stores::open(&ctx.config)?.find(r)? {
@@ -186,10 +194,21 @@ struct Prepared {
 
 fn prepare(ctx: &Ctx, who: &Who, c: &Create) -> Result<Prepared> {
     oci_state::check_id(&c.id)?;
+    if !c.bundle.is_dir() && !c.bundle.exists() {
+        return prepare_image(ctx, who, c).with_context(|| {
+            format!(
+                "--bundle {}: no such directory; as an image reference",
+                c.bundle.display()
+            )
+        });
+    }
+    if !c.args.is_empty() || c.env_file.is_some() {
+        bail!("a command or --env-file goes only with an image reference as --bundle");
+    }
     let bundle_dir = std::fs::canonicalize(&c.bundle)
         .with_context(|| format!("bundle {}", c.bundle.display()))?;
     let (config, plan) = read_bundle(&bundle_dir)?;
-    let root = resolve_root(ctx, &bundle_dir, &plan)?;
+    let root = resolve_root(ctx, &bundle_dir, &plan.root)?;
     let (spec, notices) = oci_spec::build(&ctx.config.run, &plan, &root, &c.id, &who.caller)?;
     if !ctx.quiet {
         for n in notices {
@@ -199,6 +218,37 @@ fn prepare(ctx: &Ctx, who: &Who, c: &Create) -> Result<Prepared> {
     Ok(Prepared {
         bundle_dir,
         config,
+        plan,
+        spec,
+    })
+}
+
+/// An image reference as the bundle: the plan from the image's config.
+fn prepare_image(ctx: &Ctx, who: &Who, c: &Create) -> Result<Prepared> {
+    let image = c.bundle.to_string_lossy().into_owned();
+    let root = resolve_root(ctx, Path::new("/"), &RootSource::Image(image.clone()))?;
+    let entry_config = crate::store::Stores::open(&ctx.config)?
+        .find(&image)?
+        .with_context(|| format!("image {image}"))?
+        .config;
+    let ic = crate::runtime::image_config::ImageConfig::read(&entry_config)?;
+    let extra = match &c.env_file {
+        Some(f) => bundle::env_file_entries(
+            &std::fs::read(f).with_context(|| format!("--env-file {}", f.display()))?,
+        ),
+        None => vec![],
+    };
+    let plan = bundle::for_image(
+        &image,
+        ic.argv(None, &c.args),
+        ic.env.as_deref().unwrap_or_default(),
+        &extra,
+        ic.working_dir.as_deref(),
+    )?;
+    let (spec, _) = oci_spec::build(&ctx.config.run, &plan, &root, &c.id, &who.caller)?;
+    Ok(Prepared {
+        bundle_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        config: Vec::new(),
         plan,
         spec,
     })

@@ -556,6 +556,65 @@ fn check(c: Config) -> Result<Bundle, BundleError> {
     })
 }
 
+/// The plan for a bare image reference as the bundle (Slurm 23.02+ with
+/// `IgnoreFileConfigJson=true`: no config.json, `%b` is what `--container` named): the
+/// image's command unless `args` are given, its environment then `extra_env` (Slurm's
+/// environment file; last definition wins), its working directory, root (0:0) inside,
+/// user/mount/ipc/uts namespaces, no hooks.
+pub fn for_image(
+    image: &str,
+    argv: Vec<String>,
+    image_env: &[String],
+    extra_env: &[String],
+    working_dir: Option<&str>,
+) -> Result<Bundle, BundleError> {
+    if image.is_empty() || image.contains('\0') {
+        return Err(invalid("image", "empty reference"));
+    }
+    if argv.first().is_none_or(|a| a.is_empty()) || argv.iter().any(|a| a.contains('\0')) {
+        return Err(invalid(
+            "command",
+            "none given and the image has no Entrypoint or Cmd",
+        ));
+    }
+    let mut env: Vec<String> = image_env.to_vec();
+    env.extend(extra_env.iter().cloned());
+    let cwd = working_dir.filter(|w| w.starts_with('/')).unwrap_or("/");
+    Ok(Bundle {
+        args: argv,
+        env: env_pairs(&env)?,
+        cwd: cwd.to_string(),
+        uid: 0,
+        gid: 0,
+        root: RootSource::Image(image.to_string()),
+        readonly: false,
+        hostname: None,
+        binds: vec![],
+        namespaces: Namespaces {
+            ipc: true,
+            uts: true,
+            ..Default::default()
+        },
+        uid_map: None,
+        gid_map: None,
+        rlimits: vec![],
+        annotations: BTreeMap::new(),
+        hooks: HookSet::default(),
+    })
+}
+
+/// Slurm's environment file (`CreateEnvFile`): `K=V` entries separated by NUL bytes
+/// (`null`) or newlines (`newline`); entries that are not `K=V` are skipped.
+pub fn env_file_entries(bytes: &[u8]) -> Vec<String> {
+    let sep = if bytes.contains(&0) { b'\0' } else { b'\n' };
+    bytes
+        .split(|b| *b == sep)
+        .filter_map(|e| std::str::from_utf8(e).ok())
+        .filter(|e| e.split_once('=').is_some_and(|(k, _)| !k.is_empty()))
+        .map(String::from)
+        .collect()
+}
+
 fn is_cap_name(s: &str) -> bool {
     s.strip_prefix("CAP_")
         .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
@@ -894,7 +953,39 @@ mod tests {
         assert!(parse_v(&v).unwrap_err().to_string().contains("overlap"));
     }
 
+    #[test]
+    fn image_references_as_bundles() {
+        let b = for_image(
+            "busybox",
+            vec!["sh".into()],
+            &["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into()],
+            Some("/w"),
+        )
+        .unwrap();
+        assert_eq!(b.root, RootSource::Image("busybox".into()));
+        assert_eq!(
+            b.env,
+            vec![("PATH".into(), "/bin".into()), ("A".into(), "2".into())]
+        );
+        assert_eq!((b.cwd.as_str(), b.uid), ("/w", 0));
+        assert!(for_image("busybox", vec![], &[], &[], None).is_err());
+        assert_eq!(
+            env_file_entries(b"A=1\0B=x=y\0junk\0"),
+            vec!["A=1".to_string(), "B=x=y".to_string()]
+        );
+        assert_eq!(env_file_entries(b"A=1\nB=2\n"), vec!["A=1", "B=2"]);
+    }
+
     proptest! {
+        #[test]
+        fn env_files_never_panic_and_give_pairs(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for e in env_file_entries(&bytes) {
+                prop_assert!(e.contains('=') && !e.starts_with('='));
+                prop_assert!(!e.contains('\0'));
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse(&bytes);
