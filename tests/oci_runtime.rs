@@ -106,6 +106,63 @@ fn delete_force_of_a_running_container_and_kill_all() {
 }
 
 #[test]
+fn a_killed_run_leaves_no_process_and_a_retry_works() {
+    let f = need!(Fixture::new());
+    f.write_config(&f.config(&["sh", "-c", "sleep 71 & exec sleep 72"]));
+    let b = f.bundle();
+    let mut child = f
+        .env
+        .cmd(&["oci", "run", "--bundle", b.to_str().unwrap(), "killed1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the container to run", || {
+        f.status("killed1").as_deref() == Some("running")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The first process died with warren; its background child lives on until the
+    // container is deleted (or its ID reused).
+    wait_for("stopped", || {
+        f.status("killed1").as_deref() == Some("stopped")
+    });
+    // The same ID again: the abandoned state is reclaimed.
+    f.write_config(&f.config(&["true"]));
+    let o = f.run_bundle("killed1");
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert!(!f.state_dir("killed1").exists());
+    wait_for("no processes left", || {
+        processes_of(f.user.uid, "sleep 7").is_empty()
+    });
+}
+
+#[test]
+fn container_namespace_hooks_see_the_container() {
+    let f = need!(Fixture::new());
+    let mut v = f.config(&["echo", "command"]);
+    // createContainer: found here (the host's static busybox), run in the container's
+    // namespaces; startContainer: found and run inside the container.
+    v["hooks"] = json!({
+        "createContainer": [{"path": "/bin/busybox", "args": ["busybox", "cat", "/etc/os-release"]}],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "stat -c %u:%g /data/a"]}],
+    });
+    f.write_config(&v);
+    let o = f.run_bundle("nshook1");
+    assert!(
+        o.status.success(),
+        "{:?} {} {}",
+        o.status,
+        support::stderr(&o),
+        support::stdout(&o)
+    );
+    assert_eq!(
+        support::stdout(&o),
+        format!("{OS_RELEASE}1000:1001\ncommand\n")
+    );
+}
+
+#[test]
 fn unknown_ids_and_bad_signals() {
     let f = need!(Fixture::new());
     let e = one_line_error(&f.oci(&["kill", "nosuch", "TERM"]));

@@ -153,11 +153,11 @@ pub fn main() -> i32 {
     };
     if !matches!(
         cli.command,
-        Command::Pull(_) | Command::Run(_) | Command::Unshare(_)
+        Command::Pull(_) | Command::Run(_) | Command::Unshare(_) | Command::Oci(_)
     ) {
         // Listing commands piped into `head` should end quietly like other Unix tools.
-        // Commands that feed pipes of their own (pull → squash tool) or exec containers
-        // keep Rust's SIG_IGN and handle EPIPE as an error instead.
+        // Commands that feed pipes of their own (pull → squash tool, OCI hooks' stdin) or
+        // exec containers keep Rust's SIG_IGN and handle EPIPE as an error instead.
         // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

@@ -371,6 +371,9 @@ const KEEP_STDIO: &[u8] = b"-";
 fn at_start<'a>(p: &'a Prepared, dir: &Dir) -> impl Fn(&[u8]) -> Result<(), String> + 'a {
     let st = hook_state(dir, Status::Created, std::process::id() as i32, p);
     move |msg: &[u8]| {
+        // warren ignores SIGPIPE (hooks' stdin); the container gets the default.
+        // SAFETY: setting a signal disposition in this single-threaded process.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         if msg != KEEP_STDIO {
             let pid: i32 = std::str::from_utf8(msg)
                 .ok()
@@ -637,6 +640,9 @@ fn delete(who: &Who, d: &Delete) -> Result<i32> {
         if s.monitor > 0 {
             wait_gone(s.monitor, s.monitor_start);
         }
+    }
+    if let Some(s) = dir.saved()? {
+        oci_state::kill_leftovers(&s);
     }
     if !dir.exists() {
         return Ok(0);

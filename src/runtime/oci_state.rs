@@ -91,9 +91,28 @@ impl Dir {
         match std::fs::DirBuilder::new().mode(0o700).create(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by a killed warren: stopped, and nothing waits for it any more.
+                if self.is_abandoned() {
+                    if let Ok(Some(s)) = self.saved() {
+                        kill_leftovers(&s);
+                    }
+                    self.remove()?;
+                    return self.create();
+                }
                 bail!("container {} already exists", self.id())
             }
             Err(e) => Err(e).with_context(|| format!("create {}", self.path.display())),
+        }
+    }
+
+    /// Stopped, and its monitor (the process that waited for it) gone too.
+    fn is_abandoned(&self) -> bool {
+        match self.saved() {
+            Ok(Some(s)) => {
+                let gone = |pid: i32, start: u64| pid <= 0 || start_time(pid) != Some(start);
+                gone(s.pid, s.pid_start) && gone(s.monitor, s.monitor_start)
+            }
+            _ => false,
         }
     }
 
@@ -181,6 +200,28 @@ impl Dir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("remove {}", self.path.display())),
         }
+    }
+}
+
+/// SIGKILL what is left of a container's process group (its first process led it;
+/// background processes outlive a killed warren without a PID namespace). Only while
+/// the first process's PID is not someone else's: while a group with that ID exists the
+/// PID cannot be reused, so the group is still the container's.
+pub fn kill_leftovers(s: &Saved) {
+    // Ours: no such PID, a zombie (it cannot be reused while it is one; init may be
+    // slow to reap it), or still the container's first process; not: a reused PID.
+    let ours = match std::fs::read_to_string(format!("/proc/{}/stat", s.pid)) {
+        Err(_) => true,
+        Ok(stat) => match parse_stat(&stat) {
+            None => true,
+            Some(start) => start == s.pid_start,
+        },
+    };
+    if s.pid > 1 && ours {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(-s.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
