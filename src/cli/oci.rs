@@ -361,49 +361,20 @@ fn on_created(dir: &Dir, p: &Prepared, pid_file: Option<&Path>, pid: i32) -> Res
     Ok(())
 }
 
-/// The gate message of `run`: the container keeps the standard streams it has.
-const KEEP_STDIO: &[u8] = b"-";
+/// The gate message (any byte opens the gate).
+const GO: &[u8] = b"g";
 
-/// In the container's process once the gate opens: take the standard streams of the
-/// `start` process whose PID the message carries (`create` released them: whoever reads
-/// `create`'s output sees its end), then the startContainer hooks (their paths resolve
-/// inside the container).
+/// In the container's process once the gate opens: the startContainer hooks (their
+/// paths resolve inside the container).
 fn at_start<'a>(p: &'a Prepared, dir: &Dir) -> impl Fn(&[u8]) -> Result<(), String> + 'a {
     let st = hook_state(dir, Status::Created, std::process::id() as i32, p);
     move |msg: &[u8]| {
         // warren ignores SIGPIPE (hooks' stdin); the container gets the default.
         // SAFETY: setting a signal disposition in this single-threaded process.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-        if msg != KEEP_STDIO {
-            let pid: i32 = std::str::from_utf8(msg)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or("bad start message")?;
-            take_stdio(pid);
-        }
+        let _ = msg;
         hooks::run_all("startContainer", &p.plan.hooks.start_container, &st, None)
             .map_err(|e| e.to_string())
-    }
-}
-
-/// dup2 the standard streams of process `pid` (through /proc, the host's in the
-/// container) onto ours; a stream that cannot be reopened (a socket) becomes /dev/null.
-fn take_stdio(pid: i32) {
-    for fd in 0..3 {
-        let f = std::fs::OpenOptions::new()
-            .read(fd == 0)
-            .write(fd != 0)
-            .open(format!("/proc/{pid}/fd/{fd}"))
-            .or_else(|_| {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-            });
-        if let Ok(f) = f {
-            // SAFETY: dup2 of a descriptor we own onto a standard one.
-            unsafe { libc::dup2(f.as_raw_fd(), fd) };
-        }
     }
 }
 
@@ -418,7 +389,7 @@ fn run_container(ctx: &Ctx, who: &Who, c: &Create) -> Result<i32> {
         let before_exec = at_start(&p, &dir);
         let mut created = |pid: i32| -> Result<()> {
             on_created(&dir, &p, c.pid_file.as_deref(), pid)?;
-            open_gate(&dir, KEEP_STDIO)?;
+            open_gate(&dir, GO)?;
             warn_hooks(
                 "poststart",
                 &p.plan.hooks.poststart,
@@ -540,7 +511,9 @@ fn monitor(
     code
 }
 
-/// Point this process's standard streams at /dev/null.
+/// Point this process's standard streams that are pipes or sockets at /dev/null: a
+/// caller reading `create`'s output (Slurm's RunTimeCreate) waits for their end. Files
+/// and terminals stay (as with runc, the container writes to `create`'s).
 fn detach_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
@@ -548,8 +521,13 @@ fn detach_stdio() {
         .open("/dev/null")
     {
         for fd in 0..3 {
-            // SAFETY: dup2 of a descriptor we own onto the standard ones.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+            // SAFETY: the standard descriptors stay open for this borrow.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let kind = nix::sys::stat::fstat(borrowed).map(|st| st.st_mode & libc::S_IFMT);
+            if matches!(kind, Ok(libc::S_IFIFO) | Ok(libc::S_IFSOCK)) {
+                // SAFETY: dup2 of a descriptor we own onto a standard one.
+                unsafe { libc::dup2(null.as_raw_fd(), fd) };
+            }
         }
     }
 }
@@ -566,19 +544,7 @@ fn start(who: &Who, id: &str) -> Result<i32> {
     if st.status != Status::Created {
         bail!("container {id} is {:?}, not created", st.status);
     }
-    let me = std::process::id();
-    open_gate(&dir, me.to_string().as_bytes())?;
-    // The container takes our standard streams: stay until it has (it execs, or dies).
-    if let Some(s) = dir.saved()? {
-        let own_exe = std::fs::read_link("/proc/self/exe").ok();
-        for _ in 0..20000 {
-            let exe = std::fs::read_link(format!("/proc/{}/exe", s.pid)).ok();
-            if oci_state::start_time(s.pid) != Some(s.pid_start) || exe != own_exe {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    }
+    open_gate(&dir, GO)?;
     if let Some(b) = saved_plan(&dir) {
         let mut st = st;
         st.status = Status::Running;
