@@ -12,6 +12,7 @@ pub mod images;
 pub mod inspect;
 pub mod manpage;
 pub mod monitor;
+pub mod oci;
 pub mod progress;
 pub mod prune;
 pub mod ps;
@@ -66,6 +67,8 @@ pub enum Command {
     Ps(ps::Args),
     /// Stop and remove named containers.
     Rm(rm::Args),
+    /// OCI runtime commands (run, create, start, state, kill, delete) for Slurm's oci.conf.
+    Oci(oci::Args),
     /// Cluster administration: subuid/subgid ranges.
     Admin(admin::Args),
     /// Check that this node can run rootless containers, and say how to fix it.
@@ -162,6 +165,9 @@ pub fn main() -> i32 {
         }
         None => {}
     }
+    if let Command::Oci(_) = cli.command {
+        oci::environment_from_uid();
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -171,11 +177,11 @@ pub fn main() -> i32 {
     };
     if !matches!(
         cli.command,
-        Command::Pull(_) | Command::Run(_) | Command::Unshare(_)
+        Command::Pull(_) | Command::Run(_) | Command::Unshare(_) | Command::Oci(_)
     ) {
         // Listing commands piped into `head` should end quietly like other Unix tools.
-        // Commands that feed pipes of their own (pull → squash tool) or exec containers
-        // keep Rust's SIG_IGN and handle EPIPE as an error instead.
+        // Commands that feed pipes of their own (pull → squash tool, OCI hooks' stdin) or
+        // exec containers keep Rust's SIG_IGN and handle EPIPE as an error instead.
         // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -197,6 +203,7 @@ pub fn main() -> i32 {
         Command::Unshare(a) => unshare::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Rm(a) => rm::run(&ctx, a),
+        Command::Oci(a) => oci::run(&ctx, a),
         Command::Admin(a) => admin::run(&ctx, a),
         Command::Doctor(a) => doctor::run(&ctx, a),
         Command::Completion(_) | Command::ManPages(_) => Ok(0), // done above

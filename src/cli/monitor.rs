@@ -213,12 +213,17 @@ fn command(
 }
 
 fn report(rep: &Option<OwnedFd>, code: i32, msg: &str) {
-    if let Some(fd) = rep {
-        let m = [Message::Error {
-            code,
-            msg: msg.to_string(),
-        }];
-        let _ = sys::write_all(fd.as_raw_fd(), &Message::encode_all(&m));
+    match rep {
+        Some(fd) => {
+            let m = [Message::Error {
+                code,
+                msg: msg.to_string(),
+            }];
+            let _ = sys::write_all(fd.as_raw_fd(), &Message::encode_all(&m));
+        }
+        // Past an OCI container's start gate warren no longer listens: the container's
+        // own stderr is where the error belongs.
+        None => eprintln!("warren: {msg}"),
     }
 }
 

@@ -33,6 +33,28 @@ pub const FORWARDED: [libc::c_int; 6] = [
 /// Start the container (or holder) and, for a container, wait for it; returns the exit
 /// code. Notices and the timing line go to stderr unless `spec.quiet`.
 pub fn run(cfg: &RunConfig, spec: &RunSpec, t_start: u64) -> Result<i32> {
+    run_with(cfg, spec, t_start, None)
+}
+
+/// What an OCI runtime front end (`cli::oci`) adds to a container start.
+pub struct Oci<'a> {
+    /// Namespaces to create after the user namespace (`CLONE_NEWNET` | `NEWIPC` | …).
+    pub unshare: libc::c_int,
+    pub hostname: Option<String>,
+    /// The container's process blocks reading from this (an O_RDWR FIFO) after its
+    /// set-up, before exec: `create` leaves it there, `start` writes a short message.
+    pub gate: OwnedFd,
+    /// Run in the container's process just before it waits at the gate.
+    pub before_gate: &'a dyn Fn(),
+    /// Run in the container's process with the gate's message, before exec.
+    pub before_exec: &'a dyn Fn(&[u8]) -> Result<(), String>,
+    /// Called in warren once the container waits at the gate, with its PID (the leader of
+    /// its own process group). An error kills the container.
+    pub created: &'a mut dyn FnMut(i32) -> Result<()>,
+}
+
+/// [`run`], with the OCI runtime's additions.
+pub fn run_with(cfg: &RunConfig, spec: &RunSpec, t_start: u64, oci: Option<Oci>) -> Result<i32> {
     let choice = overlay::choose(spec);
     let join_fd = match &spec.join {
         Some(h) => Some(
@@ -48,7 +70,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, t_start: u64) -> Result<i32> {
         Mode::Holder => None,
     };
     let record_fd = record.as_ref().map(|r| r.file.as_raw_fd());
-    let res = run_registered(cfg, spec, choice, join_fd, record_fd, t_start);
+    let res = run_registered(cfg, spec, choice, join_fd, record_fd, t_start, oci);
     if let Some(r) = record {
         r.remove();
     }
@@ -72,6 +94,7 @@ fn run_registered(
     join_fd: Option<OwnedFd>,
     record_fd: Option<RawFd>,
     t_start: u64,
+    mut oci: Option<Oci>,
 ) -> Result<i32> {
     let pipes = Pipes {
         sync: sys::pipe()?,
@@ -112,6 +135,13 @@ fn run_registered(
             sync_w: &sync.1,
             go_r: &go.0,
             rep: Some(report.1),
+            oci: oci.as_ref().map(|o| OciChild {
+                unshare: o.unshare,
+                hostname: o.hostname.as_deref(),
+                gate: &o.gate,
+                before_gate: o.before_gate,
+                before_exec: o.before_exec,
+            }),
         };
         let code = child.run().code;
         // SAFETY: leave the forked child without unwinding into warren's frames.
@@ -141,6 +171,7 @@ fn run_registered(
         &report.0,
         t_start,
         t_fork,
+        oci.as_mut(),
     );
     if tty_fg {
         // SAFETY: take the terminal back.
@@ -166,6 +197,7 @@ fn parent(
     rep_r: &OwnedFd,
     t_start: u64,
     t_fork: u64,
+    oci: Option<&mut Oci>,
 ) -> Result<i32> {
     let kill_and_reap = || {
         // SAFETY: pid is our child.
@@ -210,6 +242,12 @@ fn parent(
     }
     if spec.timing {
         eprintln!("{}", timing_line(&msgs, t_start, t_fork, t_map, t_exec));
+    }
+    if let Some(oci) = oci {
+        if let Err(e) = (oci.created)(pid) {
+            kill_and_reap();
+            return Err(e);
+        }
     }
     let code = wait_forwarding(pid);
     reap_descendants();
@@ -291,6 +329,16 @@ struct Child<'a> {
     go_r: &'a OwnedFd,
     /// The report pipe; `None` once closed (a holder closes it when ready).
     rep: Option<OwnedFd>,
+    oci: Option<OciChild<'a>>,
+}
+
+/// The child's view of [`Oci`].
+struct OciChild<'a> {
+    unshare: libc::c_int,
+    hostname: Option<&'a str>,
+    gate: &'a OwnedFd,
+    before_gate: &'a dyn Fn(),
+    before_exec: &'a dyn Fn(&[u8]) -> Result<(), String>,
 }
 
 impl Child<'_> {
@@ -300,6 +348,10 @@ impl Child<'_> {
         let mut log = Log::default();
         log.mark("fork");
         let Err(e) = self.steps(&mut log);
+        if self.rep.is_none() && !self.spec.quiet {
+            // Past an OCI gate the report pipe is closed: the container's stderr it is.
+            eprintln!("warren: {}", e.msg);
+        }
         let mut msgs = log_messages(self.spec, &log);
         msgs.push(Message::Error {
             code: e.code,
@@ -338,6 +390,9 @@ impl Child<'_> {
             }
             log.mark("userns");
         }
+        if let Some(oci) = &self.oci {
+            oci_namespaces(oci)?;
+        }
         // 2. The library's set-up, in this process.
         let staged = setup::stage(spec, log)?;
         if holder {
@@ -354,11 +409,50 @@ impl Child<'_> {
         let prepared = setup::prepare_root(spec, &staged, self.choice, Some(self.parent), log)?;
         send(&self.rep, &log_messages(spec, log));
         *log = Log::default();
+        if let Some(oci) = &self.oci {
+            // Its own process group (after the FUSE daemons were started: `kill --all`
+            // must not reach them); EOF on the report pipe tells warren it is created.
+            // SAFETY: setpgid on ourselves.
+            unsafe { libc::setpgid(0, 0) };
+            self.rep = None;
+            (oci.before_gate)();
+            let mut msg = [0u8; 64];
+            let n = loop {
+                // SAFETY: reading into a local buffer of the given size.
+                let n =
+                    unsafe { libc::read(oci.gate.as_raw_fd(), msg.as_mut_ptr().cast(), msg.len()) };
+                if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                }
+                break n;
+            };
+            if n <= 0 {
+                return Err(SetupError::new("the start signal never came"));
+            }
+            (oci.before_exec)(&msg[..n as usize]).map_err(SetupError::new)?;
+        }
         // 3. Fork the command and stay its monitor (the report pipe is CLOEXEC: warren
         // sees EOF when the command runs).
         let Err(e) = super::monitor::run(prepared, &mut self.rep, self.parent, spec.contain);
         Err(e)
     }
+}
+
+/// The namespaces and host name an OCI config asks for (in the new user namespace).
+fn oci_namespaces(oci: &OciChild) -> Result<(), SetupError> {
+    if oci.unshare != 0 {
+        // SAFETY: unshare on the calling process.
+        if unsafe { libc::unshare(oci.unshare) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(SetupError::new(format!("linux.namespaces: {e}")));
+        }
+    }
+    if let Some(h) = &oci.hostname {
+        nix::unistd::sethostname(h).map_err(|e| SetupError::new(format!("hostname: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Block the forwarded signals and SIGCHLD (before fork); returns the old mask.

@@ -21,6 +21,7 @@
 //!   (user or Slurm job); `state`: runtime directory and `ps`/`rm` records; `sys`: thin
 //!   syscall wrappers.
 
+pub mod bundle;
 pub mod caller;
 pub mod caps;
 pub mod elfdeps;
@@ -28,11 +29,14 @@ pub mod env;
 pub mod execonly;
 pub mod fuse;
 pub mod holder;
+pub mod hooks;
 pub mod identity;
 pub mod idmap;
 pub mod image_config;
 pub mod messages;
 pub mod mounts;
+pub mod oci_spec;
+pub mod oci_state;
 pub mod overlay;
 pub mod passwd;
 pub mod pidns;

@@ -126,20 +126,38 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
     let mut daemon = 0;
     if spec.join.is_none() {
         std::fs::create_dir(&lower).map_err(err("staging directory"))?;
-        daemon = squashfuse::mount(
-            &spec.squashfuse,
-            &spec.squashfuse_configured,
-            &spec.squashfs,
-            &lower,
-        )
-        .map_err(|e| SetupError::new(format!("{e:#}")))?;
-        log.mark("squashfuse");
+        if spec.squashfs.is_dir() {
+            // An OCI bundle's root file system directory: a read-only bind is the lower.
+            bind_lower(&spec.squashfs, &lower).map_err(err("bind the root file system"))?;
+            log.mark("bind");
+        } else {
+            daemon = squashfuse::mount(
+                &spec.squashfuse,
+                &spec.squashfuse_configured,
+                &spec.squashfs,
+                &lower,
+            )
+            .map_err(|e| SetupError::new(format!("{e:#}")))?;
+            log.mark("squashfuse");
+        }
     }
     Ok(Staged {
         base,
         lower,
         daemon,
     })
+}
+
+/// Bind the directory `dir` read-only (recursively) onto `lower`.
+fn bind_lower(dir: &Path, lower: &Path) -> std::io::Result<()> {
+    let tree = sys::open_tree_clone(dir, true)?;
+    sys::mount_setattr(
+        &tree,
+        sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+        true,
+    )?;
+    let target = std::fs::File::open(lower)?;
+    sys::move_mount(&tree, &OwnedFd::from(target))
 }
 
 /// A prepared container: what to exec, and the files being prefetched (kept open until

@@ -48,6 +48,8 @@ pub enum Mode {
 /// Everything decided before the fork.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
+    /// The image's squashfs, or (an OCI bundle's) root file system directory, bound
+    /// read-only as the lower layer.
     pub squashfs: PathBuf,
     pub image: String,
     pub digest: String,
@@ -100,7 +102,12 @@ pub fn helper(prog: &str, what: &str) -> Result<PathBuf> {
 
 /// The execute-only copy of the image daemon (non-dumpable: not a door to the host, see
 /// `execonly`), or the program itself with a notice when no copy can be made.
-fn hardened_squashfuse(prog: &Path, rundir: &Path, uid: u32, notices: &mut Vec<String>) -> PathBuf {
+pub(crate) fn hardened_squashfuse(
+    prog: &Path,
+    rundir: &Path,
+    uid: u32,
+    notices: &mut Vec<String>,
+) -> PathBuf {
     match execonly::copy(rundir, prog, uid) {
         Ok(p) => p,
         Err(e) => {

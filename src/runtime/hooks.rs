@@ -1,0 +1,154 @@
+//! OCI hooks: run one hook with the container's state JSON on its stdin, its own `env`
+//! only, and its `timeout`. A hook "in the container" (createContainer) is found in the
+//! runtime's mount namespace and run in the container's user and mount namespaces
+//! (joined through a pidfd of the container's process).
+
+use super::bundle::Hook;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A hook that failed: `phase[index] path: why`, one line.
+#[derive(Debug, thiserror::Error)]
+#[error("hook {phase}[{index}] {path}: {why}")]
+pub struct HookError {
+    pub phase: &'static str,
+    pub index: usize,
+    pub path: String,
+    pub why: String,
+}
+
+/// Run `hooks` of `phase` in order; the first failure stops them.
+pub fn run_all(
+    phase: &'static str,
+    hooks: &[Hook],
+    state: &[u8],
+    enter: Option<&OwnedFd>,
+) -> Result<(), HookError> {
+    for (index, h) in hooks.iter().enumerate() {
+        run(h, state, enter).map_err(|why| HookError {
+            phase,
+            index,
+            path: h.path.display().to_string(),
+            why,
+        })?;
+    }
+    Ok(())
+}
+
+fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), String> {
+    // Inside the container the path no longer resolves: open it here and exec the
+    // descriptor (kept open across the fork, closed by the exec).
+    let exe = match enter {
+        Some(_) => Some(
+            nix::fcntl::open(
+                &h.path,
+                nix::fcntl::OFlag::O_RDONLY,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let program = match &exe {
+        Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()).into(),
+        None => h.path.clone(),
+    };
+    let mut cmd = Command::new(&program);
+    if let Some(a0) = h.args.first() {
+        cmd.arg0(a0);
+    }
+    cmd.args(h.args.iter().skip(1))
+        .env_clear()
+        .envs(h.env.iter().filter_map(|e| e.split_once('=')))
+        .stdin(Stdio::piped());
+    if let Some(pidfd) = enter {
+        let raw = pidfd.as_raw_fd();
+        // SAFETY: the closure only calls setns (async-signal-safe) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    drop(exe);
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its stdin is fine.
+        let _ = stdin.write_all(state);
+    }
+    let deadline = h
+        .timeout
+        .map(|t| Instant::now() + Duration::from_secs(t as u64));
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => return Err(format!("failed ({st})")),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("timed out after {} s", h.timeout.unwrap_or(0)));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(script: &str, timeout: Option<u32>) -> Hook {
+        Hook {
+            path: "/bin/sh".into(),
+            args: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec!["X=1".into()],
+            timeout,
+        }
+    }
+
+    #[test]
+    fn state_on_stdin_env_only_its_own_and_order() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let o = out.display();
+        let hs = [
+            hook(
+                &format!("cat > {o}; echo \" X=$X HOME=${{HOME:-none}}\" >> {o}"),
+                None,
+            ),
+            hook(&format!("echo second >> {o}"), Some(5)),
+        ];
+        run_all("prestart", &hs, b"{\"id\":\"c\"}", None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"id\":\"c\"} X=1 HOME=none\nsecond\n"
+        );
+    }
+
+    #[test]
+    fn failures_stop_the_rest_and_name_the_hook() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("never");
+        let hs = [
+            hook("exit 3", None),
+            hook(&format!("touch {}", out.display()), None),
+        ];
+        let e = run_all("poststop", &hs, b"{}", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("hook poststop[0] /bin/sh: failed"), "{e}");
+        assert!(!out.exists());
+        let e = run_all("prestart", &[hook("sleep 5", Some(1))], b"{}", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timed out"), "{e}");
+    }
+}
