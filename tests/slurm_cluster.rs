@@ -573,3 +573,44 @@ fn three_nodes_download_each_blob_once() {
         proxy.seen.lock().unwrap()
     );
 }
+
+#[test]
+fn bind_flags_nosuid_nodev_noexec_take_effect() {
+    let c = need!(cluster());
+    use std::os::unix::fs::PermissionsExt;
+    let dir = c.work.path().join(format!("bin-{}", unique()));
+    std::fs::create_dir(&dir).unwrap();
+    let prog = dir.join("hi");
+    std::fs::write(&prog, "#!/bin/sh\necho HI\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    c.work.give(&dir);
+    let d = dir.display();
+    // The same directory twice: plain at /y (runs), noexec+nosuid+nodev at /x (refused).
+    let out = c.srun(&[
+        "-w",
+        "n1",
+        "-n",
+        "1",
+        &format!("--container-image={IMAGE}"),
+        &format!("--container-mounts={d}:/y,{d}:/x:noexec+nosuid+nodev+rprivate"),
+        "sh",
+        "-c",
+        "/y/hi; /x/hi || echo DENIED; cat /proc/self/mountinfo",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("HI\n"), "{text}");
+    assert!(text.contains("DENIED"), "{text}");
+    let opts = |dst: &str| {
+        text.lines()
+            .find(|l| l.split(' ').nth(4) == Some(dst))
+            .and_then(|l| l.split(' ').nth(5))
+            .unwrap_or_else(|| panic!("no {dst} in {text}"))
+            .to_string()
+    };
+    let x = opts("/x");
+    for f in ["noexec", "nosuid", "nodev"] {
+        assert!(x.split(',').any(|o| o == f), "/x: {x}");
+    }
+    assert!(!opts("/y").split(',').any(|o| o == "noexec"), "{text}");
+}

@@ -72,6 +72,59 @@ pub fn volumes(mounts: &[Mount], cwd: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Pure: the `nosuid`/`nodev`/`noexec` flags of the path binds, by destination, in the
+/// given order (binds without any are left out): added by a remount once the bind is in
+/// place.
+pub fn bind_flags(mounts: &[Mount]) -> Vec<(String, libc::c_ulong)> {
+    mounts
+        .iter()
+        .filter(|m| matches!(m.source, Source::Path(_)))
+        .filter_map(|m| {
+            let f = m.flags.iter().fold(0, |acc, f| {
+                acc | match f.as_str() {
+                    "nosuid" => libc::MS_NOSUID,
+                    "nodev" => libc::MS_NODEV,
+                    "noexec" => libc::MS_NOEXEC,
+                    _ => 0,
+                }
+            });
+            (f != 0).then(|| (m.target.clone(), f))
+        })
+        .collect()
+}
+
+/// Pure: the mount flags a bind remount must repeat (statvfs `f_flag`): in a user
+/// namespace the kernel refuses a remount that would clear a locked flag.
+pub fn kept_flags(f_flag: libc::c_ulong) -> libc::c_ulong {
+    [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ]
+    .iter()
+    .filter(|(st, _)| f_flag & st != 0)
+    .fold(0, |acc, (_, ms)| acc | ms)
+}
+
+/// Add `flags` to the bind at `target` (in the container, after pivot_root).
+fn restrict_bind(target: &str, flags: libc::c_ulong) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("warren: --container-mounts {target}: {e}");
+    let c = std::ffi::CString::new(target)
+        .map_err(|_| format!("warren: --container-mounts {target}: NUL byte"))?;
+    // SAFETY: statvfs is plain data; zeroed is a valid value that the call overwrites.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a pointer to a statvfs we own.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    let all = libc::MS_REMOUNT | libc::MS_BIND | kept_flags(st.f_flag) | flags;
+    sys::mount("none", Path::new(target), "", all, None).map_err(err)
+}
+
 /// A `tmpfs` or `umount` entry, applied inside the new root before the capabilities go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Special {
@@ -313,6 +366,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     setup::join_holder(&fd).map_err(|e| format!("warren: {e}"))?;
     let prepared = setup::prepare(&spec, overlay::choose(&spec), None, &mut log)
         .map_err(|e| format!("warren: {e}"))?;
+    for (target, flags) in bind_flags(&t.args.mounts) {
+        restrict_bind(&target, flags)?;
+    }
     apply_special(&special_mounts(&t.args.mounts))?;
     process::finish(&prepared.exec).map_err(|(_, m)| format!("warren: {m}"))?;
     let mut changes = env_changes(&image_env, &t.args.env);
@@ -370,6 +426,26 @@ mod tests {
                 Special::Umount("/u".into())
             ]
         );
+    }
+
+    #[test]
+    fn bind_flags_are_added_and_kept() {
+        let m = crate::mounts::parse_list(
+            "/a:/a:ro+nosuid,/b:/b,/c:/c:noexec+nodev+rprivate,tmpfs:/t:noexec",
+        )
+        .unwrap();
+        assert_eq!(
+            bind_flags(&m),
+            [
+                ("/a".to_string(), libc::MS_NOSUID),
+                ("/c".to_string(), libc::MS_NOEXEC | libc::MS_NODEV)
+            ]
+        );
+        assert_eq!(
+            kept_flags(libc::ST_RDONLY | libc::ST_NOSUID | libc::ST_RELATIME),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_RELATIME
+        );
+        assert_eq!(kept_flags(0), 0);
     }
 
     #[test]
