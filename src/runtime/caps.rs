@@ -69,6 +69,17 @@ fn set(eff: u64, perm: u64, inh: u64) -> io::Result<()> {
 /// Limit the bounding set to `keep` (bit numbers), clear ambient, and set
 /// effective/permitted to `keep` (or to nothing when `drop_all`).
 pub fn restrict(keep: &[u32], last: u32, drop_all: bool) -> io::Result<()> {
+    let mask = drop_bounding(keep, last)?;
+    if drop_all {
+        set(0, 0, 0)
+    } else {
+        set(mask, mask, 0)
+    }
+}
+
+/// Limit the bounding set to `keep` and clear the ambient set (needs CAP_SETPCAP: before
+/// a change to a non-zero UID, which empties the other sets); returns `keep` as a mask.
+pub fn drop_bounding(keep: &[u32], last: u32) -> io::Result<u64> {
     let mut mask = 0u64;
     for c in 0..=last {
         if keep.contains(&c) {
@@ -90,11 +101,7 @@ pub fn restrict(keep: &[u32], last: u32, drop_all: bool) -> io::Result<()> {
             0,
         )
     };
-    if drop_all {
-        set(0, 0, 0)
-    } else {
-        set(mask, mask, 0)
-    }
+    Ok(mask)
 }
 
 /// Drop every capability of this process (effective, permitted, inheritable). Before

@@ -36,6 +36,13 @@ pub fn exec(spec: &ExecSpec) -> (i32, String) {
 /// The last steps without the exec: identity, parent-death signal, capabilities,
 /// no_new_privs, working directory, seccomp (fake chown). On failure: (125, message).
 pub fn finish(spec: &ExecSpec) -> Result<(), (i32, String)> {
+    // A change to a non-zero UID empties the capability sets, CAP_SETPCAP with them:
+    // the bounding set must be dropped first.
+    if spec.uid != 0 {
+        if let Err(e) = caps::drop_bounding(&[], spec.last_cap) {
+            return Err((125, format!("drop capabilities: {e}")));
+        }
+    }
     // SAFETY: plain credential syscalls on the calling (single-threaded) process.
     unsafe {
         if libc::getgid() != spec.gid && libc::setresgid(spec.gid, spec.gid, spec.gid) != 0 {
@@ -60,7 +67,7 @@ pub fn finish(spec: &ExecSpec) -> Result<(), (i32, String)> {
     let r = if spec.uid == 0 {
         caps::restrict(&caps::DEFAULT_ROOT, spec.last_cap, false)
     } else {
-        caps::restrict(&[], spec.last_cap, true)
+        caps::clear()
     };
     if let Err(e) = r {
         return Err((125, format!("drop capabilities: {e}")));
@@ -86,6 +93,16 @@ pub fn finish(spec: &ExecSpec) -> Result<(), (i32, String)> {
         }
     }
     Ok(())
+}
+
+/// Set the supplementary groups (IDs inside the user namespace, all mapped, with
+/// setgroups allowed there). Before the identity change: setresgid/setresuid keep them.
+pub fn set_groups(gids: &[u32]) -> Result<(), String> {
+    let groups: Vec<nix::unistd::Gid> = gids
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups {gids:?}: {e}"))
 }
 
 fn exec_path(spec: &ExecSpec) -> (i32, String) {
