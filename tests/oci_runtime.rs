@@ -257,9 +257,9 @@ fn hostile_configs_are_refused_in_one_line_leaving_nothing() {
             v["linux"]["namespaces"]
                 .as_array_mut()
                 .unwrap()
-                .push(json!({"type": "pid"}))
+                .push(json!({"type": "pid", "path": "/proc/1/ns/pid"}))
         },
-        "pid",
+        "joining an existing pid namespace",
     );
     push(
         &|v| v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 1}]),
@@ -400,4 +400,72 @@ fn a_bundle_naming_a_warren_image() {
     assert_eq!(support::stdout(&o), "from-file\n0\n");
     let e = one_line_error(&f.oci(&["run", "--bundle", "/nonexistent/dir", "img3"]));
     assert!(e.contains("--bundle /nonexistent/dir"), "{e}");
+}
+
+#[test]
+fn a_pid_namespace_shows_only_the_containers_processes() {
+    let f = need!(Fixture::new());
+    // The command is PID 2, the child of the namespace's init (warren's monitor-forked
+    // init, PID 1); /proc (mounted by that init) lists only them and this pipeline.
+    let mut v = f.config(&["sh", "-c", "echo $$ $PPID; ls -d /proc/[0-9]* | wc -l"]);
+    v["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "uts"}, {"type": "mount"}]);
+    f.write_config(&v);
+    let o = f.run_bundle("pidns1");
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    let out = support::stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"2 1"), "{out:?}");
+    let n: usize = lines[1].trim().parse().unwrap();
+    // init, sh, ls, wc (wc may not have started when ls reads /proc); the host has more.
+    assert!((3..=4).contains(&n), "{n} processes visible: {out:?}");
+    assert!(!f.state_dir("pidns1").exists(), "run leaves no state");
+
+    // create → start → kill → delete: every process of the namespace ends with it.
+    f.write_config(&{
+        let mut v = f.config(&["sh", "-c", "sleep 64 & exec sleep 65"]);
+        v["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "uts"}]);
+        v
+    });
+    let b = f.bundle();
+    let o = f.create(&["--bundle", b.to_str().unwrap(), "pidns2"]);
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert!(f.oci(&["start", "pidns2"]).status.success());
+    wait_for("both sleeps", || {
+        !processes_of(f.user.uid, "sleep 64").is_empty()
+            && !processes_of(f.user.uid, "sleep 65").is_empty()
+    });
+    let o = f.oci(&["kill", "pidns2", "KILL"]);
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    wait_for("stopped", || {
+        f.status("pidns2").as_deref() == Some("stopped")
+    });
+    // The background sleep is gone with the namespace, before any delete.
+    wait_for("no sleep left", || {
+        processes_of(f.user.uid, "sleep 64").is_empty()
+            && processes_of(f.user.uid, "sleep 65").is_empty()
+    });
+    assert!(f.oci(&["delete", "pidns2"]).status.success());
+    assert!(!f.state_dir("pidns2").exists());
+    wait_for("no processes left", || {
+        processes_of(f.user.uid, "pidns2").is_empty()
+            && processes_of(f.user.uid, "squashfuse").is_empty()
+    });
+}
+
+#[test]
+fn additional_gids_are_the_processes_groups() {
+    let f = need!(Fixture::new());
+    let mut v = f.config(&["sh", "-c", "id -u; id -g; id -G"]);
+    v["process"]["user"] = json!({"uid": 1000, "gid": 1001, "additionalGids": [5, 100]});
+    f.write_config(&v);
+    let o = f.run_bundle("gids1");
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert_eq!(support::stdout(&o), "1000\n1001\n1001 5 100\n");
+
+    // A group outside the container's gid map: one line naming it, nothing left.
+    v["process"]["user"]["additionalGids"] = json!([5, 4000000]);
+    f.write_config(&v);
+    let e = one_line_error(&f.run_bundle("gids2"));
+    assert!(e.contains("additionalGids") && e.contains("4000000"), "{e}");
+    assert!(!f.state_dir("gids2").exists());
 }

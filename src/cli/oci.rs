@@ -12,7 +12,7 @@ use crate::runtime::caller::Caller;
 use crate::runtime::oci_spec::{self, Root};
 use crate::runtime::oci_state::{self, Dir, Saved, Status};
 use crate::runtime::spec::EXIT_NOT_STARTED;
-use crate::runtime::{hooks, state, sys};
+use crate::runtime::{hooks, process, state, sys};
 use anyhow::{bail, Context, Result};
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -374,7 +374,13 @@ fn at_start<'a>(p: &'a Prepared, dir: &Dir) -> impl Fn(&[u8]) -> Result<(), Stri
         // The container gets the default disposition back.
         // SAFETY: setting a signal disposition in this single-threaded process.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-        r
+        r?;
+        // Still root in the user namespace here: the command inherits the groups.
+        if p.plan.additional_gids.is_empty() {
+            Ok(())
+        } else {
+            process::set_groups(&p.plan.additional_gids)
+        }
     }
 }
 

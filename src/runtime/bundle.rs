@@ -256,6 +256,8 @@ pub struct Namespaces {
     pub ipc: bool,
     pub uts: bool,
     pub cgroup: bool,
+    /// A PID namespace: warren's `contain` mode (which also makes IPC private).
+    pub pid: bool,
 }
 
 /// A resource limit to set (`RLIMIT_*` name without the prefix, as in the spec).
@@ -276,6 +278,8 @@ pub struct Bundle {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups (container GIDs), set before the identity change.
+    pub additional_gids: Vec<u32>,
     pub root: RootSource,
     pub readonly: bool,
     pub hostname: Option<String>,
@@ -381,11 +385,6 @@ fn check(c: Config) -> Result<Bundle, BundleError> {
     unsupported(&p.exec_cpu_affinity, "process.execCPUAffinity")?;
     unsupported(&p.oom_score_adj, "process.oomScoreAdj")?;
     unsupported(&p.user.umask, "process.user.umask")?;
-    if !p.user.additional_gids.is_empty() {
-        return Err(BundleError::Unsupported(
-            "process.user.additionalGids".into(),
-        ));
-    }
     if p.args.is_empty() || p.args[0].is_empty() {
         return Err(invalid("process.args", "missing or empty"));
     }
@@ -490,11 +489,7 @@ fn check(c: Config) -> Result<Bundle, BundleError> {
                 "ipc" => namespaces.ipc = true,
                 "uts" => namespaces.uts = true,
                 "cgroup" => namespaces.cgroup = true,
-                "pid" => {
-                    return Err(BundleError::Unsupported(
-                        "linux.namespaces: pid (remove it; the container's processes are tracked by warren)".into(),
-                    ))
-                }
+                "pid" => namespaces.pid = true,
                 other => {
                     return Err(invalid(
                         "linux.namespaces",
@@ -543,6 +538,7 @@ fn check(c: Config) -> Result<Bundle, BundleError> {
         cwd: p.cwd,
         uid: p.user.uid,
         gid: p.user.gid,
+        additional_gids: p.user.additional_gids,
         root,
         readonly: root_json.readonly,
         hostname: c.hostname,
@@ -586,6 +582,7 @@ pub fn for_image(
         cwd: cwd.to_string(),
         uid: 0,
         gid: 0,
+        additional_gids: vec![],
         root: RootSource::Image(image.to_string()),
         readonly: false,
         hostname: None,
@@ -838,6 +835,17 @@ mod tests {
     }
 
     #[test]
+    fn pid_namespace_and_additional_gids_are_kept() {
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "uts"}]);
+        v["process"]["user"]["additionalGids"] = serde_json::json!([5, 100]);
+        let b = parse_v(&v).unwrap();
+        assert!(b.namespaces.pid && !b.namespaces.ipc);
+        assert_eq!(b.additional_gids, vec![5, 100]);
+        assert!(!parse_v(&base()).unwrap().namespaces.pid);
+    }
+
+    #[test]
     fn last_env_definition_wins() {
         let mut v = base();
         v["process"]["env"] = serde_json::json!(["A=1", "B=2", "A=3"]);
@@ -893,8 +901,8 @@ mod tests {
                 "mounts[0]",
             ),
             (
-                |v| v["linux"]["namespaces"][0]["type"] = serde_json::json!("pid"),
-                "pid",
+                |v| v["linux"]["namespaces"][0]["path"] = serde_json::json!("/proc/1/ns/pid"),
+                "path",
             ),
             (
                 |v| v["linux"]["seccomp"] = serde_json::json!({}),
@@ -903,8 +911,8 @@ mod tests {
             (|v| v["bogus"] = serde_json::json!(1), "unknown field"),
             (|v| v["ociVersion"] = serde_json::json!("2.0"), "ociVersion"),
             (
-                |v| v["process"]["user"]["additionalGids"] = serde_json::json!([5]),
-                "additionalGids",
+                |v| v["process"]["user"]["additionalGids"] = serde_json::json!([-5]),
+                "invalid value",
             ),
             (
                 |v| v["hooks"]["poststop"] = serde_json::json!([{"path": "x"}]),

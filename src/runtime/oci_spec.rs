@@ -93,6 +93,15 @@ pub fn build(
             b.gid
         );
     }
+    if let Some(g) = b.additional_gids.iter().find(|g| !map.maps_gid(**g)) {
+        bail!(
+            "process.user.additionalGids: gid {g} is not mapped in the container's user namespace"
+        );
+    }
+    if !b.additional_gids.is_empty() && map.single {
+        // A map written without newgidmap denies setgroups(2) in the namespace.
+        bail!("process.user.additionalGids needs a gid map written by newgidmap (omit linux.uidMappings/gidMappings, or map more than your own IDs)");
+    }
     let rundir = user.runtime_dir.clone();
     let s = rundir.to_string_lossy();
     if s.contains([',', ':', '\\']) {
@@ -166,8 +175,9 @@ pub fn build(
         mode: Mode::Container,
         scope: Scope::User,
         join: None,
-        // A PID namespace in linux.namespaces is refused (docs/oci.md).
-        contain: false,
+        // A pid namespace is warren's contain mode: the monitor forks a PID-namespace
+        // init (which also makes IPC private and hides the host's /dev/pts).
+        contain: b.namespaces.pid,
     };
     Ok((spec, notices))
 }
