@@ -469,3 +469,57 @@ fn additional_gids_are_the_processes_groups() {
     assert!(e.contains("additionalGids") && e.contains("4000000"), "{e}");
     assert!(!f.state_dir("gids2").exists());
 }
+
+#[test]
+fn capabilities_are_the_requested_sets() {
+    let f = need!(Fixture::new());
+    let caps = |v: &mut Value, sets: Value| v["process"]["capabilities"] = sets;
+    // Root inside: bounding, effective and permitted as asked (the kernel's root rule
+    // gives root its bounding set at exec; no_new_privs keeps it within permitted).
+    let mut v = f.config(&["sh", "-c", "grep ^Cap /proc/self/status"]);
+    let two = json!(["CAP_CHOWN", "CAP_NET_BIND_SERVICE"]);
+    caps(
+        &mut v,
+        json!({"bounding": two, "effective": two, "permitted": two}),
+    );
+    f.write_config(&v);
+    let o = f.run_bundle("caps1");
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert_eq!(
+        support::stdout(&o),
+        "CapInh:\t0000000000000000\nCapPrm:\t0000000000000401\nCapEff:\t0000000000000401\n\
+         CapBnd:\t0000000000000401\nCapAmb:\t0000000000000000\n"
+    );
+    // A non-root user keeps capabilities across exec only as ambient ones.
+    let kill = json!(["CAP_KILL"]);
+    caps(
+        &mut v,
+        json!({"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": kill, "permitted": kill,
+               "inheritable": kill, "ambient": kill}),
+    );
+    v["process"]["user"] = json!({"uid": 1000, "gid": 1001});
+    f.write_config(&v);
+    let o = f.run_bundle("caps2");
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert_eq!(
+        support::stdout(&o),
+        "CapInh:\t0000000000000020\nCapPrm:\t0000000000000020\nCapEff:\t0000000000000020\n\
+         CapBnd:\t0000000000000021\nCapAmb:\t0000000000000020\n"
+    );
+    // Without the field: warren's defaults (none for a non-root user).
+    v["process"].as_object_mut().unwrap().remove("capabilities");
+    f.write_config(&v);
+    let o = f.run_bundle("caps3");
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert_eq!(
+        support::stdout(&o),
+        "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n\
+         CapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\n"
+    );
+    // An unknown name: one line naming it, nothing left.
+    caps(&mut v, json!({"bounding": ["CAP_NOPE"]}));
+    f.write_config(&v);
+    let e = one_line_error(&f.run_bundle("caps4"));
+    assert!(e.contains("CAP_NOPE"), "{e}");
+    assert!(!f.state_dir("caps4").exists());
+}

@@ -108,6 +108,7 @@ fn run_in_namespace(cfg: &RunConfig, map: &IdMap, argv: &[String]) -> Result<i32
                 fake_chown: false,
                 parent: Some(me),
                 last_cap: last,
+                caps: None,
             };
             Err(exec_keep_caps(&spec))
         })();

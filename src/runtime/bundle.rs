@@ -3,6 +3,7 @@
 //! touches the file system. Every field of the runtime spec is either honoured, refused
 //! with one line naming it, or (rootless only) documented as ignored in docs/oci.md.
 
+use super::caps;
 use super::idmap::Extent;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -280,6 +281,8 @@ pub struct Bundle {
     pub gid: u32,
     /// Supplementary groups (container GIDs), set before the identity change.
     pub additional_gids: Vec<u32>,
+    /// `process.capabilities`; None: warren's default sets.
+    pub capabilities: Option<caps::Sets>,
     pub root: RootSource,
     pub readonly: bool,
     pub hostname: Option<String>,
@@ -394,23 +397,7 @@ fn check(c: Config) -> Result<Bundle, BundleError> {
     if !p.cwd.starts_with('/') || p.cwd.contains('\0') {
         return Err(invalid("process.cwd", "must be an absolute path"));
     }
-    if let Some(caps) = &p.capabilities {
-        for name in caps
-            .bounding
-            .iter()
-            .chain(&caps.effective)
-            .chain(&caps.inheritable)
-            .chain(&caps.permitted)
-            .chain(&caps.ambient)
-        {
-            if !is_cap_name(name) {
-                return Err(invalid(
-                    "process.capabilities",
-                    format!("{name:?} is not a capability name"),
-                ));
-            }
-        }
-    }
+    let capabilities = p.capabilities.as_ref().map(cap_sets).transpose()?;
     let env = env_pairs(&p.env)?;
     let mut rlimits = Vec::new();
     for r in &p.rlimits {
@@ -539,6 +526,7 @@ fn check(c: Config) -> Result<Bundle, BundleError> {
         uid: p.user.uid,
         gid: p.user.gid,
         additional_gids: p.user.additional_gids,
+        capabilities,
         root,
         readonly: root_json.readonly,
         hostname: c.hostname,
@@ -583,6 +571,7 @@ pub fn for_image(
         uid: 0,
         gid: 0,
         additional_gids: vec![],
+        capabilities: None,
         root: RootSource::Image(image.to_string()),
         readonly: false,
         hostname: None,
@@ -612,9 +601,37 @@ pub fn env_file_entries(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn is_cap_name(s: &str) -> bool {
-    s.strip_prefix("CAP_")
-        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+/// `process.capabilities` → masks; unknown names and sets the kernel would refuse
+/// (effective or ambient outside permitted, ambient outside inheritable) are errors.
+fn cap_sets(c: &Capabilities) -> Result<caps::Sets, BundleError> {
+    let mask = |set: &str, names: &[String]| -> Result<u64, BundleError> {
+        names.iter().try_fold(0u64, |m, n| match caps::number(n) {
+            Some(b) => Ok(m | 1 << b),
+            None => Err(invalid(
+                "process.capabilities",
+                format!("{n:?} in {set} is not a capability name"),
+            )),
+        })
+    };
+    let s = caps::Sets {
+        bounding: mask("bounding", &c.bounding)?,
+        effective: mask("effective", &c.effective)?,
+        permitted: mask("permitted", &c.permitted)?,
+        inheritable: mask("inheritable", &c.inheritable)?,
+        ambient: mask("ambient", &c.ambient)?,
+    };
+    let outside =
+        |set: &str, bits: u64, of: &str, within: u64| match caps::bits(bits & !within).first() {
+            Some(b) => Err(invalid(
+                "process.capabilities",
+                format!("{} is {set} but not {of}", caps::NAMES[*b as usize]),
+            )),
+            None => Ok(()),
+        };
+    outside("effective", s.effective, "permitted", s.permitted)?;
+    outside("ambient", s.ambient, "permitted", s.permitted)?;
+    outside("ambient", s.ambient, "inheritable", s.inheritable)?;
+    Ok(s)
 }
 
 /// `K=V` strings → pairs, the last definition of a name winning (in its first place).
@@ -843,6 +860,66 @@ mod tests {
         assert!(b.namespaces.pid && !b.namespaces.ipc);
         assert_eq!(b.additional_gids, vec![5, 100]);
         assert!(!parse_v(&base()).unwrap().namespaces.pid);
+    }
+
+    #[test]
+    fn capability_sets() {
+        let mut v = base();
+        v["process"]["capabilities"] = serde_json::json!({
+            "bounding": ["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_KILL"],
+            "effective": ["CAP_CHOWN"], "permitted": ["CAP_CHOWN", "CAP_KILL"],
+            "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]});
+        let s = parse_v(&v).unwrap().capabilities.unwrap();
+        assert_eq!(
+            (
+                s.bounding,
+                s.effective,
+                s.permitted,
+                s.inheritable,
+                s.ambient
+            ),
+            (1 | 1 << 10 | 1 << 5, 1, 1 | 1 << 5, 1 << 5, 1 << 5)
+        );
+        assert!(parse_v(&base()).unwrap().capabilities.is_none());
+        for (caps, want) in [
+            (
+                serde_json::json!({"bounding": ["CAP_FOO"]}),
+                "\"CAP_FOO\" in bounding",
+            ),
+            (
+                serde_json::json!({"effective": ["CAP_KILL"]}),
+                "CAP_KILL is effective but not permitted",
+            ),
+            (
+                serde_json::json!({"permitted": ["CAP_KILL"], "ambient": ["CAP_KILL"]}),
+                "CAP_KILL is ambient but not inheritable",
+            ),
+        ] {
+            let mut v = base();
+            v["process"]["capabilities"] = caps;
+            let e = parse_v(&v).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_capability_names_parse_or_fail_in_one_line(names in proptest::collection::vec("CAP_[A-Z_]{0,20}|.{0,8}", 0..6)) {
+            let mut v = base();
+            v["process"]["capabilities"] = serde_json::json!({"bounding": names, "permitted": names, "effective": names});
+            match parse_v(&v) {
+                Ok(b) => {
+                    let s = b.capabilities.unwrap();
+                    proptest::prop_assert_eq!(s.bounding.count_ones() as usize, {
+                        let mut n = names.clone();
+                        n.sort();
+                        n.dedup();
+                        n.len()
+                    });
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().contains('\n')),
+            }
+        }
     }
 
     #[test]

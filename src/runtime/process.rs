@@ -23,6 +23,9 @@ pub struct ExecSpec {
     /// death signal is re-armed after the identity change. None: no such parent.
     pub parent: Option<i32>,
     pub last_cap: u32,
+    /// Capability sets the caller asked for (an OCI config); None: warren's (root
+    /// inside: the default container set; others: none).
+    pub caps: Option<caps::Sets>,
 }
 
 /// Finish and exec; returns only on failure, with the exit code to use (126/127/125).
@@ -38,9 +41,20 @@ pub fn exec(spec: &ExecSpec) -> (i32, String) {
 pub fn finish(spec: &ExecSpec) -> Result<(), (i32, String)> {
     // A change to a non-zero UID empties the capability sets, CAP_SETPCAP with them:
     // the bounding set must be dropped first.
-    if spec.uid != 0 {
-        if let Err(e) = caps::drop_bounding(&[], spec.last_cap) {
+    let bounding = match &spec.caps {
+        Some(s) => Some(caps::bits(s.bounding)),
+        None if spec.uid != 0 => Some(vec![]),
+        None => None,
+    };
+    if let Some(keep) = bounding {
+        if let Err(e) = caps::drop_bounding(&keep, spec.last_cap) {
             return Err((125, format!("drop capabilities: {e}")));
+        }
+    }
+    if spec.caps.is_some() && spec.uid != 0 {
+        // The asked-for sets survive the change to a non-zero UID only so.
+        if let Err(e) = caps::keep_caps() {
+            return Err((125, format!("keep capabilities: {e}")));
         }
     }
     // SAFETY: plain credential syscalls on the calling (single-threaded) process.
@@ -64,7 +78,9 @@ pub fn finish(spec: &ExecSpec) -> Result<(), (i32, String)> {
             return Err((125, e.to_string()));
         }
     }
-    let r = if spec.uid == 0 {
+    let r = if let Some(s) = &spec.caps {
+        caps::apply(s, spec.last_cap)
+    } else if spec.uid == 0 {
         caps::restrict(&caps::DEFAULT_ROOT, spec.last_cap, false)
     } else {
         caps::clear()

@@ -473,6 +473,7 @@ fn exec_spec(
         fake_chown: spec.fake_chown,
         parent,
         last_cap: caps::last_cap(),
+        caps: spec.caps,
     })
 }
 

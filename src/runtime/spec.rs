@@ -89,6 +89,9 @@ pub struct RunSpec {
     /// gives the command its own PID namespace and /proc and private IPC, and passes only
     /// fds 0-2; the plan already left out the home directory and the host environment.
     pub contain: bool,
+    /// Capability sets asked for (an OCI config's `process.capabilities`); None:
+    /// warren's (root inside: the default container set; others: none).
+    pub caps: Option<super::caps::Sets>,
 }
 
 /// Exit code when warren could not start the container (bad options, image, set-up).
@@ -312,6 +315,7 @@ pub fn build(
         scope: opts.scope.clone(),
         join,
         contain,
+        caps: None,
     };
     Ok((spec, notices))
 }
@@ -358,6 +362,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         scope: Scope::User,
         join: None,
         contain: false,
+        caps: None,
     }
 }
 

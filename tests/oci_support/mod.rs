@@ -74,7 +74,7 @@ impl Fixture {
             "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": args,
                         "env": ["PATH=/bin", "A=bundle", "A=job"], "cwd": "/",
                         "noNewPrivileges": true,
-                        "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]},
+                        "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]},
                         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]},
             "root": {"path": "rootfs", "readonly": false},
             "hostname": "oci-test",
