@@ -122,19 +122,25 @@ pub fn apply(s: &Sets, last: u32) -> io::Result<()> {
         s.inheritable & known,
     )?;
     for c in bits(s.ambient & known) {
-        // SAFETY: prctl with integer arguments.
-        if unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                c as libc::c_ulong,
-                0,
-                0,
-            )
-        } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+        raise_ambient(c)?;
+    }
+    Ok(())
+}
+
+/// Raise capability `c` in the ambient set (it must be permitted and inheritable).
+fn raise_ambient(c: u32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            c as libc::c_ulong,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -226,19 +232,7 @@ pub fn raise_all_ambient(last: u32) -> io::Result<()> {
     };
     set(all, all, all)?;
     for c in 0..=last {
-        // SAFETY: prctl with integer arguments.
-        if unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                c as libc::c_ulong,
-                0,
-                0,
-            )
-        } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+        raise_ambient(c)?;
     }
     Ok(())
 }
