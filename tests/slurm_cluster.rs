@@ -521,7 +521,7 @@ fn pmix_server_directory_is_visible_in_the_container() {
 fn three_nodes_download_each_blob_once() {
     let c = need!(cluster());
     // An image no other test uses, removed from the suite's store first: a cold pull.
-    let proxy = slurm_support::CountingProxy::start();
+    let proxy = support::proxy::CountingProxy::start();
     let image = format!("{}/test/killme:latest", proxy.addr);
     let store = support::registry::state_dir()
         .join("slurm-store")

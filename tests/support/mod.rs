@@ -11,6 +11,7 @@
 //! - [`layout`]: OCI layouts from raw tar bytes, the torture layout.
 //! - [`sqfs`]: reading a squashfs back (`sqfs2tar`), trees of paths to compare.
 //! - [`output`]: a finished process's output as text or JSON.
+//! - [`proxy`]: a request-counting proxy in front of the plain test registry.
 //!
 //! Each test binary uses part of it, hence `allow(dead_code)`.
 #![allow(dead_code, unused_imports)]
@@ -20,6 +21,7 @@ pub mod env;
 pub mod layout;
 pub mod output;
 pub mod prereq;
+pub mod proxy;
 pub mod registry;
 pub mod sqfs;
 pub mod tmp;
