@@ -28,7 +28,7 @@ fn bad_options_are_refused_at_submission() {
     let touch = format!("touch {}", marker.display());
     // (options, PYXIS_* variables, what the refusal line says)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 12] = [
+    let cases: [Case; 15] = [
         (
             &["--container-image="],
             &[],
@@ -57,6 +57,30 @@ fn bad_options_are_refused_at_submission() {
             ],
             &[],
             "may not contain '..'",
+        ),
+        (
+            &[
+                "--container-image=busybox",
+                "--container-mounts=/a:/b:x-detach",
+            ],
+            &[],
+            "use an umount:DST entry",
+        ),
+        (
+            &[
+                "--container-image=busybox",
+                "--container-mounts=tmpfs:/t:bind",
+            ],
+            &[],
+            "a tmpfs is a new mount, not a bind",
+        ),
+        (
+            &[
+                "--container-image=busybox",
+                "--container-mounts=/a:/b:nosuid+suid",
+            ],
+            &[],
+            "nosuid and suid contradict each other",
         ),
         (
             &["--container-image=busybox", "--container-name=bad/name"],
@@ -613,4 +637,101 @@ fn bind_flags_nosuid_nodev_noexec_take_effect() {
         assert!(x.split(',').any(|o| o == f), "/x: {x}");
     }
     assert!(!opts("/y").split(',').any(|o| o == "noexec"), "{text}");
+}
+
+#[test]
+fn container_mounts_apply_in_the_given_order_with_their_flags() {
+    let c = need!(cluster());
+    let dir = c.work.path().join(format!("m-{}", unique()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), "FILE\n").unwrap();
+    c.work.give(&dir);
+    c.work.give(&dir.join("f"));
+    let d = dir.display();
+    let mounts = [
+        // A bind inside a tmpfs: only visible if the tmpfs is mounted first.
+        "tmpfs:/m".to_string(),
+        format!("{d}:/m/in:ro"),
+        // Mounted, then unmounted again.
+        format!("{d}:/u"),
+        "umount:/u".to_string(),
+        // A file destination the image lacks, created as a file.
+        format!("{d}/f:/files/f:x-create=file"),
+        // /dev's submounts (pts) come with rbind (the default); bind of a plain dir.
+        "/dev:/rdev".to_string(),
+        format!("{d}:/bd:bind"),
+        format!("{d}:/sl:rslave"),
+        format!("{d}:/sh:shared"),
+        format!("{d}:/pr:private"),
+        "/nonexistent-source:/nf:nofail".to_string(),
+    ]
+    .join(",");
+    let out = c.srun(&[
+        "-w",
+        "n1",
+        "-n",
+        "1",
+        &format!("--container-image={IMAGE}"),
+        &format!("--container-mounts={mounts}"),
+        "sh",
+        "-c",
+        "echo IN=$(cat /m/in/f); touch /m/in/new 2>/dev/null || echo RO; \
+         test -e /u/f || echo UMOUNTED; test -f /files/f && echo FILE=$(cat /files/f); \
+         test -e /rdev/pts/ptmx && echo RBIND; test -f /bd/f && echo BIND; \
+         test -e /nf || echo NOFAIL; cat /proc/self/mountinfo",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for want in [
+        "IN=FILE",
+        "RO",
+        "UMOUNTED",
+        "FILE=FILE",
+        "RBIND",
+        "BIND",
+        "NOFAIL",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want}: {text}");
+    }
+    // The propagation asked for: mountinfo's optional fields (field 7 on).
+    let fields = |dst: &str| -> Vec<String> {
+        let l = text
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(dst))
+            .unwrap_or_else(|| panic!("no {dst} in {text}"));
+        l.split(' ')
+            .skip(6)
+            .take_while(|f| *f != "-")
+            .map(String::from)
+            .collect()
+    };
+    // rslave: not shared (a master only exists when the host source is a shared mount:
+    // this machine's / is not, so it is a slave of nothing, i.e. private).
+    let sl = fields("/sl");
+    assert!(!sl.iter().any(|f| f.starts_with("shared:")), "/sl: {sl:?}");
+    assert!(
+        fields("/sh").iter().any(|f| f.starts_with("shared:")),
+        "{text}"
+    );
+    assert!(fields("/pr").is_empty(), "/pr: {:?}", fields("/pr"));
+    // Nothing was written into the read-only source.
+    assert!(!dir.join("new").exists());
+    // Rootless limit: a directory cannot be bound without the mounts below it.
+    let out = c.srun(&[
+        "-w",
+        "n1",
+        "-n",
+        "1",
+        &format!("--container-image={IMAGE}"),
+        "--container-mounts=/dev:/bdev:bind",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "/dev has mounts below it, which a rootless container cannot leave out (use rbind)"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }

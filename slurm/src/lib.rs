@@ -12,6 +12,7 @@
 
 pub mod args;
 pub mod beneath;
+pub mod container_mounts;
 pub mod hostlist;
 pub mod image;
 pub mod mounts;

@@ -6,7 +6,11 @@
 //!
 //! Stricter than pyxis, on purpose (hostile input): the destination must be absolute and
 //! may not contain a `..` component (pyxis lets enroot resolve relative destinations
-//! inside the root), and the flags must be ones we know (pyxis hands any word to enroot).
+//! inside the root), and the flags must be ones we know and can honour rootless (pyxis
+//! hands any word to enroot): contradictory pairs (`ro`+`rw`, `nosuid`+`suid`, …), two
+//! propagations, flags that make no sense for the source (`bind` on a tmpfs, any flag
+//! on `umount:`) and `x-detach` (use an `umount:` entry: entries apply in the given
+//! order) are refused. [`Mount::opts`] gives the flags as typed options.
 
 use std::fmt;
 
@@ -60,14 +64,22 @@ pub enum MountError {
     DotDot(String),
     #[error("{0:?}: path longer than {MAX_PATH} bytes or with a control character")]
     BadPath(String),
-    #[error("{entry:?}: unknown mount flag {flag:?} (flags are separated by '+': ro, rw, bind, rbind, nosuid, nodev, noexec, [r]private, [r]slave, [r]shared, x-create=dir|file|auto, x-detach; tmpfs also size=, mode=, nr_inodes=)")]
+    #[error("{entry:?}: unknown mount flag {flag:?} (flags are separated by '+': ro, rw, bind, rbind, [no]suid, [no]dev, [no]exec, [r]private, [r]slave, [r]shared, [r]unbindable, x-create=dir|file|auto, nofail; tmpfs also size=, mode=, nr_inodes=)")]
     BadFlag { entry: String, flag: String },
     #[error("{0:?}: both ro and rw")]
     RoRw(String),
+    #[error("{entry:?}: {a} and {b} contradict each other")]
+    Conflict { entry: String, a: String, b: String },
+    #[error("{entry:?}: {flag}: {why}")]
+    NotHere {
+        entry: String,
+        flag: String,
+        why: &'static str,
+    },
 }
 
 /// Flags valid for every source.
-const FLAGS: [&str; 20] = [
+const FLAGS: [&str; 19] = [
     "ro",
     "rw",
     "bind",
@@ -86,9 +98,135 @@ const FLAGS: [&str; 20] = [
     "rshared",
     "unbindable",
     "runbindable",
-    "x-detach",
     "nofail",
 ];
+
+/// Typed meaning of an entry's flags (see [`Mount::opts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opts {
+    /// `ro`.
+    pub read_only: bool,
+    /// `nosuid`, `nodev`, `noexec`: added to the mount.
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+    /// `rw`, `suid`, `dev`, `exec`: the opposite restriction must be absent (a user
+    /// namespace cannot lift one the host mount has: refused on the node).
+    pub want_rw: bool,
+    pub want_suid: bool,
+    pub want_dev: bool,
+    pub want_exec: bool,
+    /// `rbind` (the default, as pyxis's) rather than `bind`.
+    pub recursive: bool,
+    /// Propagation to set once mounted, and whether recursively (`r…`).
+    pub propagation: Option<(Propagation, bool)>,
+    /// What to create at a missing destination (`x-create`, default `auto`: the
+    /// source's kind; a tmpfs always needs a directory).
+    pub create: Create,
+    /// `nofail`: a missing source (or, for `umount:`, nothing mounted) skips the entry.
+    pub nofail: bool,
+    /// tmpfs options (`size=`, `mode=`, `nr_inodes=`), in order.
+    pub data: Vec<String>,
+}
+
+/// `x-create=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    Dir,
+    File,
+    Auto,
+}
+
+/// Mount propagation (`mount --make-…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Private,
+    Slave,
+    Shared,
+    Unbindable,
+}
+
+fn propagation(f: &str) -> Option<(Propagation, bool)> {
+    Some(match f {
+        "private" => (Propagation::Private, false),
+        "rprivate" => (Propagation::Private, true),
+        "slave" => (Propagation::Slave, false),
+        "rslave" => (Propagation::Slave, true),
+        "shared" => (Propagation::Shared, false),
+        "rshared" => (Propagation::Shared, true),
+        "unbindable" => (Propagation::Unbindable, false),
+        "runbindable" => (Propagation::Unbindable, true),
+        _ => return None,
+    })
+}
+
+/// Pairs of flags that contradict each other.
+const OPPOSITES: [(&str, &str); 5] = [
+    ("ro", "rw"),
+    ("nosuid", "suid"),
+    ("nodev", "dev"),
+    ("noexec", "exec"),
+    ("bind", "rbind"),
+];
+
+/// Refuse contradictions and flags that make no sense (or cannot be honoured rootless)
+/// for this kind of source.
+fn check_combination(entry: &str, source: &Source, flags: &[String]) -> Result<(), MountError> {
+    let has = |f: &str| flags.iter().any(|g| g == f);
+    for (a, b) in OPPOSITES {
+        if has(a) && has(b) {
+            if a == "ro" {
+                return Err(MountError::RoRw(entry.into()));
+            }
+            return Err(MountError::Conflict {
+                entry: entry.into(),
+                a: a.into(),
+                b: b.into(),
+            });
+        }
+    }
+    let props: Vec<&String> = flags.iter().filter(|f| propagation(f).is_some()).collect();
+    let creates: Vec<&String> = flags
+        .iter()
+        .filter(|f| f.starts_with("x-create="))
+        .collect();
+    for group in [props, creates] {
+        if let [a, b, ..] = group.as_slice() {
+            return Err(MountError::Conflict {
+                entry: entry.into(),
+                a: a.to_string(),
+                b: b.to_string(),
+            });
+        }
+    }
+    let not_here = |flag: &str, why| {
+        Err(MountError::NotHere {
+            entry: entry.into(),
+            flag: flag.into(),
+            why,
+        })
+    };
+    for f in flags {
+        match (source, f.as_str()) {
+            (Source::Umount, "nofail") => {}
+            (Source::Umount, f) => return not_here(f, "an umount: entry takes no mount flags"),
+            (Source::Tmpfs, "bind" | "rbind") => {
+                return not_here(f, "a tmpfs is a new mount, not a bind")
+            }
+            (Source::Tmpfs, "x-create=file") => {
+                return not_here(f, "a tmpfs can only be mounted on a directory")
+            }
+            (Source::Tmpfs, "dev") => {
+                return not_here(
+                    f,
+                    "device nodes never work on a tmpfs mounted in a user namespace (rootless)",
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 fn flag_ok(source: &Source, f: &str) -> bool {
     if FLAGS.contains(&f) {
@@ -158,6 +296,13 @@ impl Mount {
         } else {
             flags.split('+').map(str::to_string).collect()
         };
+        if flags.iter().any(|f| f == "x-detach") {
+            return Err(MountError::NotHere {
+                entry: entry.into(),
+                flag: "x-detach".into(),
+                why: "use an umount:DST entry (entries apply in the given order)",
+            });
+        }
         for f in &flags {
             if !flag_ok(&source, f) {
                 return Err(MountError::BadFlag {
@@ -166,9 +311,7 @@ impl Mount {
                 });
             }
         }
-        if flags.iter().any(|f| f == "ro") && flags.iter().any(|f| f == "rw") {
-            return Err(MountError::RoRw(entry.into()));
-        }
+        check_combination(entry, &source, &flags)?;
         Ok(Mount {
             source,
             target: target.to_string(),
@@ -179,6 +322,39 @@ impl Mount {
     /// Read-only bind?
     pub fn read_only(&self) -> bool {
         self.flags.iter().any(|f| f == "ro")
+    }
+
+    /// The flags as typed options (the entry was checked by [`Mount::parse`]).
+    pub fn opts(&self) -> Opts {
+        let has = |f: &str| self.flags.iter().any(|g| g == f);
+        Opts {
+            read_only: has("ro"),
+            nosuid: has("nosuid"),
+            nodev: has("nodev"),
+            noexec: has("noexec"),
+            want_rw: has("rw"),
+            want_suid: has("suid"),
+            want_dev: has("dev"),
+            want_exec: has("exec"),
+            recursive: !has("bind"),
+            propagation: self.flags.iter().find_map(|f| propagation(f)),
+            create: match self.flags.iter().find_map(|f| f.strip_prefix("x-create=")) {
+                Some("dir") => Create::Dir,
+                Some("file") => Create::File,
+                _ => Create::Auto,
+            },
+            nofail: has("nofail"),
+            data: self
+                .flags
+                .iter()
+                .filter(|f| {
+                    ["size=", "mode=", "nr_inodes="]
+                        .iter()
+                        .any(|p| f.starts_with(p))
+                })
+                .cloned()
+                .collect(),
+        }
     }
 }
 
@@ -256,6 +432,64 @@ mod tests {
         assert!(matches!(e("tmpfs:/t:mode=99"), MountError::BadFlag { .. }));
         assert!(matches!(e("/a\n:/b"), MountError::BadPath(_)));
         assert_eq!(e(&"/a:/b,".repeat(300)), MountError::TooMany);
+        for (v, a, b) in [
+            ("/a:/b:nosuid+suid", "nosuid", "suid"),
+            ("/a:/b:exec+noexec", "noexec", "exec"),
+            ("/a:/b:bind+rbind", "bind", "rbind"),
+            ("/a:/b:private+rshared", "private", "rshared"),
+            (
+                "/a:/b:x-create=dir+x-create=file",
+                "x-create=dir",
+                "x-create=file",
+            ),
+        ] {
+            assert_eq!(
+                e(v),
+                MountError::Conflict {
+                    entry: v.into(),
+                    a: a.into(),
+                    b: b.into()
+                },
+                "{v}"
+            );
+        }
+        for v in [
+            "tmpfs:/t:rbind",
+            "tmpfs:/t:x-create=file",
+            "tmpfs:/t:dev",
+            "umount:/u:ro",
+            "/a:/b:x-detach",
+            "none:/b:x-detach",
+        ] {
+            assert!(
+                matches!(e(v), MountError::NotHere { .. } | MountError::BadSource(_)),
+                "{v}"
+            );
+        }
+        assert!(e("/a:/b:x-detach").to_string().contains("umount:DST"));
+        assert!(Mount::parse("umount:/u:nofail").is_ok());
+    }
+
+    #[test]
+    fn typed_options() {
+        let o = Mount::parse("/a:/b").unwrap().opts();
+        assert!(o.recursive && !o.read_only && o.propagation.is_none());
+        assert_eq!((o.create, o.nofail), (Create::Auto, false));
+        let o = Mount::parse("/a:/b:ro+bind+nosuid+nodev+noexec+rslave+x-create=file+nofail")
+            .unwrap()
+            .opts();
+        assert!(o.read_only && !o.recursive && o.nosuid && o.nodev && o.noexec && o.nofail);
+        assert_eq!(o.propagation, Some((Propagation::Slave, true)));
+        assert_eq!(o.create, Create::File);
+        let o = Mount::parse("/a:/b:rw+suid+dev+exec+shared")
+            .unwrap()
+            .opts();
+        assert!(o.want_rw && o.want_suid && o.want_dev && o.want_exec);
+        assert_eq!(o.propagation, Some((Propagation::Shared, false)));
+        let o = Mount::parse("tmpfs:/t:size=1G+mode=1777+ro")
+            .unwrap()
+            .opts();
+        assert_eq!(o.data, ["size=1G", "mode=1777"]);
     }
 
     fn path() -> impl Strategy<Value = String> {
@@ -269,14 +503,21 @@ mod tests {
             Just(Source::Tmpfs),
             Just(Source::Umount),
         ];
-        let flag = prop_oneof![
-            Just("ro".to_string()),
-            Just("rbind".to_string()),
-            Just("nosuid".to_string()),
-            Just("x-create=dir".to_string()),
-            Just("rprivate".to_string()),
-        ];
-        (src, path(), proptest::collection::vec(flag, 0..3)).prop_map(|(source, target, flags)| {
+        // Compatible flags: any subset, in this order, is a valid path entry.
+        let flags = proptest::sample::subsequence(
+            vec!["ro", "rbind", "nosuid", "x-create=dir", "rprivate"],
+            0..4,
+        );
+        (src, path(), flags).prop_map(|(source, target, flags)| {
+            let flags = flags
+                .into_iter()
+                .filter(|f| match source {
+                    Source::Path(_) => true,
+                    Source::Tmpfs => *f != "rbind",
+                    Source::Umount => false,
+                })
+                .map(String::from)
+                .collect();
             Mount {
                 source,
                 target,

@@ -12,7 +12,7 @@
 //! `exec_task`: "handle this late so that SPANK ... change the filesystem namespaces").
 
 use crate::args::Args;
-use crate::mounts::{Mount, Source};
+use crate::container_mounts;
 use crate::node::Job;
 use crate::plugstack::Config as PlugConfig;
 use std::path::{Path, PathBuf};
@@ -53,151 +53,6 @@ pub fn env_changes(image_env: &[String], keep_host: &[String]) -> Vec<(String, S
         .filter(|(k, _)| !k.is_empty() && !always_host(k) && !keep_host.iter().any(|h| h == k))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// Pure: pyxis's path mounts as warren binds (`SRC:DST:ro|rw`), relative sources against
-/// the job's working directory. `tmpfs` and `umount` entries are [`special_mounts`].
-pub fn volumes(mounts: &[Mount], cwd: &Path) -> Vec<String> {
-    mounts
-        .iter()
-        .filter_map(|m| {
-            let src = match &m.source {
-                Source::Path(p) if p.starts_with('/') => PathBuf::from(p),
-                Source::Path(p) => cwd.join(p),
-                Source::Tmpfs | Source::Umount => return None,
-            };
-            let mode = if m.read_only() { "ro" } else { "rw" };
-            Some(format!("{}:{}:{mode}", src.display(), m.target))
-        })
-        .collect()
-}
-
-/// Pure: the `nosuid`/`nodev`/`noexec` flags of the path binds, by destination, in the
-/// given order (binds without any are left out): added by a remount once the bind is in
-/// place.
-pub fn bind_flags(mounts: &[Mount]) -> Vec<(String, libc::c_ulong)> {
-    mounts
-        .iter()
-        .filter(|m| matches!(m.source, Source::Path(_)))
-        .filter_map(|m| {
-            let f = m.flags.iter().fold(0, |acc, f| {
-                acc | match f.as_str() {
-                    "nosuid" => libc::MS_NOSUID,
-                    "nodev" => libc::MS_NODEV,
-                    "noexec" => libc::MS_NOEXEC,
-                    _ => 0,
-                }
-            });
-            (f != 0).then(|| (m.target.clone(), f))
-        })
-        .collect()
-}
-
-/// Pure: the mount flags a bind remount must repeat (statvfs `f_flag`): in a user
-/// namespace the kernel refuses a remount that would clear a locked flag.
-pub fn kept_flags(f_flag: libc::c_ulong) -> libc::c_ulong {
-    [
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ]
-    .iter()
-    .filter(|(st, _)| f_flag & st != 0)
-    .fold(0, |acc, (_, ms)| acc | ms)
-}
-
-/// Add `flags` to the bind at `target` (in the container, after pivot_root).
-fn restrict_bind(target: &str, flags: libc::c_ulong) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("warren: --container-mounts {target}: {e}");
-    let c = std::ffi::CString::new(target)
-        .map_err(|_| format!("warren: --container-mounts {target}: NUL byte"))?;
-    // SAFETY: statvfs is plain data; zeroed is a valid value that the call overwrites.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and a pointer to a statvfs we own.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
-    let all = libc::MS_REMOUNT | libc::MS_BIND | kept_flags(st.f_flag) | flags;
-    sys::mount("none", Path::new(target), "", all, None).map_err(err)
-}
-
-/// A `tmpfs` or `umount` entry, applied inside the new root before the capabilities go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Special {
-    Tmpfs {
-        target: String,
-        flags: libc::c_ulong,
-        data: String,
-    },
-    Umount(String),
-}
-
-/// Pure: the `tmpfs:` and `umount:` entries, in order, with their mount flags and options.
-pub fn special_mounts(mounts: &[Mount]) -> Vec<Special> {
-    mounts
-        .iter()
-        .filter_map(|m| match m.source {
-            Source::Path(_) => None,
-            Source::Umount => Some(Special::Umount(m.target.clone())),
-            Source::Tmpfs => {
-                let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
-                let mut data = vec![];
-                for f in &m.flags {
-                    match f.as_str() {
-                        "ro" => flags |= libc::MS_RDONLY,
-                        "noexec" => flags |= libc::MS_NOEXEC,
-                        f if f.starts_with("size=")
-                            || f.starts_with("mode=")
-                            || f.starts_with("nr_inodes=") =>
-                        {
-                            data.push(f.to_string())
-                        }
-                        _ => {}
-                    }
-                }
-                Some(Special::Tmpfs {
-                    target: m.target.clone(),
-                    flags,
-                    data: data.join(","),
-                })
-            }
-        })
-        .collect()
-}
-
-/// Apply [`special_mounts`] in the container (after pivot_root, still privileged in the
-/// user namespace, in the task's own mount namespace).
-fn apply_special(specials: &[Special]) -> Result<(), String> {
-    for sp in specials {
-        match sp {
-            Special::Tmpfs {
-                target,
-                flags,
-                data,
-            } => {
-                // pyxis's default for tmpfs entries is x-create=dir.
-                let _ = std::fs::create_dir_all(target);
-                sys::mount("tmpfs", Path::new(target), "tmpfs", *flags, Some(data))
-                    .map_err(|e| format!("warren: --container-mounts tmpfs:{target}: {e}"))?;
-            }
-            Special::Umount(target) => {
-                let c = std::ffi::CString::new(target.as_str())
-                    .map_err(|_| format!("warren: umount:{target}: NUL byte"))?;
-                // SAFETY: a valid C string; detaching a mount of our own mount namespace.
-                if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                    return Err(format!(
-                        "warren: --container-mounts umount:{target}: {}",
-                        std::io::Error::last_os_error()
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Pure: the PMIx server directory to bind (`PMIX_SERVER_TMPDIR`, absolute, no `..`, no
@@ -303,7 +158,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         None => holder.identity == "remap-root",
     };
     let caller = Caller::lookup(t.job.uid, t.job.gid, t.env.clone(), t.rundir.to_path_buf());
-    let mut binds = volumes(&t.args.mounts, &t.cwd);
+    // The job's --container-mounts are applied after pivot_root, in the given order
+    // (container_mounts); these two are the plugin's own.
+    let mut binds = vec![];
     if let Some(dir) = t.batch_script.as_deref().and_then(Path::parent) {
         binds.push(format!("{}:{}:ro", dir.display(), dir.display()));
     }
@@ -364,12 +221,10 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     let mut log = setup::Log::default();
     setup::join_holder(&fd).map_err(|e| format!("warren: {e}"))?;
+    let sources = container_mounts::open_sources(container_mounts::plan(&t.args.mounts, &t.cwd))?;
     let prepared = setup::prepare(&spec, overlay::choose(&spec), None, &mut log)
         .map_err(|e| format!("warren: {e}"))?;
-    for (target, flags) in bind_flags(&t.args.mounts) {
-        restrict_bind(&target, flags)?;
-    }
-    apply_special(&special_mounts(&t.args.mounts))?;
+    container_mounts::apply(sources)?;
     process::finish(&prepared.exec).map_err(|(_, m)| format!("warren: {m}"))?;
     let mut changes = env_changes(&image_env, &t.args.env);
     if !changes.iter().any(|(k, _)| k == "PATH") && !t.env.iter().any(|(k, _)| k == "PATH") {
@@ -404,48 +259,6 @@ mod tests {
                 ("LANG".to_string(), "C.UTF-8".to_string())
             ]
         );
-    }
-
-    #[test]
-    fn mounts_as_binds_and_specials() {
-        let m =
-            crate::mounts::parse_list("/a:/b:ro,./d:/d,tmpfs:/t:size=1G+mode=1777+ro,umount:/u")
-                .unwrap();
-        assert_eq!(
-            volumes(&m, Path::new("/work")),
-            ["/a:/b:ro", "/work/./d:/d:rw"]
-        );
-        assert_eq!(
-            special_mounts(&m),
-            [
-                Special::Tmpfs {
-                    target: "/t".into(),
-                    flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY,
-                    data: "size=1G,mode=1777".into()
-                },
-                Special::Umount("/u".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn bind_flags_are_added_and_kept() {
-        let m = crate::mounts::parse_list(
-            "/a:/a:ro+nosuid,/b:/b,/c:/c:noexec+nodev+rprivate,tmpfs:/t:noexec",
-        )
-        .unwrap();
-        assert_eq!(
-            bind_flags(&m),
-            [
-                ("/a".to_string(), libc::MS_NOSUID),
-                ("/c".to_string(), libc::MS_NOEXEC | libc::MS_NODEV)
-            ]
-        );
-        assert_eq!(
-            kept_flags(libc::ST_RDONLY | libc::ST_NOSUID | libc::ST_RELATIME),
-            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_RELATIME
-        );
-        assert_eq!(kept_flags(0), 0);
     }
 
     #[test]
