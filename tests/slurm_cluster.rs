@@ -735,3 +735,59 @@ fn container_mounts_apply_in_the_given_order_with_their_flags() {
         stderr(&out)
     );
 }
+
+#[test]
+fn container_entrypoint_runs_before_each_task_as_in_pyxis() {
+    let c = need!(cluster());
+    let img = need!(slurm_support::entrypoint_image());
+    let image = format!("--container-image={img}");
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["-w", "n1", "-n", "2", image.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["sh", "-c", "echo V=$EP_VAR D=$(pwd)"]);
+        let out = c
+            .cmd("srun", &args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.success(), stdout(&out), stderr(&out))
+    };
+    let count = |text: &str, line: &str| text.lines().filter(|l| *l == line).count();
+    // Default (pyxis ≥ 0.12 too): the entrypoint does not run.
+    let (ok, out, err) = run(&[], &[]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(count(&out, "V= D=/"), 2, "{out}{err}");
+    // --container-entrypoint: it runs in each task first; its output is hidden; what it
+    // exported and its directory are the task's.
+    let (ok, out, err) = run(&["--container-entrypoint"], &[]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        count(&out, "V=from-entrypoint D=/tmp/ep-work"),
+        2,
+        "{out}{err}"
+    );
+    assert!(
+        !out.contains("EP-RAN") && !err.contains("EP-RAN"),
+        "{out}{err}"
+    );
+    // --container-workdir wins over its directory; the variable form; the log shows its
+    // output.
+    let (ok, out, err) = run(
+        &["--container-entrypoint-log", "--container-workdir=/etc"],
+        &[("PYXIS_CONTAINER_ENTRYPOINT", "1")],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(count(&out, "V=from-entrypoint D=/etc"), 2, "{out}{err}");
+    assert_eq!(count(&out, "EP-RAN-OUT"), 2, "{out}{err}");
+    assert_eq!(count(&err, "EP-RAN-ERR"), 2, "{out}{err}");
+    // An entrypoint that fails before running the command fails the task with its code.
+    let (ok, out, err) = run(&["--container-entrypoint"], &[("EP_FAIL", "1")]);
+    assert!(!ok, "{out}{err}");
+    assert!(!out.contains("V="), "{out}");
+    assert!(
+        err.contains(
+            "the image's entrypoint (/ep.sh): ended (exit code 3) without running the command"
+        ),
+        "{err}"
+    );
+}

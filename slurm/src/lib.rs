@@ -13,6 +13,7 @@
 pub mod args;
 pub mod beneath;
 pub mod container_mounts;
+pub mod entrypoint;
 pub mod hostlist;
 pub mod image;
 pub mod mounts;

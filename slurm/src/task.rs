@@ -13,6 +13,7 @@
 
 use crate::args::Args;
 use crate::container_mounts;
+use crate::entrypoint;
 use crate::node::Job;
 use crate::plugstack::Config as PlugConfig;
 use std::path::{Path, PathBuf};
@@ -124,9 +125,6 @@ fn config(t: &TaskInput) -> Result<Config, String> {
 
 /// Enter the container; returns the variables to set for the exec.
 pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
-    if t.args.entrypoint.unwrap_or(t.cfg.entrypoint) {
-        return Err("warren: --container-entrypoint is not supported yet (slurmstepd execs the command itself)".into());
-    }
     // The holder of this scope: its image and identity are the container's.
     let holder = state::list(t.rundir)
         .map_err(|e| format!("warren: {e:#}"))?
@@ -210,10 +208,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         ));
     };
     // Read on the host, before the root changes.
-    let image_env = ImageConfig::read(&entry.config)
-        .map_err(|e| format!("warren: image config: {e:#}"))?
-        .env
-        .unwrap_or_default();
+    let image_config =
+        ImageConfig::read(&entry.config).map_err(|e| format!("warren: image config: {e:#}"))?;
+    let image_env = image_config.env.unwrap_or_default();
     let fd = sys::pidfd_open(h.pid).map_err(|e| format!("warren: holder pid {}: {e}", h.pid))?;
     // The ID change to the user made this process non-dumpable, which makes its
     // /proc/self files root's (the same fix as the library test of this path).
@@ -229,6 +226,26 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     let mut changes = env_changes(&image_env, &t.args.env);
     if !changes.iter().any(|(k, _)| k == "PATH") && !t.env.iter().any(|(k, _)| k == "PATH") {
         changes.push(("PATH".into(), setup::DEFAULT_PATH.into()));
+    }
+    let ep = image_config.entrypoint.unwrap_or_default();
+    if t.args.entrypoint.unwrap_or(t.cfg.entrypoint) && !ep.is_empty() {
+        // The task's environment as the entrypoint sees it: the job's with the changes.
+        let mut env = t.env.clone();
+        for (k, v) in &changes {
+            match env.iter_mut().find(|(ek, _)| ek == k) {
+                Some(e) => e.1 = v.clone(),
+                None => env.push((k.clone(), v.clone())),
+            }
+        }
+        let o = entrypoint::run(&ep, &env, t.args.entrypoint_log.unwrap_or(false))?;
+        for (k, v) in entrypoint::env_delta(&env, &o.env, &t.args.env) {
+            changes.retain(|(ck, _)| *ck != k);
+            changes.push((k, v));
+        }
+        if let (None, Some(d)) = (&t.args.workdir, &o.cwd) {
+            std::env::set_current_dir(d)
+                .map_err(|e| format!("warren: the entrypoint's directory {}: {e}", d.display()))?;
+        }
     }
     Ok(changes)
 }

@@ -242,3 +242,37 @@ pub fn unique() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// An image whose entrypoint (`/ep.sh`) prints a line on stdout and stderr, exports
+/// `EP_VAR`, changes to `/tmp/ep-work`, fails with 3 when `EP_FAIL` is set, and ends with
+/// `exec "$@"`: the busybox image plus one layer, pushed once to the plain test registry.
+pub fn entrypoint_image() -> Result<String, String> {
+    static R: OnceLock<Result<String, String>> = OnceLock::new();
+    R.get_or_init(|| {
+        support::need_programs(&["skopeo", "umoci", "tar"])?;
+        let reference = format!("{}/test/slurm-entrypoint:v2", registry::PLAIN);
+        let t = TestDir::new("warren-ep-image-");
+        let script = "#!/bin/sh\necho EP-RAN-OUT\necho EP-RAN-ERR >&2\n\
+                      [ -n \"$EP_FAIL\" ] && exit 3\nexport EP_VAR=from-entrypoint\n\
+                      mkdir -p /tmp/ep-work && cd /tmp/ep-work\nexec \"$@\"\n";
+        std::fs::create_dir(t.join("add")).map_err(|e| e.to_string())?;
+        std::fs::write(t.join("add/ep.sh"), script).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(t.join("add/ep.sh"), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let cmds = format!(
+            "set -e; cd {d}; \
+             skopeo copy -q --src-tls-verify=false docker://{IMAGE} oci:l:latest; \
+             tar --owner=0 --group=0 -C add -cf layer.tar ep.sh; \
+             umoci raw add-layer --image l:latest layer.tar; \
+             umoci config --image l:latest --config.entrypoint /ep.sh; \
+             skopeo copy -q --dest-tls-verify=false oci:l:latest docker://{reference}",
+            d = t.path().display()
+        );
+        let out = sh(&cmds);
+        if !out.status.success() {
+            return Err(format!("build the entrypoint image: {}", stderr(&out)));
+        }
+        Ok(reference)
+    })
+    .clone()
+}
