@@ -791,3 +791,31 @@ fn container_entrypoint_runs_before_each_task_as_in_pyxis() {
         "{err}"
     );
 }
+
+#[test]
+fn without_shared_root_each_task_has_its_own_root() {
+    let c = need!(cluster());
+    let seen = slurm_support::two_tasks_write_into_their_roots(c, IMAGE);
+    assert!(seen.iter().all(|(n, _)| *n == 1), "{seen:?}");
+    assert_ne!(seen[0].1, seen[1].1, "{seen:?}");
+}
+
+#[test]
+fn exec_enters_the_running_named_container() {
+    let c = need!(cluster());
+    let ready = c.work.path().join(format!("ready-{}", unique()));
+    let w = c.work.path().display().to_string();
+    // Step 1 writes into its root and keeps running; step 2 (concurrent, :exec) reads it.
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N1 -n2 -w n1\necho JOB=$SLURM_JOB_ID\n\
+         srun -n1 --container-name=live --container-image={IMAGE} --container-remap-root \
+         --container-mounts={w}:{w} sh -c 'echo running > /live; touch {r}; sleep 10' &\n\
+         for i in $(seq 600); do [ -e {r} ] && break; sleep 0.1; done\n\
+         srun -n1 --overlap --container-name=live:exec sh -c 'echo EXEC=$(cat /live)'\n\
+         wait\n",
+        r = ready.display()
+    );
+    let (job, text) = c.sbatch(&script);
+    assert!(text.contains("EXEC=running"), "{text}");
+    c.assert_job_cleaned(job);
+}

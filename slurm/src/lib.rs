@@ -19,6 +19,7 @@ pub mod image;
 pub mod mounts;
 pub mod node;
 pub mod plugstack;
+pub mod roots;
 pub mod task;
 
 // The glue references symbols that only exist inside Slurm's processes (resolved at

@@ -9,6 +9,7 @@ use crate::hostlist;
 use crate::image::Image;
 use crate::node::{self, Job, Scope};
 use crate::plugstack::{self, Config};
+use crate::roots::{self, Layer};
 use crate::task;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -456,7 +457,7 @@ pub extern "C" fn slurm_spank_task_init(sp: SpankT, _ac: c_int, _av: *mut *mut c
             env: job_env(sp),
             argv: job_argv(sp),
             cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
-            layer: kept_layer(sp, &st.args, dir),
+            layer: task_layer(sp, cfg, &st.args, dir),
             batch_script: None,
         };
         let mut input = input;
@@ -491,25 +492,25 @@ pub extern "C" fn slurm_spank_task_init(sp: SpankT, _ac: c_int, _av: *mut *mut c
     })
 }
 
-/// The task's writable layer when it must outlive the task: a named container keeps each
-/// local task's layer in its scope dir across the job's steps, and `--container-save`
-/// needs it after the step (`--container-name=NAME:exec` gets a fresh one: overlayfs
-/// refuses a second mount on an upper dir in use).
-fn kept_layer(sp: SpankT, args: &Args, dir: &std::path::Path) -> Option<PathBuf> {
-    let prefix = match (&args.name, &args.save) {
-        (Some((_, NameMode::Exec)), _) => return None,
-        (Some(_), _) => "layer",
-        (None, Some(_)) => "save",
-        (None, None) => return None,
-    };
+/// The task's writable layer (`roots::plan`): a named container's local task keeps
+/// its root across the job's steps (and a `:exec` step enters it), `shared_root=yes`
+/// gives the node's tasks one root, `--container-save` needs the layer after the step.
+fn task_layer(sp: SpankT, cfg: &Config, args: &Args, dir: &std::path::Path) -> Layer {
     let mut id: c_int = 0;
     // SAFETY: S_TASK_ID writes one int (task context).
     let rc = unsafe { ffi::spank_get_item(sp, ffi::S_TASK_ID, &mut id as *mut c_int) };
-    (rc == ffi::ESPANK_SUCCESS).then(|| dir.join(layer_name(prefix, id.max(0) as u32)))
-}
-
-fn layer_name(prefix: &str, local_task: u32) -> String {
-    format!("{prefix}.{local_task}")
+    let id = if rc == ffi::ESPANK_SUCCESS {
+        id.max(0) as u32
+    } else {
+        0
+    };
+    roots::plan(
+        cfg.shared_root,
+        args.name.is_some(),
+        args.save.is_some(),
+        id,
+        dir,
+    )
 }
 
 /// NULL-terminated C string array to Strings.
@@ -720,12 +721,10 @@ pub extern "C" fn slurm_spank_task_exit(sp: SpankT, _ac: c_int, _av: *mut *mut c
         };
         let mut rc = 0;
         if let (Some(target), Some((job, dir, _))) = (st.save.take(), &st.active) {
-            let prefix = if st.args.name.is_some() {
-                "layer"
-            } else {
-                "save"
+            let layer = match roots::plan(cfg.shared_root, st.args.name.is_some(), true, 0, dir) {
+                roots::Layer::Kept(d) | roots::Layer::Mounted { dir: d, .. } => d,
+                roots::Layer::Fresh => dir.join("save.0"),
             };
-            let layer = dir.join(layer_name(prefix, 0));
             match node::save_container(&cfg, job, dir, &layer, &target) {
                 Ok(()) => verbose(&format!(
                     "warren: saved the container to {}",

@@ -16,6 +16,7 @@ use crate::container_mounts;
 use crate::entrypoint;
 use crate::node::Job;
 use crate::plugstack::Config as PlugConfig;
+use crate::roots::{self, Layer};
 use std::path::{Path, PathBuf};
 use warren::config::Config;
 use warren::digest::Digest;
@@ -89,9 +90,8 @@ pub struct TaskInput<'a> {
     /// The batch step's script (slurmstepd execs it from its spool dir, which the
     /// container must see: bound read-only at the same path).
     pub batch_script: Option<PathBuf>,
-    /// A named container's writable layer for this task, kept across the job's steps
-    /// (`None`: a fresh layer per task, discarded at exit).
-    pub layer: Option<PathBuf>,
+    /// The task's writable layer (`roots::plan`).
+    pub layer: Layer,
 }
 
 /// warren's configuration for the job: the system file (a user's own file is not read:
@@ -123,8 +123,24 @@ fn config(t: &TaskInput) -> Result<Config, String> {
     Ok(c)
 }
 
+/// The passwd/group cache of keep-id containers (`RUNDIR/passwd`, runtime::userdb) per
+/// job and node instead of per step: the scope dir's `passwd` is a link to the job dir's,
+/// so the tasks of a new step find what an earlier step built (best effort: without it
+/// the library builds the files, as before). Removed with the job dir.
+fn share_userdb_cache(scope: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(job_dir) = scope.parent() else {
+        return;
+    };
+    let _ = std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(job_dir.join("passwd"));
+    let _ = std::os::unix::fs::symlink("../passwd", scope.join("passwd"));
+}
+
 /// Enter the container; returns the variables to set for the exec.
 pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
+    share_userdb_cache(t.rundir);
     // The holder of this scope: its image and identity are the container's.
     let holder = state::list(t.rundir)
         .map_err(|e| format!("warren: {e:#}"))?
@@ -180,8 +196,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         mount_home: Some(t.args.mount_home.unwrap_or(t.cfg.mount_home)),
         writable: match (&t.layer, t.args.writable.unwrap_or(t.cfg.writable)) {
             (_, false) => Writable::ReadOnly,
-            (Some(d), true) => Writable::Dir(d.clone()),
-            (None, true) => Writable::Tmpfs,
+            (Layer::Kept(d), true) => Writable::Dir(d.clone()),
+            // A mounted root is found once in the holder's namespace (below).
+            (Layer::Fresh | Layer::Mounted { .. }, true) => Writable::Tmpfs,
         },
         overlay: None,
         name: None,
@@ -198,8 +215,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         // ranks of a node share one user namespace (MPI's CMA needs host PIDs).
         contain: Some(false),
     };
-    let (spec, _notices) = spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
-        .map_err(|e| format!("warren: {e:#}"))?;
+    let (mut spec, _notices) =
+        spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
+            .map_err(|e| format!("warren: {e:#}"))?;
     let Some(h) = &spec.join else {
         return Err(format!(
             "warren: the holder in {} does not match this task (identity {})",
@@ -218,6 +236,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     let mut log = setup::Log::default();
     setup::join_holder(&fd).map_err(|e| format!("warren: {e}"))?;
+    if let (Layer::Mounted { name, dir }, Writable::Tmpfs) = (&t.layer, &spec.writable) {
+        spec.writable = Writable::Mounted(roots::ensure(&spec.rundir, name, dir)?);
+    }
     let sources = container_mounts::open_sources(container_mounts::plan(&t.args.mounts, &t.cwd))?;
     let prepared = setup::prepare(&spec, overlay::choose(&spec), None, &mut log)
         .map_err(|e| format!("warren: {e}"))?;

@@ -294,7 +294,8 @@ fn prepare_root_inner(
     };
     // Its time counts in the next step ("overlay"; the read-only root's in "prefetch").
 
-    let root_dir = match spec.writable {
+    let root_dir = match &spec.writable {
+        Writable::Mounted(root) => root.clone(),
         Writable::ReadOnly => {
             let (r, pid) = readonly::root(&layers, base, choice.backend, &spec.fuse_overlayfs)
                 .map_err(|e| SetupError::new(format!("{e:#}")))?;

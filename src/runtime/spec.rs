@@ -26,6 +26,9 @@ pub enum Writable {
     Dir(PathBuf),
     /// No overlay: the image itself, read-only.
     ReadOnly,
+    /// A writable root already mounted at this path (in a holder's mount namespace that
+    /// the caller joined), shared with whoever else uses it: taken as is, no overlay made.
+    Mounted(PathBuf),
 }
 
 /// Overlay back end as asked for (`run.overlay`).

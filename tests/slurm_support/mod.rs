@@ -33,7 +33,7 @@ pub fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
 }
 
-fn setup(kernel_mount: bool) -> Result<Cluster, String> {
+fn setup(kernel_mount: bool, shared_root: bool) -> Result<Cluster, String> {
     let user = need_user(TEST_USER)?;
     support::need_programs(&["srun", "sbatch", "sinfo", "scontrol", "squeue", "scancel"])?;
     registry::need_registry(&[registry::PLAIN])?;
@@ -83,13 +83,21 @@ fn setup(kernel_mount: bool) -> Result<Cluster, String> {
             "kernel_mount={}",
             if kernel_mount { "yes" } else { "no" }
         ))
+        .arg(format!(
+            "shared_root={}",
+            if shared_root { "yes" } else { "no" }
+        ))
         .current_dir(root)
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("install-plugin.sh failed: {}", stderr(&out)));
     }
-    if std::fs::read_to_string(conf).unwrap_or_default() != before {
+    // slurmd looks for a plugin's job epilog only when it starts: restart it after the
+    // first install. Other changes of the line need none (srun and each slurmstepd read
+    // plugstack.conf when they start), and a restart would disturb other jobs.
+    let now = std::fs::read_to_string(conf).unwrap_or_default();
+    if now != before && !before.contains("libwarren_spank.so") {
         let out = Command::new("bash")
             .arg(root.join("scripts/slurm.sh"))
             .arg("restart")
@@ -111,8 +119,13 @@ fn setup(kernel_mount: bool) -> Result<Cluster, String> {
 /// The cluster with the plugin installed for this test binary (`kernel_mount` on or off:
 /// cargo runs test binaries one after the other, so each sees its own plugstack line).
 pub fn cluster(kernel_mount: bool) -> Result<&'static Cluster, String> {
+    cluster_with(kernel_mount, false)
+}
+
+/// As [`cluster`], with the `shared_root` plugstack switch too.
+pub fn cluster_with(kernel_mount: bool, shared_root: bool) -> Result<&'static Cluster, String> {
     static C: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    C.get_or_init(|| setup(kernel_mount))
+    C.get_or_init(|| setup(kernel_mount, shared_root))
         .as_ref()
         .map_err(Clone::clone)
 }
@@ -275,4 +288,38 @@ pub fn entrypoint_image() -> Result<String, String> {
         Ok(reference)
     })
     .clone()
+}
+
+/// Two tasks on n1 each write a file into their container's root, wait (bounded) until
+/// both have, then report how many of those files their root shows and their mount
+/// namespace: `(seen, mount namespace)` per task.
+pub fn two_tasks_write_into_their_roots(c: &Cluster, image: &str) -> Vec<(u32, String)> {
+    let work = c.work.path().join(format!("roots-{}", unique()));
+    std::fs::create_dir(&work).unwrap();
+    c.work.give(&work);
+    let task = "touch /mine-$SLURM_PROCID; touch /work/in-$SLURM_PROCID; \
+                for i in $(seq 600); do [ $(ls /work | grep -c in-) -ge 2 ] && break; sleep 0.1; done; \
+                echo SEEN $(ls / | grep -c mine-) $(readlink /proc/self/ns/mnt)";
+    let out = c.srun(&[
+        "-w",
+        "n1",
+        "-N1",
+        "-n2",
+        &format!("--container-image={image}"),
+        "--container-remap-root",
+        &format!("--container-mounts={}:/work", work.display()),
+        "sh",
+        "-c",
+        task,
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let seen: Vec<(u32, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("SEEN "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, ns)| (n.parse().unwrap(), ns.to_string()))
+        .collect();
+    assert_eq!(seen.len(), 2, "{text}");
+    seen
 }
