@@ -819,3 +819,91 @@ fn exec_enters_the_running_named_container() {
     assert!(text.contains("EXEC=running"), "{text}");
     c.assert_job_cleaned(job);
 }
+
+/// Processes of `job` (its tasks: `SLURM_JOB_ID` in their environment) that live in a
+/// user namespace other than the host's (in a container): (pid, command).
+fn container_tasks_of_job(job: u32) -> Vec<(i32, String)> {
+    let host = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let mut v = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let ours = String::from_utf8_lossy(&env)
+            .split('\0')
+            .any(|kv| kv == format!("SLURM_JOB_ID={job}"));
+        let ns = std::fs::read_link(e.path().join("ns/user"));
+        if ours && ns.is_ok_and(|n| n != host) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            v.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    v
+}
+
+#[test]
+fn a_task_killed_like_by_the_oom_killer_leaves_nothing() {
+    // The test cluster enforces no memory limit (TaskPlugin=task/none, no cgroup.conf,
+    // jobacct_gather/none: `--mem` is not enforced), so a real OOM kill cannot be
+    // provoked; the kernel's OOM killer ends a task with SIGKILL, as this task does to
+    // itself, while the other task of the node goes on.
+    let c = need!(cluster());
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N1 -n2 -w n1\necho JOB=$SLURM_JOB_ID\n\
+         srun -n2 --container-image={IMAGE} sh -c '[ $SLURM_PROCID = 0 ] && kill -9 $$; sleep 1; echo SURVIVOR'\n\
+         echo STEP=$?\n"
+    );
+    let (job, text) = c.sbatch(&script);
+    assert_eq!(text.matches("SURVIVOR").count(), 1, "{text}");
+    assert!(!text.contains("STEP=0"), "{text}");
+    c.assert_job_cleaned(job);
+    assert!(container_tasks_of_job(job).is_empty());
+}
+
+#[test]
+fn a_sigkilled_slurmstepd_leaves_nothing_after_job_end() {
+    let c = need!(cluster());
+    let file = c.work.path().join(format!("stepd-{}.sh", unique()));
+    std::fs::write(
+        &file,
+        format!("#!/bin/sh\n#SBATCH -N1 -w n1\nsrun --container-image={IMAGE} sleep 300\n"),
+    )
+    .unwrap();
+    c.work.give(&file);
+    let out = c
+        .cmd("sbatch", &["--parsable", "-o", "/dev/null"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let job: u32 = stdout(&out).trim().parse().expect("job id");
+    let _cancel = Cancel(job);
+    // Wait (bounded) until the task runs in its container.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while container_tasks_of_job(job).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !container_tasks_of_job(job).is_empty(),
+        "the task never started"
+    );
+    let stepd = stdout(&sh(&format!("pgrep -f '^slurmstepd: \\[{job}\\.0\\]'")));
+    let pid: i32 = stepd.trim().parse().unwrap_or_else(|_| panic!("{stepd:?}"));
+    // SAFETY: kill(2) of the step's slurmstepd, found just above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // Its task keeps running, orphaned: Slurm's proctrack/linuxproc no longer finds it.
+    let out = Command::new("scancel")
+        .arg(job.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait_job(job);
+    // The job epilog stopped the holder the dead slurmstepd left, removed the job's
+    // dirs and killed what was left in the container's user namespace.
+    c.assert_job_cleaned(job);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !container_tasks_of_job(job).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(container_tasks_of_job(job), vec![]);
+}

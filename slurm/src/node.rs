@@ -601,14 +601,63 @@ pub fn remove_tree(cfg: &Config, job: &Job, dir: &Path) -> Result<(), NodeError>
     crate::beneath::remove(&cfg.runtime_path, &trash, dir).map_err(|e| dir_err(dir, e))
 }
 
-/// Job end on this node: every holder of the job stopped, its dirs removed.
+/// Pidfds of the processes in the user namespace of the holder of `dir`, the holder
+/// itself left out: the tasks that joined it and their children.
+fn processes_in_holder_userns(cfg: &Config, dir: &Path) -> Vec<std::os::fd::OwnedFd> {
+    let Some(h) = crate::beneath::holder_record(&cfg.runtime_path, dir) else {
+        return vec![];
+    };
+    let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/user", h.pid)) else {
+        return vec![];
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != h.pid)
+        // Opened first, then checked: a pidfd names the process for good, so the kill
+        // below cannot reach a later process that got its number.
+        .filter_map(|pid| Some((pid, warren::runtime::sys::pidfd_open(pid).ok()?)))
+        .filter(|(pid, _)| {
+            std::fs::read_link(format!("/proc/{pid}/ns/user")).is_ok_and(|l| l == ns)
+        })
+        .map(|(_, fd)| fd)
+        .collect()
+}
+
+/// SIGKILL through pidfds (processes already gone are fine).
+fn kill_all(fds: &[std::os::fd::OwnedFd]) {
+    use std::os::fd::AsRawFd;
+    for fd in fds {
+        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo, no flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+}
+
+/// Job end on this node: every holder of the job stopped, its dirs removed, and any
+/// process left in a holder's user namespace killed: task processes that escaped Slurm's
+/// own clean-up (a slurmstepd killed with SIGKILL leaves its tasks running, and
+/// proctrack/linuxproc no longer finds them).
 pub fn cleanup_job(cfg: &Config, job: &Job) -> Result<(), NodeError> {
     let jd = job_dir(cfg, job)?;
     let mut first_err = None;
     for name in crate::beneath::list_dirs(&cfg.runtime_path, &jd) {
-        if let Err(e) = stop_scope(cfg, job, &jd.join(name)) {
+        let dir = jd.join(name);
+        let left = processes_in_holder_userns(cfg, &dir);
+        if let Err(e) = stop_scope(cfg, job, &dir) {
             first_err.get_or_insert(e);
         }
+        kill_all(&left);
     }
     if first_err.is_none() {
         remove_tree(cfg, job, &jd)?;
