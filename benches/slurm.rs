@@ -153,7 +153,11 @@ fn install(root: &Path, state: &Path, warren: &Path) -> Result<(), String> {
         w = warren.display(),
         s = state.display()
     ))?;
-    if std::fs::read_to_string(conf).unwrap_or_default() != before {
+    // Only a first install needs slurmd restarted (it looks for job epilogs when it
+    // starts); a changed line is read by every new srun and slurmstepd.
+    if std::fs::read_to_string(conf).unwrap_or_default() != before
+        && !before.contains("libwarren_spank.so")
+    {
         sh(&format!("bash {}/scripts/slurm.sh restart", root.display()))?;
     }
     Ok(())

@@ -138,6 +138,39 @@ fn share_userdb_cache(scope: &Path) {
     let _ = std::os::unix::fs::symlink("../passwd", scope.join("passwd"));
 }
 
+/// Fill the keep-id passwd/group cache once per node: the first task builds the files
+/// under a lock, the node's other tasks wait and find them (all building at once, each
+/// renaming its copy over the others', cost ext4 flushes). Best effort: `setup::prepare`
+/// builds them itself on a miss. Called in the holder's namespaces (its image mount).
+fn warm_userdb_cache(spec: &warren::runtime::spec::RunSpec) {
+    use std::os::fd::AsRawFd;
+    if spec.identity != Identity::KeepId {
+        return;
+    }
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(spec.rundir.join("passwd.lock"))
+    else {
+        return;
+    };
+    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return;
+    }
+    let Ok(image) = warren::runtime::readonly::open_dir(&spec.rundir.join("mnt/l")) else {
+        return;
+    };
+    let home = spec.user.home.to_string_lossy();
+    let _ = warren::runtime::userdb::files(
+        &spec.rundir,
+        &spec.digest,
+        &image,
+        &setup::keep_id_user(spec, &home),
+    );
+}
+
 /// Enter the container; returns the variables to set for the exec.
 pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     share_userdb_cache(t.rundir);
@@ -236,6 +269,7 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     let mut log = setup::Log::default();
     setup::join_holder(&fd).map_err(|e| format!("warren: {e}"))?;
+    warm_userdb_cache(&spec);
     if let (Layer::Mounted { name, dir }, Writable::Tmpfs) = (&t.layer, &spec.writable) {
         spec.writable = Writable::Mounted(roots::ensure(&spec.rundir, name, dir)?);
     }

@@ -245,16 +245,13 @@ fn prepare_root_inner(
     let mut passwd_done = false;
     let user_files = if spec.identity == Identity::KeepId {
         let home_s = spec.user.home.to_string_lossy();
-        let user = userdb::User {
-            name: &spec.user.name,
-            uid: spec.map.inside_uid,
-            gid: spec.map.inside_gid,
-            gecos: &spec.user.gecos,
-            home: &home_s,
-            shell: &spec.user.shell,
-        };
-        let f = userdb::files(&spec.rundir, &spec.digest, &image, &user)
-            .map_err(err("the container's /etc/passwd"))?;
+        let f = userdb::files(
+            &spec.rundir,
+            &spec.digest,
+            &image,
+            &keep_id_user(spec, &home_s),
+        )
+        .map_err(err("the container's /etc/passwd"))?;
         if spec.writable == Writable::Tmpfs && !spec.map.single {
             passwd_done = userdb::prewrite_upper(&image, &upper, &f)
                 .map_err(err("write /etc/passwd into the writable layer"))?;
@@ -420,6 +417,19 @@ fn prepare_root_inner(
         exec,
         prefetch: prefetched,
     })
+}
+
+/// The keep-id user's entry in the container's /etc/passwd (`home`: the spec's home as
+/// text); also the key of its cache (`userdb::files`).
+pub fn keep_id_user<'a>(spec: &'a RunSpec, home: &'a str) -> userdb::User<'a> {
+    userdb::User {
+        name: &spec.user.name,
+        uid: spec.map.inside_uid,
+        gid: spec.map.inside_gid,
+        gecos: &spec.user.gecos,
+        home,
+        shell: &spec.user.shell,
+    }
 }
 
 /// Warm the page cache with the command's executable and (unless it was skipped: too
