@@ -210,6 +210,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn environ_never_panics_and_round_trips(
+            pairs in proptest::collection::vec(("[A-Za-z_][A-Za-z0-9_]{0,8}", "[ -~]{0,12}"), 0..6),
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let _ = parse_environ(&junk);
+            let bytes: Vec<u8> = pairs
+                .iter()
+                .flat_map(|(k, v)| format!("{k}={v}\0").into_bytes())
+                .collect();
+            proptest::prop_assert_eq!(parse_environ(&bytes), pairs);
+        }
+    }
+
     #[test]
     fn runs_until_the_command_and_reads_what_it_left() {
         // A real shell as the entrypoint: exports, changes directory, execs "$@".
