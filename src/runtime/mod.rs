@@ -24,6 +24,8 @@
 pub mod bundle;
 pub mod caller;
 pub mod caps;
+pub mod cdi;
+pub mod cdi_registry;
 pub mod elfdeps;
 pub mod env;
 pub mod execonly;
