@@ -1,16 +1,19 @@
 //! OCI hooks: run one hook with the container's state JSON on its stdin, its own `env`
-//! only, and its `timeout`. A hook "in the container" (createContainer) is found in the
+//! only, and its `timeout`; what it writes to stderr is kept (the last
+//! [`MAX_STDERR`] bytes) for the error when it fails. A hook "in the container" (createContainer) is found in the
 //! runtime's mount namespace and run in the container's user and mount namespaces
 //! (joined through a pidfd of the container's process).
 
 use super::bundle::Hook;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A hook that failed: `phase[index] path: why`, one line.
+/// A hook that failed: `phase[index] path: why`, one line; its stderr apart (a front end
+/// shows it under the line).
 #[derive(Debug, thiserror::Error)]
 #[error("hook {phase}[{index}] {path}: {why}")]
 pub struct HookError {
@@ -18,7 +21,12 @@ pub struct HookError {
     pub index: usize,
     pub path: String,
     pub why: String,
+    /// The end of what the hook wrote to stderr (lossy UTF-8, trailing newline trimmed).
+    pub stderr: String,
 }
+
+/// How much of a hook's stderr is kept.
+pub const MAX_STDERR: usize = 16 << 10;
 
 /// Run `hooks` of `phase` in order; the first failure stops them.
 pub fn run_all(
@@ -28,17 +36,65 @@ pub fn run_all(
     enter: Option<&OwnedFd>,
 ) -> Result<(), HookError> {
     for (index, h) in hooks.iter().enumerate() {
-        run(h, state, enter).map_err(|why| HookError {
+        run(h, state, enter).map_err(|(why, stderr)| HookError {
             phase,
             index,
             path: h.path.display().to_string(),
             why,
+            stderr,
         })?;
     }
     Ok(())
 }
 
-fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), String> {
+/// Keep reading `r` into a buffer holding its last [`MAX_STDERR`] bytes (a thread: a
+/// hook's children may keep the pipe open after the hook is killed, so nobody joins it).
+fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let b = buf.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            let Ok(mut v) = b.lock() else { break };
+            v.extend_from_slice(&chunk[..n]);
+            if v.len() > MAX_STDERR {
+                let cut = v.len() - MAX_STDERR;
+                v.drain(..cut);
+            }
+        }
+    });
+    buf
+}
+
+fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), (String, String)> {
+    let mut stderr = None;
+    run_inner(h, state, enter, &mut stderr).map_err(|why| {
+        // Give the reader a moment to drain what the hook wrote before it exited.
+        let text = stderr
+            .map(|b: Arc<Mutex<Vec<u8>>>| {
+                for _ in 0..50 {
+                    if Arc::strong_count(&b) == 1 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let v = b.lock().map(|v| v.clone()).unwrap_or_default();
+                String::from_utf8_lossy(&v).trim_end().to_string()
+            })
+            .unwrap_or_default();
+        (why, text)
+    })
+}
+
+fn run_inner(
+    h: &Hook,
+    state: &[u8],
+    enter: Option<&OwnedFd>,
+    stderr: &mut Option<Arc<Mutex<Vec<u8>>>>,
+) -> Result<(), String> {
     // Inside the container the path no longer resolves: open it here and exec the
     // descriptor (kept open across the fork, closed by the exec).
     let exe = match enter {
@@ -63,7 +119,9 @@ fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), String> {
     cmd.args(h.args.iter().skip(1))
         .env_clear()
         .envs(h.env.iter().filter_map(|e| e.split_once('=')))
-        .stdin(Stdio::piped());
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     if let Some(pidfd) = enter {
         let raw = pidfd.as_raw_fd();
         // SAFETY: the closure only calls setns (async-signal-safe) between fork and exec.
@@ -78,6 +136,7 @@ fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), String> {
     }
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     drop(exe);
+    *stderr = child.stderr.take().map(collect);
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine.
         let _ = stdin.write_all(state);
@@ -141,6 +200,14 @@ mod tests {
             hook("exit 3", None),
             hook(&format!("touch {}", out.display()), None),
         ];
+        let e = run_all(
+            "poststop",
+            &[hook("echo no GPU here >&2; exit 3", None)],
+            b"{}",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.stderr, "no GPU here");
         let e = run_all("poststop", &hs, b"{}", None)
             .unwrap_err()
             .to_string();
