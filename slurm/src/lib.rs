@@ -12,6 +12,7 @@
 
 pub mod args;
 pub mod beneath;
+pub mod gpus;
 pub mod hostlist;
 pub mod image;
 pub mod mounts;

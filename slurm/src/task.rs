@@ -23,7 +23,7 @@ use warren::runtime::holder::Scope;
 use warren::runtime::idmap::Identity;
 use warren::runtime::image_config::ImageConfig;
 use warren::runtime::spec::{self, Mode, RunOptions, Writable};
-use warren::runtime::{overlay, process, setup, state, sys};
+use warren::runtime::{hooks, inject, overlay, process, setup, state, sys};
 
 /// Variables that always come from the host: Slurm's, the MPI launchers' and the
 /// accelerator selections Slurm makes per task (pyxis semantics).
@@ -343,8 +343,22 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         // ranks of a node share one user namespace (MPI's CMA needs host PIDs).
         contain: Some(false),
     };
-    let (spec, _notices) = spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
-        .map_err(|e| format!("warren: {e:#}"))?;
+    let (mut spec, _notices) =
+        spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
+            .map_err(|e| format!("warren: {e:#}"))?;
+    // CDI devices (this task's GPUs) and the site's drop-ins and hooks.
+    let devices = crate::gpus::select(&t.args.devices, t.cfg.cdi_gpus.as_deref(), &t.env)
+        .map_err(|e| format!("warren: {e}"))?;
+    let inj = inject::gather(
+        &config.cdi,
+        &config.hooks,
+        &devices.requests,
+        t.argv.first().map(String::as_str).unwrap_or_default(),
+        !spec.binds.is_empty() || spec.home.is_some(),
+    )
+    .map_err(|e| format!("warren: {e:#}"))?;
+    spec.binds.extend(inj.binds.iter().cloned());
+    run_task_hooks(&inj.hooks, &spec)?;
     let Some(h) = &spec.join else {
         return Err(format!(
             "warren: the holder in {} does not match this task (identity {})",
@@ -372,10 +386,64 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     apply_special(&special_mounts(&t.args.mounts))?;
     process::finish(&prepared.exec).map_err(|(_, m)| format!("warren: {m}"))?;
     let mut changes = env_changes(&image_env, &t.args.env);
+    // Site environment and CDI env (a bare `K` keeps the host's value: nothing to set),
+    // then the renumbered GPU selection.
+    changes.extend(
+        inj.env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    changes.extend(devices.env);
     if !changes.iter().any(|(k, _)| k == "PATH") && !t.env.iter().any(|(k, _)| k == "PATH") {
         changes.push(("PATH".into(), setup::DEFAULT_PATH.into()));
     }
     Ok(changes)
+}
+
+/// The site's and CDI's hooks for a task: prestart and createRuntime run here, in the
+/// task before its container is set up, with the OCI state (status `creating`, the
+/// task's PID: slurmstepd execs the command in this process). The other stages need a
+/// process outside the container that Slurm does not give a plugin: they are refused
+/// (docs/hooks.md) rather than silently skipped.
+fn run_task_hooks(
+    h: &warren::runtime::bundle::HookSet,
+    spec: &spec::RunSpec,
+) -> Result<(), String> {
+    let later = [
+        ("createContainer", &h.create_container),
+        ("startContainer", &h.start_container),
+        ("poststart", &h.poststart),
+        ("poststop", &h.poststop),
+    ];
+    if let Some((stage, hs)) = later.iter().find(|(_, hs)| !hs.is_empty()) {
+        return Err(format!(
+            "warren: {stage} hook {} cannot run in a Slurm task (only prestart and createRuntime hooks do; docs/hooks.md)",
+            hs[0].path.display()
+        ));
+    }
+    let st = serde_json::json!({
+        "ociVersion": warren::runtime::oci_state::OCI_VERSION,
+        "id": spec.name.clone().unwrap_or_else(|| format!("{}", std::process::id())),
+        "status": "creating",
+        "pid": std::process::id(),
+        "bundle": "",
+        "annotations": {},
+    })
+    .to_string();
+    for (phase, hs) in [
+        ("prestart", &h.prestart),
+        ("createRuntime", &h.create_runtime),
+    ] {
+        hooks::run_all(phase, hs, st.as_bytes(), None).map_err(|e| {
+            if e.stderr.is_empty() {
+                format!("warren: {e}")
+            } else {
+                format!("warren: {e}\n{}", e.stderr)
+            }
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
