@@ -358,7 +358,8 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     )
     .map_err(|e| format!("warren: {e:#}"))?;
     spec.binds.extend(inj.binds.iter().cloned());
-    run_task_hooks(&inj.hooks, &spec)?;
+    let hook_state = task_hooks_before(&inj.hooks, &spec)?;
+    let in_container = task_hook_exes(&inj.hooks)?;
     let Some(h) = &spec.join else {
         return Err(format!(
             "warren: the holder in {} does not match this task (identity {})",
@@ -384,6 +385,7 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         restrict_bind(&target, flags)?;
     }
     apply_special(&special_mounts(&t.args.mounts))?;
+    task_hooks_inside(&inj.hooks, &in_container, &hook_state)?;
     process::finish(&prepared.exec).map_err(|(_, m)| format!("warren: {m}"))?;
     let mut changes = env_changes(&image_env, &t.args.env);
     // Site environment and CDI env (a bare `K` keeps the host's value: nothing to set),
@@ -401,24 +403,31 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     Ok(changes)
 }
 
-/// The site's and CDI's hooks for a task: prestart and createRuntime run here, in the
-/// task before its container is set up, with the OCI state (status `creating`, the
-/// task's PID: slurmstepd execs the command in this process). The other stages need a
-/// process outside the container that Slurm does not give a plugin: they are refused
-/// (docs/hooks.md) rather than silently skipped.
-fn run_task_hooks(
+/// A hook failure as the one line (and the hook's stderr) the task fails with.
+fn hook_failure(e: hooks::HookError) -> String {
+    if e.stderr.is_empty() {
+        format!("warren: {e}")
+    } else {
+        format!("warren: {e}\n{}", e.stderr)
+    }
+}
+
+/// The site's and CDI's hooks for a task, first part: prestart and createRuntime run
+/// here, in the task before its container is set up, with the OCI state (status
+/// `creating`, the task's PID: slurmstepd execs the command in this process). poststart
+/// and poststop need a process outside the container after the exec, which Slurm does
+/// not give a plugin: they are refused (docs/hooks.md) rather than silently skipped.
+/// Returns the state for the hooks run inside.
+fn task_hooks_before(
     h: &warren::runtime::bundle::HookSet,
     spec: &spec::RunSpec,
-) -> Result<(), String> {
-    let later = [
-        ("createContainer", &h.create_container),
-        ("startContainer", &h.start_container),
-        ("poststart", &h.poststart),
-        ("poststop", &h.poststop),
-    ];
-    if let Some((stage, hs)) = later.iter().find(|(_, hs)| !hs.is_empty()) {
+) -> Result<Vec<u8>, String> {
+    if let Some((stage, hs)) = [("poststart", &h.poststart), ("poststop", &h.poststop)]
+        .into_iter()
+        .find(|(_, hs)| !hs.is_empty())
+    {
         return Err(format!(
-            "warren: {stage} hook {} cannot run in a Slurm task (only prestart and createRuntime hooks do; docs/hooks.md)",
+            "warren: {stage} hook {} cannot run in a Slurm task (docs/hooks.md)",
             hs[0].path.display()
         ));
     }
@@ -430,20 +439,40 @@ fn run_task_hooks(
         "bundle": "",
         "annotations": {},
     })
-    .to_string();
+    .to_string()
+    .into_bytes();
     for (phase, hs) in [
         ("prestart", &h.prestart),
         ("createRuntime", &h.create_runtime),
     ] {
-        hooks::run_all(phase, hs, st.as_bytes(), None).map_err(|e| {
-            if e.stderr.is_empty() {
-                format!("warren: {e}")
-            } else {
-                format!("warren: {e}\n{}", e.stderr)
-            }
-        })?;
+        hooks::run_all(phase, hs, &st, None).map_err(hook_failure)?;
     }
-    Ok(())
+    Ok(st)
+}
+
+/// The executables of the hooks run inside the container, opened while host paths
+/// still resolve.
+fn task_hook_exes(
+    h: &warren::runtime::bundle::HookSet,
+) -> Result<[Vec<std::os::fd::OwnedFd>; 2], String> {
+    Ok([
+        hooks::open_exes("createContainer", &h.create_container).map_err(hook_failure)?,
+        hooks::open_exes("startContainer", &h.start_container).map_err(hook_failure)?,
+    ])
+}
+
+/// Second part, in the task's container after its pivot_root: createContainer, then
+/// startContainer hooks (one process: the task is both the container's set-up and its
+/// command).
+fn task_hooks_inside(
+    h: &warren::runtime::bundle::HookSet,
+    exes: &[Vec<std::os::fd::OwnedFd>; 2],
+    state: &[u8],
+) -> Result<(), String> {
+    hooks::run_all_opened("createContainer", &h.create_container, &exes[0], state)
+        .map_err(hook_failure)?;
+    hooks::run_all_opened("startContainer", &h.start_container, &exes[1], state)
+        .map_err(hook_failure)
 }
 
 #[cfg(test)]

@@ -35,8 +35,58 @@ pub fn run_all(
     state: &[u8],
     enter: Option<&OwnedFd>,
 ) -> Result<(), HookError> {
+    run_each(phase, hooks, state, enter, &[])
+}
+
+/// Open the hooks' executables now (before this process's root changes), for
+/// [`run_all_opened`].
+pub fn open_exes(phase: &'static str, hooks: &[Hook]) -> Result<Vec<OwnedFd>, HookError> {
+    hooks
+        .iter()
+        .enumerate()
+        .map(|(index, h)| {
+            open_exe(&h.path).map_err(|why| HookError {
+                phase,
+                index,
+                path: h.path.display().to_string(),
+                why,
+                stderr: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// [`run_all`] with executables opened earlier by [`open_exes`] (a Slurm task runs its
+/// createContainer hooks after its pivot_root, where the host paths no longer resolve).
+pub fn run_all_opened(
+    phase: &'static str,
+    hooks: &[Hook],
+    exes: &[OwnedFd],
+    state: &[u8],
+) -> Result<(), HookError> {
+    run_each(phase, hooks, state, None, exes)
+}
+
+fn open_exe(path: &std::path::Path) -> Result<OwnedFd, String> {
+    // Not O_CLOEXEC: the hook is exec'd as /proc/self/fd/N, and a script's interpreter
+    // opens that path after the exec.
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn run_each(
+    phase: &'static str,
+    hooks: &[Hook],
+    state: &[u8],
+    enter: Option<&OwnedFd>,
+    exes: &[OwnedFd],
+) -> Result<(), HookError> {
     for (index, h) in hooks.iter().enumerate() {
-        run(h, state, enter).map_err(|(why, stderr)| HookError {
+        run(h, state, enter, exes.get(index)).map_err(|(why, stderr)| HookError {
             phase,
             index,
             path: h.path.display().to_string(),
@@ -69,9 +119,14 @@ fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
     buf
 }
 
-fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), (String, String)> {
+fn run(
+    h: &Hook,
+    state: &[u8],
+    enter: Option<&OwnedFd>,
+    opened: Option<&OwnedFd>,
+) -> Result<(), (String, String)> {
     let mut stderr = None;
-    run_inner(h, state, enter, &mut stderr).map_err(|why| {
+    run_inner(h, state, enter, opened, &mut stderr).map_err(|why| {
         // Give the reader a moment to drain what the hook wrote before it exited.
         let text = stderr
             .map(|b: Arc<Mutex<Vec<u8>>>| {
@@ -93,22 +148,16 @@ fn run_inner(
     h: &Hook,
     state: &[u8],
     enter: Option<&OwnedFd>,
+    opened: Option<&OwnedFd>,
     stderr: &mut Option<Arc<Mutex<Vec<u8>>>>,
 ) -> Result<(), String> {
     // Inside the container the path no longer resolves: open it here and exec the
-    // descriptor (kept open across the fork, closed by the exec).
+    // descriptor (kept open across the fork).
     let exe = match enter {
-        Some(_) => Some(
-            nix::fcntl::open(
-                &h.path,
-                nix::fcntl::OFlag::O_RDONLY,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(|e| e.to_string())?,
-        ),
+        Some(_) => Some(open_exe(&h.path)?),
         None => None,
     };
-    let program = match &exe {
+    let program = match exe.as_ref().or(opened) {
         Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()).into(),
         None => h.path.clone(),
     };
