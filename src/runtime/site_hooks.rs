@@ -126,7 +126,7 @@ pub fn parse(file: &Path, text: &str) -> Result<SiteHook, SiteHookError> {
         )));
     }
     for e in &raw.hook.env {
-        if !e.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+        if e.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             return Err(fail(format!("hook.env entry {e:?} is not NAME=VALUE")));
         }
     }
