@@ -169,7 +169,6 @@ fn run_inner(
         .env_clear()
         .envs(h.env.iter().filter_map(|e| e.split_once('=')))
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(pidfd) = enter {
         let raw = pidfd.as_raw_fd();
