@@ -2,7 +2,8 @@
 //! config, so the test puts two hook files into /etc/warren/hooks.d for its duration
 //! (removed after; each matches only a command name unique to this test process, so no
 //! other job or `warren run` on the machine runs them): a prestart hook that records the
-//! state it reads, and a createContainer hook that fails with a message.
+//! state it reads, and a createContainer hook that fails with a message; and a mounts.d
+//! and an environ.d drop-in (names unique to this process).
 mod slurm_support;
 mod support;
 
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use support::{stderr, stdout};
 
 const HOOKS: &str = "/etc/warren/hooks.d";
+const MOUNTS: &str = "/etc/warren/mounts.d";
+const ENVIRON: &str = "/etc/warren/environ.d";
 
 /// Files (and directories this test made) removed on drop, newest first.
 struct Cleanup(Vec<PathBuf>);
@@ -40,7 +43,7 @@ fn script(c: &Cluster, name: &str, body: &str) -> PathBuf {
 fn prestart_runs_per_task_and_a_failing_hook_fails_the_task() {
     let c = need!(slurm_support::cluster(false));
     let mut clean = Cleanup(vec![]);
-    for d in ["/etc/warren", HOOKS] {
+    for d in ["/etc/warren", HOOKS, MOUNTS, ENVIRON] {
         if !Path::new(d).exists() {
             std::fs::create_dir(d).unwrap();
             clean.0.push(d.into());
@@ -53,7 +56,30 @@ fn prestart_runs_per_task_and_a_failing_hook_fails_the_task() {
         "record",
         &format!("cat >> {}; echo >> {}", log.display(), log.display()),
     );
-    let probe = script(c, &format!("warren-probe-{id}"), "echo probe ran");
+    let probe = script(
+        c,
+        &format!("warren-probe-{id}"),
+        &format!("echo probe ran $WARREN_TEST_SITE_{id} $(cat /site-{id}/file)"),
+    );
+    // Drop-ins: names unique to this process (harmless to any other container).
+    let site = c.work.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("file"), "site-file\n").unwrap();
+    c.work.give(&site);
+    let dropins = [
+        (
+            Path::new(MOUNTS).join(format!("zz-warren-test-{id}.fstab")),
+            format!("{} /site-{id} none bind,ro,nofail\n", site.display()),
+        ),
+        (
+            Path::new(ENVIRON).join(format!("zz-warren-test-{id}.env")),
+            format!("WARREN_TEST_SITE_{id}=from-environ.d\n"),
+        ),
+    ];
+    for (p, text) in &dropins {
+        std::fs::write(p, text).unwrap();
+        clean.0.push(p.clone());
+    }
     let fail = script(c, "fail", "echo 'no license for this node' >&2; exit 4");
     let failing = script(c, &format!("warren-fail-{id}"), "echo should not run");
     let files = [
@@ -78,7 +104,10 @@ fn prestart_runs_per_task_and_a_failing_hook_fails_the_task() {
     let mounts = format!("--container-mounts={work}:{work}");
     let out = c.srun(&["-N1", "-n2", &image, &mounts, probe.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "probe ran\nprobe ran\n");
+    assert_eq!(
+        stdout(&out),
+        "probe ran from-environ.d site-file\nprobe ran from-environ.d site-file\n"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     let states: Vec<serde_json::Value> = text
         .lines()
