@@ -126,22 +126,23 @@ fn run(
     opened: Option<&OwnedFd>,
 ) -> Result<(), (String, String)> {
     let mut stderr = None;
-    run_inner(h, state, enter, opened, &mut stderr).map_err(|why| {
-        // Give the reader a moment to drain what the hook wrote before it exited.
-        let text = stderr
-            .map(|b: Arc<Mutex<Vec<u8>>>| {
-                for _ in 0..50 {
-                    if Arc::strong_count(&b) == 1 {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
+    let r = run_inner(h, state, enter, opened, &mut stderr);
+    // Let the reader drain what the hook wrote and end (at most 100 ms: a hook's
+    // background child may hold the pipe). Also on success: the caller may fork next
+    // (a Slurm task, a container's monitor), better with no other thread running.
+    let text = stderr
+        .map(|b: Arc<Mutex<Vec<u8>>>| {
+            for _ in 0..50 {
+                if Arc::strong_count(&b) == 1 {
+                    break;
                 }
-                let v = b.lock().map(|v| v.clone()).unwrap_or_default();
-                String::from_utf8_lossy(&v).trim_end().to_string()
-            })
-            .unwrap_or_default();
-        (why, text)
-    })
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let v = b.lock().map(|v| v.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&v).trim_end().to_string()
+        })
+        .unwrap_or_default();
+    r.map_err(|why| (why, text))
 }
 
 fn run_inner(
