@@ -310,6 +310,23 @@ mod tests {
         let _ = versions(&x[..]);
     }
 
+    proptest::proptest! {
+        /// Hostile section headers and version entries: bounded, no panic.
+        #[test]
+        fn versions_of_mangled_files_never_panic(
+            cuts in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..64)
+        ) {
+            let mut b = std::fs::read("/bin/true").unwrap();
+            for (at, v) in cuts {
+                let n = b.len();
+                b[at % n] = v;
+            }
+            if let Some(v) = versions(&b[..]) {
+                proptest::prop_assert!(v.needed.len() <= MAX_VERSIONS);
+            }
+        }
+    }
+
     #[test]
     fn garbage_and_truncation_yield_nothing() {
         assert_eq!(read(&b"#!/bin/sh\necho hi\n"[..]), None);
