@@ -146,6 +146,7 @@ const MAX_SHNUM: usize = 4096;
 const MAX_VERSION_SECTION: u64 = 1 << 20;
 const MAX_STRTAB: u64 = 16 << 20;
 const MAX_VERSIONS: usize = 4096;
+const MAX_VERSION_SECTIONS: usize = 4;
 
 /// The symbol versions of the ELF file `r`; `None` when it is not a 64-bit little-endian
 /// ELF or its section headers do not add up.
@@ -182,12 +183,22 @@ pub fn versions<R: ReadAt + ?Sized>(r: &R) -> Option<Versions> {
         }
         exact(r, off, usize::try_from(size).ok()?)
     };
-    let name = |tab: &[u8], at: u32| -> Option<String> { tab.get(at as usize..).and_then(cstring) };
+    let name = |tab: &[u8], at: u32| -> Option<String> {
+        let at = at as usize;
+        tab.get(at..tab.len().min(at.saturating_add(MAX_NAME)))
+            .and_then(cstring)
+    };
     let mut v = Versions::default();
+    // A file has one of each; a hostile one is not read past a few.
+    let mut seen = 0;
     for i in 0..shnum {
         let (ty, off, size, link, info) = section(i);
         if ty != SHT_GNU_VERDEF && ty != SHT_GNU_VERNEED {
             continue;
+        }
+        seen += 1;
+        if seen > MAX_VERSION_SECTIONS {
+            break;
         }
         if size > MAX_VERSION_SECTION {
             return None;
@@ -201,7 +212,7 @@ pub fn versions<R: ReadAt + ?Sized>(r: &R) -> Option<Versions> {
                 // Elf64_Verdef: vd_cnt @6, vd_aux @12, vd_next @16; Verdaux: vda_name @0.
                 let d = field(at, 20)?;
                 let aux = at.checked_add(u32_at(d, 12) as usize)?;
-                if u16_at(d, 6) > 0 {
+                if u16_at(d, 6) > 0 && v.defined.len() < MAX_VERSIONS {
                     if let Some(n) = name(&tab, u32_at(field(aux, 8)?, 0)) {
                         v.defined.push(n);
                     }
@@ -323,6 +334,11 @@ mod tests {
             }
             if let Some(v) = versions(&b[..]) {
                 proptest::prop_assert!(v.needed.len() <= MAX_VERSIONS);
+                proptest::prop_assert!(v.defined.len() <= MAX_VERSIONS);
+                proptest::prop_assert!(v
+                    .needed
+                    .iter()
+                    .all(|(f, n)| f.len() < MAX_NAME && n.len() < MAX_NAME));
             }
         }
     }

@@ -63,7 +63,16 @@ const LIBC_PATHS: &[&str] = &[
 
 /// The newest glibc version `file` needs (from any library), if it needs one.
 pub fn needed(file: &Path) -> Option<GlibcVersion> {
-    let f = std::fs::File::open(file).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO named like a library must not hang the start.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(file)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
     elfdeps::versions(&f)?
         .needed
         .iter()
@@ -72,7 +81,7 @@ pub fn needed(file: &Path) -> Option<GlibcVersion> {
 }
 
 /// The newest version a libc defines (its glibc release).
-pub fn defined(libc: &[u8]) -> Option<GlibcVersion> {
+pub fn defined<R: elfdeps::ReadAt + ?Sized>(libc: &R) -> Option<GlibcVersion> {
     elfdeps::versions(libc)?
         .defined
         .iter()
@@ -81,11 +90,22 @@ pub fn defined(libc: &[u8]) -> Option<GlibcVersion> {
 }
 
 /// The glibc of the image whose root is `image_root` (an open directory, paths resolved
-/// inside it): `None` when it has no libc.so.6 (or one that is not a 64-bit ELF).
+/// inside it): `None` when it has no libc.so.6 (or one that is not a regular 64-bit ELF
+/// file). Only the headers and version sections are read (the image is hostile input:
+/// opened non-blocking, so a FIFO there cannot hang the start).
 pub fn image_glibc(image_root: &OwnedFd) -> Option<GlibcVersion> {
     LIBC_PATHS.iter().find_map(|p| {
-        let bytes = resolve::read_in_root(image_root, Path::new(p)).ok()??;
-        defined(&bytes)
+        let fd = resolve::open_in_root_flags(
+            image_root,
+            Path::new(p),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+        .ok()?;
+        let f = std::fs::File::from(fd);
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        defined(&f)
     })
 }
 
@@ -193,7 +213,7 @@ mod tests {
         .into_iter()
         .find_map(|p| std::fs::read(p).ok())
         .unwrap();
-        let host = defined(&libc).unwrap();
+        let host = defined(&libc[..]).unwrap();
         assert!(host >= v("GLIBC_2.17"), "{host}");
         let t = needed(Path::new("/bin/true")).unwrap();
         assert!(t <= host);
