@@ -58,7 +58,8 @@ impl Registry {
             };
             let mut files: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| cdi::is_spec_file(p))
+                // Regular files only (a FIFO would block the read).
+                .filter(|p| cdi::is_spec_file(p) && p.is_file())
                 .collect();
             files.sort();
             for f in files {
