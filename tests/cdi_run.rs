@@ -109,6 +109,30 @@ fn a_device_its_library_directory_and_env_are_visible() {
         ],
     ));
     assert_eq!(out, "warren-gpu0\nwarren-gpu1\n");
+    // A plain device path, as podman takes it (at the same path, or renamed).
+    let g1 = d.join("dev/warren-gpu1").display().to_string();
+    let renamed = format!("{g1}:/dev/renamed");
+    let out = ok(&run_with_cdi(
+        f,
+        &d,
+        &cdi,
+        &[
+            "--device",
+            &g1,
+            "--device",
+            &renamed,
+            "sh",
+            "-c",
+            &format!("test -c {g1} && test -c /dev/renamed && echo x > /dev/renamed && echo ok"),
+        ],
+    ));
+    assert_eq!(out, "ok\n");
+    let o = run_with_cdi(f, &d, &cdi, &["--device", "/etc/hostname", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        stderr(&o),
+        "warren: --device /etc/hostname: not a device node\n"
+    );
 }
 
 #[test]

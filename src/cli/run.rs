@@ -41,9 +41,10 @@ pub struct Args {
         value_name = "SRC:DST[:ro|rw]"
     )]
     pub volume: Vec<String>,
-    /// A CDI device: vendor.com/class=name, or =all for every device of the kind
-    /// (repeatable; specs from cdi.spec_dirs; see docs/devices.md).
-    #[arg(long = "device", value_name = "VENDOR/CLASS=NAME")]
+    /// A CDI device: vendor.com/class=name, or =all for every device of the kind (specs
+    /// from cdi.spec_dirs); or a host device node /dev/X[:/dev/Y] (repeatable; see
+    /// docs/devices.md).
+    #[arg(long = "device", value_name = "VENDOR/CLASS=NAME|/dev/X[:/dev/Y]")]
     pub device: Vec<String>,
     /// Set K=V (or pass K from the host) after the image env and the host allowlist.
     #[arg(short = 'e', long = "env", value_name = "K=V")]

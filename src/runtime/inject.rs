@@ -112,9 +112,14 @@ pub fn gather(
             }
         }
     }
-    // CDI devices.
-    if !devices.is_empty() {
-        let requests = devices
+    // Plain device paths (podman's `--device /dev/X[:/dev/Y]`), then CDI devices.
+    let (paths, names): (Vec<&String>, Vec<&String>) =
+        devices.iter().partition(|d| d.starts_with('/'));
+    for p in paths {
+        inj.binds.push(device_path(p)?);
+    }
+    if !names.is_empty() {
+        let requests = names
             .iter()
             .map(|d| cdi::parse_request(d).map_err(anyhow::Error::msg))
             .collect::<Result<Vec<_>>>()?;
@@ -149,6 +154,35 @@ pub fn gather(
         );
     }
     Ok(inj)
+}
+
+/// `HOST[:CONTAINER]`: a host device node bound as it is (owner and mode stay the
+/// host's), at the same path or at `CONTAINER`.
+fn device_path(spec: &str) -> Result<Bind> {
+    use std::os::unix::fs::FileTypeExt;
+    let (host, inside) = spec.split_once(':').unwrap_or((spec, spec));
+    let bad = || {
+        anyhow::anyhow!("--device {spec:?}: expected /dev/HOST[:/dev/CONTAINER] (absolute paths without '..') or a CDI name vendor.com/class=name")
+    };
+    let dest = match super::mounts::container_path(inside) {
+        Some(d) if d != std::path::Path::new("/") => d,
+        _ => return Err(bad()),
+    };
+    if super::mounts::container_path(host).is_none() {
+        return Err(bad());
+    }
+    let md = std::fs::metadata(host).with_context(|| format!("--device {host}"))?;
+    let t = md.file_type();
+    if !(t.is_char_device() || t.is_block_device()) {
+        anyhow::bail!("--device {host}: not a device node");
+    }
+    Ok(Bind {
+        source: host.into(),
+        dest,
+        read_only: false,
+        device: true,
+        noexec: false,
+    })
 }
 
 /// Add `inj`'s binds and environment to `spec`; `opts` are the caller's options, whose
