@@ -72,8 +72,9 @@ impl Registry {
         r
     }
 
-    /// Specs parsed from `(file, text)` pairs, one priority each (tests).
-    pub fn from_texts(files: &[(&str, &str)]) -> Registry {
+    /// Specs parsed from `(file, text)` pairs, one priority each.
+    #[cfg(test)]
+    fn from_texts(files: &[(&str, &str)]) -> Registry {
         let mut r = Registry::default();
         for (prio, (f, t)) in files.iter().enumerate() {
             match cdi::parse(Path::new(f), t) {
