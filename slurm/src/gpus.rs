@@ -8,7 +8,8 @@
 //! `--gpus-per-task` or `--gpu-bind`), `SLURM_STEP_GPUS`, `SLURM_JOB_GPUS`:
 //! comma-separated indices (or UUIDs), each becoming the CDI device of that name
 //! (nvidia-ctk names a GPU by its index and by its UUID). Inside, the task sees only
-//! those GPUs, numbered from 0 by the driver: `CUDA_VISIBLE_DEVICES` is renumbered to
+//! those GPUs, numbered from 0 by the driver: `CUDA_VISIBLE_DEVICES` (and
+//! `ROCR_VISIBLE_DEVICES`, `GPU_DEVICE_ORDINAL` when Slurm set them) are renumbered to
 //! `0..n-1` accordingly.
 
 use warren::runtime::cdi;
@@ -87,10 +88,18 @@ pub fn select(
             }
         }
     }
-    if per_task && env.iter().any(|(k, _)| k == "CUDA_VISIBLE_DEVICES") {
+    if per_task {
+        // Slurm sets all three for gres/gpu (NVIDIA, AMD ROCm, OpenCL ordinals).
         let renumbered: Vec<String> = (0..gpus.len()).map(|i| i.to_string()).collect();
-        sel.env
-            .push(("CUDA_VISIBLE_DEVICES".into(), renumbered.join(",")));
+        for var in [
+            "CUDA_VISIBLE_DEVICES",
+            "ROCR_VISIBLE_DEVICES",
+            "GPU_DEVICE_ORDINAL",
+        ] {
+            if env.iter().any(|(k, _)| k == var) {
+                sel.env.push((var.into(), renumbered.join(",")));
+            }
+        }
     }
     Ok(sel)
 }
@@ -117,12 +126,19 @@ mod tests {
 
     #[test]
     fn per_task_gpus_from_cuda_visible_devices_first() {
-        let e = env(&[("SLURM_STEP_GPUS", "0,1"), ("CUDA_VISIBLE_DEVICES", "1")]);
+        let e = env(&[
+            ("SLURM_STEP_GPUS", "0,1"),
+            ("CUDA_VISIBLE_DEVICES", "1"),
+            ("GPU_DEVICE_ORDINAL", "1"),
+        ]);
         let s = select(&["nvidia.com/gpu".into()], None, &e).unwrap();
         assert_eq!(s.requests, ["nvidia.com/gpu=1"]);
         assert_eq!(
             s.env,
-            [("CUDA_VISIBLE_DEVICES".to_string(), "0".to_string())]
+            [
+                ("CUDA_VISIBLE_DEVICES".to_string(), "0".to_string()),
+                ("GPU_DEVICE_ORDINAL".to_string(), "0".to_string())
+            ]
         );
         let e = env(&[("SLURM_STEP_GPUS", "2,3")]);
         let s = select(&[], Some("nvidia.com/gpu"), &e).unwrap();
