@@ -78,14 +78,21 @@ write_config() {
     echo "KillWait=5"
     echo "InactiveLimit=0"
     echo "MinJobAge=30"
+    # Two stand-in GPUs per node (character devices with /dev/null's numbers, shared by
+    # the simulated nodes) so that GPU allocation and per-task binding can be tested.
+    echo "GresTypes=gpu"
     for n in "${NODES[@]}"; do
-      echo "NodeName=$n NodeAddr=127.0.0.1 Port=$ports CPUs=16 RealMemory=1000 State=UNKNOWN"
+      echo "NodeName=$n NodeAddr=127.0.0.1 Port=$ports CPUs=16 RealMemory=1000 Gres=gpu:2 State=UNKNOWN"
       ports=$((ports + 1))
     done
     echo "PartitionName=debug Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES"
   } >"$tmp"
   chmod 0644 "$tmp"
   mv -f "$tmp" "$CONF"
+  for i in 0 1; do
+    [ -c /dev/warren-gpu$i ] || mknod -m 0666 /dev/warren-gpu$i c 1 3
+  done
+  echo "Name=gpu File=/dev/warren-gpu[0-1]" >/etc/slurm/gres.conf
   # Debian's plugstack.conf only includes plugstack.conf.d/*.conf; keep that shape.
   [ -f /etc/slurm/plugstack.conf ] || echo "include /etc/slurm/plugstack.conf.d/*.conf" >/etc/slurm/plugstack.conf
   mkdir -p /etc/slurm/plugstack.conf.d
@@ -98,6 +105,7 @@ write_config() {
     cp -f "$CONF" "$d/slurm.conf.tmp" && mv -f "$d/slurm.conf.tmp" "$d/slurm.conf"
     echo "include /etc/slurm/plugstack.conf.d/*.conf" >"$d/plugstack.conf"
     echo "PMIxCliTmpDirBase=/tmp/pmix-$n" >"$d/mpi.conf"
+    cp -f /etc/slurm/gres.conf "$d/gres.conf"
     mkdir -p "/var/lib/slurm/slurmd-$n"
   done
   mkdir -p /run/slurm /var/log/slurm /var/lib/slurm/slurmctld

@@ -100,6 +100,10 @@ pub struct Config {
     pub store: StoreConfig,
     pub pull: PullConfig,
     pub run: RunConfig,
+    /// Container Device Interface specs (`--device`, docs/devices.md).
+    pub cdi: CdiConfig,
+    /// Site hooks and drop-ins (docs/hooks.md).
+    pub hooks: HooksConfig,
     /// Per-registry settings, matched by host[:port].
     #[serde(rename = "registry")]
     pub registries: Vec<RegistryConfig>,
@@ -234,6 +238,47 @@ impl Default for RunConfig {
     }
 }
 
+/// `[cdi]`: where CDI spec files are read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdiConfig {
+    /// Spec directories, lowest priority first (a later one overrides an earlier one for
+    /// a device of the same name).
+    pub spec_dirs: Vec<PathBuf>,
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        CdiConfig {
+            spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+        }
+    }
+}
+
+/// `[hooks]`: the site's OCI hooks (`*.json`, podman's hooks.d format) and drop-ins
+/// (enroot's `*.fstab` mounts and `*.env` environment), each directory read in order,
+/// its files in lexical order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksConfig {
+    pub dirs: Vec<PathBuf>,
+    pub mounts_dirs: Vec<PathBuf>,
+    pub environ_dirs: Vec<PathBuf>,
+    /// Seconds a hook without its own `timeout` may run.
+    pub timeout_secs: u32,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            dirs: vec!["/etc/warren/hooks.d".into()],
+            mounts_dirs: vec!["/etc/warren/mounts.d".into()],
+            environ_dirs: vec!["/etc/warren/environ.d".into()],
+            timeout_secs: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
@@ -337,6 +382,9 @@ impl Config {
                 COMPRESSORS.join(", ")
             ));
         }
+        if self.hooks.timeout_secs == 0 {
+            return Err("hooks.timeout_secs: 0 is not allowed (a hook must have a limit)".into());
+        }
         if self.pull.parallel == 0 || self.pull.parallel > 64 {
             return Err(format!(
                 "pull.parallel: {} is not in 1..=64",
@@ -349,7 +397,21 @@ impl Config {
             .iter()
             .map(|p| ("store.path", p))
             .chain(self.store.shared.iter().map(|p| ("store.shared", p)))
-            .chain(self.run.runtime_dir.iter().map(|p| ("run.runtime_dir", p)));
+            .chain(self.run.runtime_dir.iter().map(|p| ("run.runtime_dir", p)))
+            .chain(self.cdi.spec_dirs.iter().map(|p| ("cdi.spec_dirs", p)))
+            .chain(self.hooks.dirs.iter().map(|p| ("hooks.dirs", p)))
+            .chain(
+                self.hooks
+                    .mounts_dirs
+                    .iter()
+                    .map(|p| ("hooks.mounts_dirs", p)),
+            )
+            .chain(
+                self.hooks
+                    .environ_dirs
+                    .iter()
+                    .map(|p| ("hooks.environ_dirs", p)),
+            );
         for (key, p) in paths {
             // Relative to what? The directory warren happens to start in differs per
             // job step; `~/` is fine (expanded against HOME).

@@ -34,6 +34,7 @@ pub enum Opt {
     Writable,
     Readonly,
     Env,
+    Devices,
 }
 
 /// Name, argument description and usage text of each option, as `srun --help` shows them.
@@ -46,7 +47,7 @@ pub struct OptInfo {
 }
 
 /// Every option (the SPANK table is built from this).
-pub const OPTIONS: [OptInfo; 15] = [
+pub const OPTIONS: [OptInfo; 16] = [
     OptInfo { opt: Opt::Image, name: "container-image", arginfo: Some("[USER@][REGISTRY#]IMAGE[:TAG]|PATH"),
         usage: "[warren] the image to use for the container filesystem: a registry reference (enroot/pyxis or docker form, tag or digest) or a squashfs file on the node (a path starting with / or .)" },
     OptInfo { opt: Opt::Mounts, name: "container-mounts", arginfo: Some("SRC:DST[:FLAGS][,SRC:DST...]"),
@@ -77,6 +78,8 @@ pub const OPTIONS: [OptInfo; 15] = [
         usage: "[warren] make the container filesystem read-only" },
     OptInfo { opt: Opt::Env, name: "container-env", arginfo: Some("NAME[,NAME...]"),
         usage: "[warren] names of environment variables whose host values override the image's" },
+    OptInfo { opt: Opt::Devices, name: "container-devices", arginfo: Some("VENDOR/CLASS[=NAME][,...]"),
+        usage: "[warren] CDI devices for every task (e.g. nvidia.com/gpu=0, or =all); a kind alone (nvidia.com/gpu) gives each task the GPUs Slurm allocated to it" },
 ];
 
 impl Opt {
@@ -121,6 +124,8 @@ pub struct Args {
     pub entrypoint_log: Option<bool>,
     pub writable: Option<bool>,
     pub env: Vec<String>,
+    /// `--container-devices` entries: CDI names, or a kind alone (the task's GPUs).
+    pub devices: Vec<String>,
 }
 
 /// A refused option value; the message is the one line srun/sbatch print.
@@ -269,6 +274,18 @@ impl Args {
                     }
                     if !self.env.iter().any(|e| e == n) {
                         self.env.push(n.to_string());
+                    }
+                }
+            }
+            Opt::Devices => {
+                let v = arg()?;
+                if v.len() > MAX_VALUE {
+                    return err(format!("{flag}: longer than {MAX_VALUE} bytes"));
+                }
+                for d in v.split(',') {
+                    crate::gpus::check_entry(d).map_err(|e| ArgError(format!("{flag}: {e}")))?;
+                    if !self.devices.iter().any(|x| x == d) {
+                        self.devices.push(d.to_string());
                     }
                 }
             }

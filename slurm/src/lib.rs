@@ -14,6 +14,7 @@ pub mod args;
 pub mod beneath;
 pub mod container_mounts;
 pub mod entrypoint;
+pub mod gpus;
 pub mod hostlist;
 pub mod image;
 pub mod mounts;

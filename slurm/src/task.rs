@@ -25,7 +25,7 @@ use warren::runtime::holder::Scope;
 use warren::runtime::idmap::Identity;
 use warren::runtime::image_config::ImageConfig;
 use warren::runtime::spec::{self, Mode, RunOptions, Writable};
-use warren::runtime::{overlay, process, setup, state, sys};
+use warren::runtime::{hooks, inject, overlay, process, setup, state, sys};
 
 /// Variables that always come from the host: Slurm's, the MPI launchers' and the
 /// accelerator selections Slurm makes per task (pyxis semantics).
@@ -251,6 +251,20 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     let (mut spec, _notices) =
         spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
             .map_err(|e| format!("warren: {e:#}"))?;
+    // CDI devices (this task's GPUs) and the site's drop-ins and hooks.
+    let devices = crate::gpus::select(&t.args.devices, t.cfg.cdi_gpus.as_deref(), &t.env)
+        .map_err(|e| format!("warren: {e}"))?;
+    let inj = inject::gather(
+        &config.cdi,
+        &config.hooks,
+        &devices.requests,
+        t.argv.first().map(String::as_str).unwrap_or_default(),
+        !spec.binds.is_empty() || spec.home.is_some(),
+    )
+    .map_err(|e| format!("warren: {e:#}"))?;
+    spec.binds.extend(inj.binds.iter().cloned());
+    let hook_state = task_hooks_before(&inj.hooks, &spec)?;
+    let in_container = task_hook_exes(&inj.hooks)?;
     let Some(h) = &spec.join else {
         return Err(format!(
             "warren: the holder in {} does not match this task (identity {})",
@@ -277,8 +291,18 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     let prepared = setup::prepare(&spec, overlay::choose(&spec), None, &mut log)
         .map_err(|e| format!("warren: {e}"))?;
     container_mounts::apply(sources)?;
+    task_hooks_inside(&inj.hooks, &in_container, &hook_state)?;
     process::finish(&prepared.exec).map_err(|(_, m)| format!("warren: {m}"))?;
     let mut changes = env_changes(&image_env, &t.args.env);
+    // Site environment and CDI env (a bare `K` keeps the host's value: nothing to set),
+    // then the renumbered GPU selection.
+    changes.extend(
+        inj.env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    changes.extend(devices.env);
     if !changes.iter().any(|(k, _)| k == "PATH") && !t.env.iter().any(|(k, _)| k == "PATH") {
         changes.push(("PATH".into(), setup::DEFAULT_PATH.into()));
     }
@@ -303,6 +327,78 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         }
     }
     Ok(changes)
+}
+
+/// A hook failure as the one line (and the hook's stderr) the task fails with.
+fn hook_failure(e: hooks::HookError) -> String {
+    if e.stderr.is_empty() {
+        format!("warren: {e}")
+    } else {
+        format!("warren: {e}\n{}", e.stderr)
+    }
+}
+
+/// The site's and CDI's hooks for a task, first part: prestart and createRuntime run
+/// here, in the task before its container is set up, with the OCI state (status
+/// `creating`, the task's PID: slurmstepd execs the command in this process). poststart
+/// and poststop need a process outside the container after the exec, which Slurm does
+/// not give a plugin: they are refused (docs/hooks.md) rather than silently skipped.
+/// Returns the state for the hooks run inside.
+fn task_hooks_before(
+    h: &warren::runtime::bundle::HookSet,
+    spec: &spec::RunSpec,
+) -> Result<Vec<u8>, String> {
+    if let Some((stage, hs)) = [("poststart", &h.poststart), ("poststop", &h.poststop)]
+        .into_iter()
+        .find(|(_, hs)| !hs.is_empty())
+    {
+        return Err(format!(
+            "warren: {stage} hook {} cannot run in a Slurm task (docs/hooks.md)",
+            hs[0].path.display()
+        ));
+    }
+    let st = serde_json::json!({
+        "ociVersion": warren::runtime::oci_state::OCI_VERSION,
+        "id": spec.name.clone().unwrap_or_else(|| format!("{}", std::process::id())),
+        "status": "creating",
+        "pid": std::process::id(),
+        "bundle": "",
+        "annotations": {},
+    })
+    .to_string()
+    .into_bytes();
+    for (phase, hs) in [
+        ("prestart", &h.prestart),
+        ("createRuntime", &h.create_runtime),
+    ] {
+        hooks::run_all(phase, hs, &st, None).map_err(hook_failure)?;
+    }
+    Ok(st)
+}
+
+/// The executables of the hooks run inside the container, opened while host paths
+/// still resolve.
+fn task_hook_exes(
+    h: &warren::runtime::bundle::HookSet,
+) -> Result<[Vec<std::os::fd::OwnedFd>; 2], String> {
+    Ok([
+        hooks::open_exes("createContainer", &h.create_container).map_err(hook_failure)?,
+        hooks::open_exes("startContainer", &h.start_container).map_err(hook_failure)?,
+    ])
+}
+
+/// Second part, in the task's container after its pivot_root: createContainer, then
+/// startContainer hooks (one process: the task is both the container's set-up and its
+/// command).
+fn task_hooks_inside(
+    h: &warren::runtime::bundle::HookSet,
+    exes: &[Vec<std::os::fd::OwnedFd>; 2],
+    state: &[u8],
+) -> Result<(), String> {
+    hooks::run_all_opened("createContainer", &h.create_container, &exes[0], state)
+        .map_err(hook_failure)?;
+    hooks::run_all_opened("startContainer", &h.start_container, &exes[1], state)
+        .map_err(hook_failure)
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             Ok(code) => Ok(code),
             Err(e) => {
                 eprintln!("warren: {}", super::one_line(&e));
+                super::run_hooks::print_hook_stderr(&e);
                 Ok(EXIT_NOT_STARTED)
             }
         },
@@ -327,6 +328,9 @@ fn open_gate(dir: &Dir, msg: &[u8]) -> Result<()> {
 fn warn_hooks(phase: &'static str, hs: &[bundle::Hook], state: &[u8]) {
     if let Err(e) = hooks::run_all(phase, hs, state, None) {
         eprintln!("warren: {e}");
+        if !e.stderr.is_empty() {
+            eprintln!("{}", e.stderr);
+        }
     }
 }
 
@@ -510,6 +514,7 @@ fn monitor(
         Ok(code) => code,
         Err(e) => {
             eprintln!("warren: {}", super::one_line(&e));
+            super::run_hooks::print_hook_stderr(&e);
             EXIT_NOT_STARTED
         }
     };

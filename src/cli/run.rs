@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::runtime::holder::Scope;
 use crate::runtime::idmap::Identity;
 use crate::runtime::spec::{self, Mode, OverlayChoice, RunOptions, Writable};
-use crate::runtime::{state, sys};
+use crate::runtime::{inject, state, sys};
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -41,6 +41,11 @@ pub struct Args {
         value_name = "SRC:DST[:ro|rw]"
     )]
     pub volume: Vec<String>,
+    /// A CDI device: vendor.com/class=name, or =all for every device of the kind (specs
+    /// from cdi.spec_dirs); or a host device node /dev/X[:/dev/Y] (repeatable; see
+    /// docs/devices.md).
+    #[arg(long = "device", value_name = "VENDOR/CLASS=NAME|/dev/X[:/dev/Y]")]
+    pub device: Vec<String>,
     /// Set K=V (or pass K from the host) after the image env and the host allowlist.
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -218,6 +223,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("warren: {}", super::one_line(&e));
+            super::run_hooks::print_hook_stderr(&e);
             Ok(spec::EXIT_NOT_STARTED)
         }
     }
@@ -284,13 +290,35 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         },
     };
     let caller = super::caller::current(cfg)?;
-    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
+    let (mut spec, mut notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
+    // CDI devices and the site's drop-ins and hooks (a holder runs no command: none).
+    let inj = if spec.mode == Mode::Container {
+        let argv0 = spec.argv.first().map(String::as_str).unwrap_or_default();
+        let has_binds = !spec.binds.is_empty() || spec.home.is_some();
+        inject::gather(
+            &ctx.config.cdi,
+            &ctx.config.hooks,
+            &args.device,
+            argv0,
+            has_binds,
+        )?
+    } else if !args.device.is_empty() {
+        bail!("--device: a holder runs no command; give --device to the runs that join it");
+    } else {
+        inject::Injection::default()
+    };
+    inject::apply(&mut spec, &inj, &opts)?;
+    notices.extend(inj.notices.iter().cloned());
     if !ctx.quiet {
         for n in &notices {
             eprintln!("warren: {n}");
         }
     }
-    let code = super::supervisor::run(cfg, &spec, t_start)?;
+    let code = if inj.has_hooks() {
+        super::run_hooks::run(cfg, &spec, &inj.hooks, t_start)?
+    } else {
+        super::supervisor::run(cfg, &spec, t_start)?
+    };
     if spec.mode == Mode::Holder && code == 0 && !ctx.quiet {
         println!("{}", args.name.unwrap_or_default());
     }

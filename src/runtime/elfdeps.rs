@@ -1,7 +1,9 @@
 //! What a dynamically linked executable will load first: its ELF interpreter (`PT_INTERP`)
-//! and its direct `DT_NEEDED` libraries, read from the file's headers. Used only to warm
-//! the page cache (see `prefetch`), so anything unexpected — another ELF class or byte
-//! order, odd sizes, a hostile file — just yields nothing. 64-bit little-endian only.
+//! and its direct `DT_NEEDED` libraries, read from the file's headers (used to warm the
+//! page cache, see `prefetch`); and the symbol versions a file defines and needs
+//! (`.gnu.version_d`/`.gnu.version_r`, used by `libguard`). Anything unexpected —
+//! another ELF class or byte order, odd sizes, a hostile file — just yields nothing.
+//! 64-bit little-endian only.
 
 use std::io;
 
@@ -128,6 +130,128 @@ pub fn read<R: ReadAt + ?Sized>(r: &R) -> Option<Deps> {
     Some(deps)
 }
 
+/// Symbol versions of an ELF file: those it defines (`.gnu.version_d`: a glibc's
+/// `GLIBC_2.36`…) and those it needs, with the library each is needed from
+/// (`.gnu.version_r`: `("libc.so.6", "GLIBC_2.34")`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Versions {
+    pub defined: Vec<String>,
+    pub needed: Vec<(String, String)>,
+}
+
+const SHT_GNU_VERDEF: u32 = 0x6fff_fffd;
+const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;
+/// Bounds for version sections and their string tables.
+const MAX_SHNUM: usize = 4096;
+const MAX_VERSION_SECTION: u64 = 1 << 20;
+const MAX_STRTAB: u64 = 16 << 20;
+const MAX_VERSIONS: usize = 4096;
+const MAX_VERSION_SECTIONS: usize = 4;
+
+/// The symbol versions of the ELF file `r`; `None` when it is not a 64-bit little-endian
+/// ELF or its section headers do not add up.
+pub fn versions<R: ReadAt + ?Sized>(r: &R) -> Option<Versions> {
+    let eh = exact(r, 0, 64)?;
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+        return None;
+    }
+    let shoff = u64_at(&eh, 0x28);
+    let shentsize = usize::from(u16_at(&eh, 0x3a));
+    let shnum = usize::from(u16_at(&eh, 0x3c));
+    if shnum == 0 || shentsize < 64 || shnum > MAX_SHNUM {
+        return Some(Versions::default());
+    }
+    let sh = exact(r, shoff, shentsize.checked_mul(shnum)?)?;
+    let section = |i: usize| {
+        let s = &sh[i * shentsize..i * shentsize + 64];
+        // (type, offset, size, link, info)
+        (
+            u32_at(s, 4),
+            u64_at(s, 24),
+            u64_at(s, 32),
+            u32_at(s, 40) as usize,
+            u32_at(s, 44) as usize,
+        )
+    };
+    let strtab = |link: usize| -> Option<Vec<u8>> {
+        if link >= shnum {
+            return None;
+        }
+        let (_, off, size, _, _) = section(link);
+        if size > MAX_STRTAB {
+            return None;
+        }
+        exact(r, off, usize::try_from(size).ok()?)
+    };
+    let name = |tab: &[u8], at: u32| -> Option<String> {
+        let at = at as usize;
+        tab.get(at..tab.len().min(at.saturating_add(MAX_NAME)))
+            .and_then(cstring)
+    };
+    let mut v = Versions::default();
+    // A file has one of each; a hostile one is not read past a few.
+    let mut seen = 0;
+    for i in 0..shnum {
+        let (ty, off, size, link, info) = section(i);
+        if ty != SHT_GNU_VERDEF && ty != SHT_GNU_VERNEED {
+            continue;
+        }
+        seen += 1;
+        if seen > MAX_VERSION_SECTIONS {
+            break;
+        }
+        if size > MAX_VERSION_SECTION {
+            return None;
+        }
+        let data = exact(r, off, usize::try_from(size).ok()?)?;
+        let tab = strtab(link)?;
+        let field = |at: usize, len: usize| data.get(at..at.checked_add(len)?);
+        let mut at = 0usize;
+        for _ in 0..info.min(MAX_VERSIONS) {
+            if ty == SHT_GNU_VERDEF {
+                // Elf64_Verdef: vd_cnt @6, vd_aux @12, vd_next @16; Verdaux: vda_name @0.
+                let d = field(at, 20)?;
+                let aux = at.checked_add(u32_at(d, 12) as usize)?;
+                if u16_at(d, 6) > 0 && v.defined.len() < MAX_VERSIONS {
+                    if let Some(n) = name(&tab, u32_at(field(aux, 8)?, 0)) {
+                        v.defined.push(n);
+                    }
+                }
+                let next = u32_at(d, 16) as usize;
+                if next == 0 {
+                    break;
+                }
+                at = at.checked_add(next)?;
+            } else {
+                // Elf64_Verneed: vn_cnt @2, vn_file @4, vn_aux @8, vn_next @12;
+                // Vernaux: vna_name @8, vna_next @12.
+                let n = field(at, 16)?;
+                let file = name(&tab, u32_at(n, 4)).unwrap_or_default();
+                let mut aux = at.checked_add(u32_at(n, 8) as usize)?;
+                for _ in 0..usize::from(u16_at(n, 2)).min(MAX_VERSIONS) {
+                    let a = field(aux, 16)?;
+                    if let Some(ver) = name(&tab, u32_at(a, 8)) {
+                        if v.needed.len() < MAX_VERSIONS {
+                            v.needed.push((file.clone(), ver));
+                        }
+                    }
+                    let next = u32_at(a, 12) as usize;
+                    if next == 0 {
+                        break;
+                    }
+                    aux = aux.checked_add(next)?;
+                }
+                let next = u32_at(n, 12) as usize;
+                if next == 0 {
+                    break;
+                }
+                at = at.checked_add(next)?;
+            }
+        }
+    }
+    Some(v)
+}
+
 /// The NUL-terminated UTF-8 string at the start of `b`, if non-empty.
 fn cstring(b: &[u8]) -> Option<String> {
     let end = b.iter().position(|&c| c == 0)?;
@@ -157,6 +281,64 @@ mod tests {
         if let Ok(f) = std::fs::File::open("/bin/busybox") {
             if let Some(d) = read(&f) {
                 assert_eq!(d, Deps::default());
+            }
+        }
+    }
+
+    #[test]
+    fn versions_of_host_files() {
+        let libc = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/lib/aarch64-linux-gnu/libc.so.6",
+        ]
+        .into_iter()
+        .find_map(|p| std::fs::File::open(p).ok())
+        .expect("the host's libc.so.6");
+        let v = versions(&libc).unwrap();
+        assert!(
+            v.defined.iter().any(|d| d == "GLIBC_2.17"),
+            "{:?}",
+            v.defined
+        );
+        let t = versions(&std::fs::File::open("/bin/true").unwrap()).unwrap();
+        assert!(
+            t.needed
+                .iter()
+                .any(|(f, v)| f == "libc.so.6" && v.starts_with("GLIBC_2.")),
+            "{:?}",
+            t.needed
+        );
+        // Garbage and truncation: nothing, no panic.
+        let b = std::fs::read("/bin/true").unwrap();
+        for cut in [0, 10, 64, 1000, b.len() / 2] {
+            let _ = versions(&b[..cut]);
+        }
+        let mut x = b.clone();
+        let n = x.len();
+        for i in (64..n).step_by(97) {
+            x[i] = x[i].wrapping_mul(31).wrapping_add(7);
+        }
+        let _ = versions(&x[..]);
+    }
+
+    proptest::proptest! {
+        /// Hostile section headers and version entries: bounded, no panic.
+        #[test]
+        fn versions_of_mangled_files_never_panic(
+            cuts in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..64)
+        ) {
+            let mut b = std::fs::read("/bin/true").unwrap();
+            for (at, v) in cuts {
+                let n = b.len();
+                b[at % n] = v;
+            }
+            if let Some(v) = versions(&b[..]) {
+                proptest::prop_assert!(v.needed.len() <= MAX_VERSIONS);
+                proptest::prop_assert!(v.defined.len() <= MAX_VERSIONS);
+                proptest::prop_assert!(v
+                    .needed
+                    .iter()
+                    .all(|(f, n)| f.len() < MAX_NAME && n.len() < MAX_NAME));
             }
         }
     }

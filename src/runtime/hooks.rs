@@ -1,16 +1,19 @@
 //! OCI hooks: run one hook with the container's state JSON on its stdin, its own `env`
-//! only, and its `timeout`. A hook "in the container" (createContainer) is found in the
+//! only, and its `timeout`; what it writes to stderr is kept (the last
+//! [`MAX_STDERR`] bytes) for the error when it fails. A hook "in the container" (createContainer) is found in the
 //! runtime's mount namespace and run in the container's user and mount namespaces
 //! (joined through a pidfd of the container's process).
 
 use super::bundle::Hook;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A hook that failed: `phase[index] path: why`, one line.
+/// A hook that failed: `phase[index] path: why`, one line; its stderr apart (a front end
+/// shows it under the line).
 #[derive(Debug, thiserror::Error)]
 #[error("hook {phase}[{index}] {path}: {why}")]
 pub struct HookError {
@@ -18,7 +21,12 @@ pub struct HookError {
     pub index: usize,
     pub path: String,
     pub why: String,
+    /// The end of what the hook wrote to stderr (lossy UTF-8, trailing newline trimmed).
+    pub stderr: String,
 }
+
+/// How much of a hook's stderr is kept.
+pub const MAX_STDERR: usize = 16 << 10;
 
 /// Run `hooks` of `phase` in order; the first failure stops them.
 pub fn run_all(
@@ -27,32 +35,130 @@ pub fn run_all(
     state: &[u8],
     enter: Option<&OwnedFd>,
 ) -> Result<(), HookError> {
+    run_each(phase, hooks, state, enter, &[])
+}
+
+/// Open the hooks' executables now (before this process's root changes), for
+/// [`run_all_opened`].
+pub fn open_exes(phase: &'static str, hooks: &[Hook]) -> Result<Vec<OwnedFd>, HookError> {
+    hooks
+        .iter()
+        .enumerate()
+        .map(|(index, h)| {
+            open_exe(&h.path).map_err(|why| HookError {
+                phase,
+                index,
+                path: h.path.display().to_string(),
+                why,
+                stderr: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// [`run_all`] with executables opened earlier by [`open_exes`] (a Slurm task runs its
+/// createContainer hooks after its pivot_root, where the host paths no longer resolve).
+pub fn run_all_opened(
+    phase: &'static str,
+    hooks: &[Hook],
+    exes: &[OwnedFd],
+    state: &[u8],
+) -> Result<(), HookError> {
+    run_each(phase, hooks, state, None, exes)
+}
+
+fn open_exe(path: &std::path::Path) -> Result<OwnedFd, String> {
+    // Not O_CLOEXEC: the hook is exec'd as /proc/self/fd/N, and a script's interpreter
+    // opens that path after the exec.
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn run_each(
+    phase: &'static str,
+    hooks: &[Hook],
+    state: &[u8],
+    enter: Option<&OwnedFd>,
+    exes: &[OwnedFd],
+) -> Result<(), HookError> {
     for (index, h) in hooks.iter().enumerate() {
-        run(h, state, enter).map_err(|why| HookError {
+        run(h, state, enter, exes.get(index)).map_err(|(why, stderr)| HookError {
             phase,
             index,
             path: h.path.display().to_string(),
             why,
+            stderr,
         })?;
     }
     Ok(())
 }
 
-fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), String> {
+/// Keep reading `r` into a buffer holding its last [`MAX_STDERR`] bytes (a thread: a
+/// hook's children may keep the pipe open after the hook is killed, so nobody joins it).
+fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let b = buf.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            let Ok(mut v) = b.lock() else { break };
+            v.extend_from_slice(&chunk[..n]);
+            if v.len() > MAX_STDERR {
+                let cut = v.len() - MAX_STDERR;
+                v.drain(..cut);
+            }
+        }
+    });
+    buf
+}
+
+fn run(
+    h: &Hook,
+    state: &[u8],
+    enter: Option<&OwnedFd>,
+    opened: Option<&OwnedFd>,
+) -> Result<(), (String, String)> {
+    let mut stderr = None;
+    let r = run_inner(h, state, enter, opened, &mut stderr);
+    // Let the reader drain what the hook wrote and end (at most 100 ms: a hook's
+    // background child may hold the pipe). Also on success: the caller may fork next
+    // (a Slurm task, a container's monitor), better with no other thread running.
+    let text = stderr
+        .map(|b: Arc<Mutex<Vec<u8>>>| {
+            for _ in 0..50 {
+                if Arc::strong_count(&b) == 1 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let v = b.lock().map(|v| v.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&v).trim_end().to_string()
+        })
+        .unwrap_or_default();
+    r.map_err(|why| (why, text))
+}
+
+fn run_inner(
+    h: &Hook,
+    state: &[u8],
+    enter: Option<&OwnedFd>,
+    opened: Option<&OwnedFd>,
+    stderr: &mut Option<Arc<Mutex<Vec<u8>>>>,
+) -> Result<(), String> {
     // Inside the container the path no longer resolves: open it here and exec the
-    // descriptor (kept open across the fork, closed by the exec).
+    // descriptor (kept open across the fork).
     let exe = match enter {
-        Some(_) => Some(
-            nix::fcntl::open(
-                &h.path,
-                nix::fcntl::OFlag::O_RDONLY,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(|e| e.to_string())?,
-        ),
+        Some(_) => Some(open_exe(&h.path)?),
         None => None,
     };
-    let program = match &exe {
+    let program = match exe.as_ref().or(opened) {
         Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()).into(),
         None => h.path.clone(),
     };
@@ -63,7 +169,8 @@ fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), String> {
     cmd.args(h.args.iter().skip(1))
         .env_clear()
         .envs(h.env.iter().filter_map(|e| e.split_once('=')))
-        .stdin(Stdio::piped());
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(pidfd) = enter {
         let raw = pidfd.as_raw_fd();
         // SAFETY: the closure only calls setns (async-signal-safe) between fork and exec.
@@ -78,6 +185,7 @@ fn run(h: &Hook, state: &[u8], enter: Option<&OwnedFd>) -> Result<(), String> {
     }
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     drop(exe);
+    *stderr = child.stderr.take().map(collect);
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine.
         let _ = stdin.write_all(state);
@@ -141,6 +249,14 @@ mod tests {
             hook("exit 3", None),
             hook(&format!("touch {}", out.display()), None),
         ];
+        let e = run_all(
+            "poststop",
+            &[hook("echo no GPU here >&2; exit 3", None)],
+            b"{}",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.stderr, "no GPU here");
         let e = run_all("poststop", &hs, b"{}", None)
             .unwrap_err()
             .to_string();

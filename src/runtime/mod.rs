@@ -17,6 +17,10 @@
 //! * `--contain`: `pidns` (PID namespace and its own /proc, private IPC).
 //! * the process: `process` (`finish` = identity, caps, no_new_privs, seccomp;
 //!   `exec` = finish + PATH exec), `caps`, `seccomp` (fake chown).
+//! * devices and site additions: `cdi` (pure: CDI spec files), `cdi_registry` (spec
+//!   directories, device requests), `dropins` (mounts.d/environ.d), `site_hooks`
+//!   (hooks.d), `inject` (all of them gathered and applied to a `RunSpec`), `libguard`
+//!   (injected host libraries vs the image's glibc), `hooks` (running OCI hooks).
 //! * `messages`: typed set-up → front end messages; `holder`: scoped namespace holders
 //!   (user or Slurm job); `state`: runtime directory and `ps`/`rm` records; `sys`: thin
 //!   syscall wrappers.
@@ -24,6 +28,9 @@
 pub mod bundle;
 pub mod caller;
 pub mod caps;
+pub mod cdi;
+pub mod cdi_registry;
+pub mod dropins;
 pub mod elfdeps;
 pub mod env;
 pub mod execonly;
@@ -33,6 +40,8 @@ pub mod hooks;
 pub mod identity;
 pub mod idmap;
 pub mod image_config;
+pub mod inject;
+pub mod libguard;
 pub mod messages;
 pub mod mounts;
 pub mod oci_spec;
@@ -48,6 +57,7 @@ pub mod resolve;
 pub mod rootfs;
 pub mod seccomp;
 pub mod setup;
+pub mod site_hooks;
 pub mod skeleton;
 pub mod spec;
 pub mod squashfuse;

@@ -12,6 +12,27 @@ pub struct Bind {
     /// Path inside the container (absolute, normalized, no `..`).
     pub dest: PathBuf,
     pub read_only: bool,
+    /// The source is a device node (a CDI device): bound without `nodev`.
+    pub device: bool,
+    /// Bound `noexec` (a CDI mount's option).
+    pub noexec: bool,
+}
+
+/// `dst` as an absolute, normalized path inside the container: `None` when it is
+/// relative, holds `..` or a NUL byte. The root itself comes back as `/`.
+pub fn container_path(dst: &str) -> Option<PathBuf> {
+    if !dst.starts_with('/') || dst.contains('\0') {
+        return None;
+    }
+    let mut dest = PathBuf::from("/");
+    for c in Path::new(dst).components() {
+        match c {
+            Component::Normal(n) => dest.push(n),
+            Component::ParentDir => return None,
+            _ => {}
+        }
+    }
+    Some(dest)
 }
 
 /// What is wrong with a `-v` value.
@@ -46,14 +67,9 @@ pub fn parse(spec: &str) -> Result<Bind, BindError> {
     if !dst.starts_with('/') {
         return Err(BindError::NotAbsolute(spec.into(), "destination"));
     }
-    let mut dest = PathBuf::from("/");
-    for c in Path::new(dst).components() {
-        match c {
-            Component::Normal(n) => dest.push(n),
-            Component::ParentDir => return Err(BindError::DotDot(spec.into())),
-            _ => {}
-        }
-    }
+    let Some(dest) = container_path(dst) else {
+        return Err(BindError::DotDot(spec.into()));
+    };
     if dest == Path::new("/") {
         return Err(BindError::Root(spec.into()));
     }
@@ -71,6 +87,8 @@ pub fn parse(spec: &str) -> Result<Bind, BindError> {
         source: PathBuf::from(src),
         dest,
         read_only,
+        device: false,
+        noexec: false,
     })
 }
 
@@ -95,7 +113,9 @@ mod tests {
             Bind {
                 source: "/data".into(),
                 dest: "/mnt/d".into(),
-                read_only: true
+                read_only: true,
+                device: false,
+                noexec: false,
             }
         );
         assert!(!parse("/a:/b").unwrap().read_only);

@@ -120,6 +120,8 @@ pub fn build(
                 source: m.source.clone(),
                 dest: m.dest.clone(),
                 read_only: m.read_only,
+                device: false,
+                noexec: false,
             }
             .resolve_source()
             .map_err(|e| e.context(format!("mount on {}", m.dest.display())))

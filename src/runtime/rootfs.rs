@@ -177,7 +177,11 @@ pub fn plan(p: &Plan) -> Vec<Op> {
             src: b.source.clone(),
             dst: b.dest.clone(),
             kind,
-            attrs: NOSUID | NODEV | if b.read_only { RO } else { 0 },
+            // A CDI device node keeps `dev` (the host's node, with the host's permissions).
+            attrs: NOSUID
+                | if b.device { 0 } else { NODEV }
+                | if b.read_only { RO } else { 0 }
+                | if b.noexec { sys::MOUNT_ATTR_NOEXEC } else { 0 },
             optional: false,
         });
     }
@@ -448,6 +452,8 @@ mod tests {
             source: "/data".into(),
             dest: "/d".into(),
             read_only: true,
+            device: false,
+            noexec: false,
         }];
         let ops = plan(&Plan {
             tty_gid: false,

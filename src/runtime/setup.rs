@@ -393,6 +393,17 @@ fn prepare_root_inner(
             }
         }
     }
+    // Host libraries bound in (CDI, -v): refused now if the image's glibc cannot load them.
+    let libs: Vec<PathBuf> = spec
+        .binds
+        .iter()
+        .filter(|b| !b.device && super::libguard::is_library_name(&b.source))
+        .map(|b| b.source.clone())
+        .collect();
+    if !libs.is_empty() {
+        super::libguard::check(&root, &libs).map_err(|e| SetupError::new(e.to_string()))?;
+        log.mark("libguard");
+    }
     let whole = |e: anyhow::Error| SetupError::new(format!("{e:#}"));
     let mut skipped = rootfs::apply(&root, &ops, writable).map_err(whole)?;
     skipped.extend(rootfs::apply(&root, &extra_binds, false).map_err(whole)?);

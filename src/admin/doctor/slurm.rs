@@ -265,6 +265,9 @@ pub mod plugstack {
         /// One shared writable root for all tasks of a node (pyxis's behaviour) instead of a
         /// layer per task.
         pub shared_root: bool,
+        /// A CDI kind (`nvidia.com/gpu`): every containerized task gets the devices of
+        /// the GPUs Slurm allocated to it (docs/devices.md). Default: none.
+        pub cdi_gpus: Option<String>,
     }
 
     impl Default for Config {
@@ -281,6 +284,7 @@ pub mod plugstack {
                 sbatch_support: true,
                 kernel_mount: false,
                 shared_root: false,
+                cdi_gpus: None,
             }
         }
     }
@@ -345,6 +349,10 @@ pub mod plugstack {
                 "sbatch_support" => c.sbatch_support = boolean()?,
                 "kernel_mount" => c.kernel_mount = boolean()?,
                 "shared_root" => c.shared_root = boolean()?,
+                "cdi_gpus" => {
+                    crate::runtime::cdi::check_kind(v).map_err(|w| bad(&w))?;
+                    c.cdi_gpus = Some(v.to_string());
+                }
                 _ => return Err(bad("unknown key (see warren's slurm/plugstack.conf)")),
             }
         }
@@ -387,6 +395,7 @@ pub mod plugstack {
                 "bogus=1",
                 "noequals",
                 "shared_store=/a:b",
+                "cdi_gpus=gpu",
             ] {
                 let e = parse(&[bad]).unwrap_err();
                 assert_eq!(e.arg, bad);
