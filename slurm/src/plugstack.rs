@@ -26,6 +26,7 @@ mod tests {
             "sbatch_support",
             "kernel_mount",
             "shared_root",
+            "mpi_inject",
         ] {
             assert!(
                 args.iter().any(|a| a.starts_with(&format!("{key}="))),

@@ -23,7 +23,7 @@ use warren::runtime::holder::Scope;
 use warren::runtime::idmap::Identity;
 use warren::runtime::image_config::ImageConfig;
 use warren::runtime::spec::{self, Mode, RunOptions, Writable};
-use warren::runtime::{overlay, process, setup, state, sys};
+use warren::runtime::{mpi_inject, overlay, process, setup, state, sys};
 
 /// Variables that always come from the host: Slurm's, the MPI launchers' and the
 /// accelerator selections Slurm makes per task (pyxis semantics).
@@ -200,19 +200,37 @@ fn apply_special(specials: &[Special]) -> Result<(), String> {
     Ok(())
 }
 
-/// Pure: the PMIx server directory to bind (`PMIX_SERVER_TMPDIR`, absolute, no `..`, no
-/// character a bind spec cannot carry).
-pub fn pmix_dir(env: &[(String, String)]) -> Option<String> {
-    let d = env
+/// Pure: the PMIx directories to bind at the same path (docs/mpi.md): the server's
+/// directory (`PMIX_SERVER_TMPDIR`, Slurm's `SlurmdSpoolDir/pmix.JOB.STEP`, where its
+/// usock rendezvous and shared-memory data stores live) and the data stores' directories
+/// (`PMIX_DSTORE_*_BASE_PATH`) when they lie outside it. Each absolute, no `..`, no
+/// character a bind spec cannot carry, not `/tmp` or `/` (the container keeps its own),
+/// none inside another.
+pub fn pmix_dirs(env: &[(String, String)]) -> Vec<String> {
+    let pmix_path = |k: &str| {
+        k == "PMIX_SERVER_TMPDIR" || (k.starts_with("PMIX_DSTORE_") && k.ends_with("_BASE_PATH"))
+    };
+    let mut dirs: Vec<String> = env
         .iter()
-        .find(|(k, _)| k == "PMIX_SERVER_TMPDIR")
-        .map(|(_, v)| v.trim_end_matches('/'))?;
-    let ok = d.starts_with('/')
-        && d.len() > 1
-        && !d.contains(':')
-        && !d.chars().any(|c| c.is_control())
-        && !d.split('/').any(|c| c == "..");
-    ok.then(|| d.to_string())
+        .filter(|(k, v)| pmix_path(k) && v.starts_with('/'))
+        // Slurm writes `DIR//pmix_dstor_…`: one slash between components.
+        .map(|(_, v)| {
+            let parts: Vec<&str> = v.split('/').filter(|c| !c.is_empty()).collect();
+            format!("/{}", parts.join("/"))
+        })
+        .filter(|d| {
+            d.len() > 1
+                && d != "/tmp"
+                && !d.contains(':')
+                && !d.chars().any(|c| c.is_control())
+                && !d.split('/').any(|c| c == ".." || c == ".")
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let all = dirs.clone();
+    dirs.retain(|d| !all.iter().any(|o| d.starts_with(&format!("{o}/"))));
+    dirs
 }
 
 /// Everything the task needs, gathered by the SPANK glue.
@@ -309,9 +327,18 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     }
     // PMIx: the server's directory must be visible inside at the same path, or the
     // client cannot attach (gds_ds12_lock errors).
-    if let Some(d) = pmix_dir(&t.env) {
+    for d in pmix_dirs(&t.env) {
         binds.push(format!("{d}:{d}:rw"));
     }
+    // Host MPI injection: the option, else the plugstack's default, else the nodes'
+    // warren.toml (`mpi.inject`).
+    let inject_mode = match t.args.mpi_inject.or(t.cfg.mpi_inject) {
+        Some(m) => m,
+        None => mpi_inject::Mode::parse(&config.mpi.inject, "/etc/warren/warren.toml mpi.inject")
+            .map_err(|e| format!("warren: {e}"))?,
+    };
+    let injection =
+        mpi_inject::plan(&config.mpi, inject_mode).map_err(|e| format!("warren: {e}"))?;
     let opts = RunOptions {
         volumes: binds,
         env: vec![],
@@ -343,8 +370,12 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         // ranks of a node share one user namespace (MPI's CMA needs host PIDs).
         contain: Some(false),
     };
-    let (spec, _notices) = spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
-        .map_err(|e| format!("warren: {e:#}"))?;
+    let (mut spec, _notices) =
+        spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
+            .map_err(|e| format!("warren: {e:#}"))?;
+    if let Some(i) = &injection {
+        i.apply(&mut spec);
+    }
     let Some(h) = &spec.join else {
         return Err(format!(
             "warren: the holder in {} does not match this task (identity {})",
@@ -374,6 +405,17 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     let mut changes = env_changes(&image_env, &t.args.env);
     if !changes.iter().any(|(k, _)| k == "PATH") && !t.env.iter().any(|(k, _)| k == "PATH") {
         changes.push(("PATH".into(), setup::DEFAULT_PATH.into()));
+    }
+    if let Some(i) = &injection {
+        // slurmstepd execs with the job environment: the library path goes there.
+        let ld = changes
+            .iter()
+            .chain(t.env.iter())
+            .find(|(k, _)| k == "LD_LIBRARY_PATH")
+            .map(|(_, v)| v.clone());
+        let extra = i.env_changes(ld.as_deref());
+        changes.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        changes.extend(extra);
     }
     Ok(changes)
 }
@@ -449,16 +491,30 @@ mod tests {
     }
 
     #[test]
-    fn pmix_directory() {
+    fn pmix_directories() {
         let env = |v: &str| vec![("PMIX_SERVER_TMPDIR".to_string(), v.to_string())];
         assert_eq!(
-            pmix_dir(&env("/var/lib/slurm/slurmd-n1/pmix.1.0/")).as_deref(),
-            Some("/var/lib/slurm/slurmd-n1/pmix.1.0")
+            pmix_dirs(&env("/var/lib/slurm/slurmd-n1/pmix.1.0/")),
+            ["/var/lib/slurm/slurmd-n1/pmix.1.0"]
         );
-        for bad in ["rel/x", "/a:b", "/a/../b", "/"] {
-            assert_eq!(pmix_dir(&env(bad)), None, "{bad}");
+        for bad in ["rel/x", "/a:b", "/a/../b", "/", "/tmp/", "/a/./b"] {
+            assert!(pmix_dirs(&env(bad)).is_empty(), "{bad}");
         }
-        assert_eq!(pmix_dir(&[]), None);
+        assert!(pmix_dirs(&[]).is_empty());
+        // What Slurm 22.05's mpi/pmix sets: the data stores inside the server's dir are
+        // covered by it; one elsewhere is bound too.
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let slurm = [
+            kv("PMIX_SERVER_TMPDIR", "/spool/pmix.7.0/"),
+            kv("PMIX_DSTORE_21_BASE_PATH", "/spool/pmix.7.0//pmix_dstor_ds21_9"),
+            kv("PMIX_DSTORE_ESH_BASE_PATH", "/dev/shm/pmix_dstor_ds12_9"),
+            kv("PMIX_SYSTEM_TMPDIR", "/tmp"),
+            kv("PMIX_SERVER_URI4", "pmix-server.9;tcp4://127.0.0.1:41149"),
+        ];
+        assert_eq!(
+            pmix_dirs(&slurm),
+            ["/dev/shm/pmix_dstor_ds12_9", "/spool/pmix.7.0"]
+        );
     }
 
     proptest! {

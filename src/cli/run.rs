@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::runtime::holder::Scope;
 use crate::runtime::idmap::Identity;
 use crate::runtime::spec::{self, Mode, OverlayChoice, RunOptions, Writable};
-use crate::runtime::{state, sys};
+use crate::runtime::{mpi_inject, state, sys};
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -24,6 +24,14 @@ pub enum OverlayArg {
     Auto,
     Native,
     Fuse,
+}
+
+/// `--mpi-inject`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MpiInjectArg {
+    Off,
+    On,
+    Force,
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,6 +90,11 @@ pub struct Args {
     /// Overlay back end (default from run.overlay).
     #[arg(long, value_enum)]
     pub overlay: Option<OverlayArg>,
+    /// Bring in the host MPI and interconnect the site configured ([mpi] in warren.toml):
+    /// on refuses an image whose MPI is ABI-incompatible, force injects anyway (default
+    /// from mpi.inject, off; docs/mpi.md).
+    #[arg(long, value_enum, value_name = "off|on|force")]
+    pub mpi_inject: Option<MpiInjectArg>,
     /// Name (for warren ps / rm).
     #[arg(long)]
     pub name: Option<String>,
@@ -284,7 +297,19 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         },
     };
     let caller = super::caller::current(cfg)?;
-    let (spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
+    let (mut spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
+    let inject = match args.mpi_inject {
+        Some(MpiInjectArg::Off) => mpi_inject::Mode::Off,
+        Some(MpiInjectArg::On) => mpi_inject::Mode::On,
+        Some(MpiInjectArg::Force) => mpi_inject::Mode::Force,
+        None => mpi_inject::Mode::parse(&ctx.config.mpi.inject, "mpi.inject")?,
+    };
+    // A holder runs nothing: the containers that join it inject for themselves.
+    if spec.mode == Mode::Container {
+        if let Some(i) = mpi_inject::plan(&ctx.config.mpi, inject)? {
+            i.apply(&mut spec);
+        }
+    }
     if !ctx.quiet {
         for n in &notices {
             eprintln!("warren: {n}");

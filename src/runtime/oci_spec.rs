@@ -179,6 +179,8 @@ pub fn build(
         // init (which also makes IPC private and hides the host's /dev/pts).
         contain: b.namespaces.pid,
         caps: b.capabilities,
+        devices: vec![],
+        mpi: None,
     };
     Ok((spec, notices))
 }

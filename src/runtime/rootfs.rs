@@ -57,6 +57,9 @@ pub struct Plan<'a> {
     /// The process is in its own IPC namespace (`--contain`): a private /dev/shm and
     /// /dev/mqueue instead of the host's.
     pub private_ipc: bool,
+    /// Host device nodes or directories of them, bound at the same path without
+    /// `nodev` (host MPI injection's devices).
+    pub devices: &'a [PathBuf],
 }
 
 /// The ordered list of mounts.
@@ -165,6 +168,16 @@ pub fn plan(p: &Plan) -> Vec<Op> {
             kind: Kind::Dir,
             attrs: NOSUID | NODEV,
             optional: true,
+        });
+    }
+    for d in p.devices {
+        let kind = if d.is_dir() { Kind::Dir } else { Kind::File };
+        ops.push(Op::Bind {
+            src: d.clone(),
+            dst: d.clone(),
+            kind,
+            attrs: NOSUID,
+            optional: false,
         });
     }
     for b in p.binds {
@@ -458,6 +471,7 @@ mod tests {
             binds: &binds,
             etc_dir: Path::new("/etc"),
             private_ipc: false,
+            devices: &[],
         });
         assert!(matches!(&ops[0], Op::Bind { src, .. } if src == Path::new("/proc")));
         let pts = ops.iter().find_map(|o| match o {
@@ -495,6 +509,39 @@ mod tests {
         }
     }
 
+    /// Injected devices keep device access (no nodev); user binds never get it.
+    #[test]
+    fn devices_bind_with_device_access() {
+        let devices = [PathBuf::from("/dev/infiniband")];
+        let binds = [Bind {
+            source: "/srv".into(),
+            dest: "/srv".into(),
+            read_only: false,
+        }];
+        let ops = plan(&Plan {
+            tty_gid: false,
+            root_mapped: false,
+            host_pts: false,
+            tmp_size: "1g",
+            home: None,
+            binds: &binds,
+            etc_dir: Path::new("/etc"),
+            private_ipc: false,
+            devices: &devices,
+        });
+        let attrs_of = |p: &str| {
+            ops.iter()
+                .find_map(|o| match o {
+                    Op::Bind { dst, attrs, .. } if dst == Path::new(p) => Some(*attrs),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(attrs_of("/dev/infiniband") & sys::MOUNT_ATTR_NODEV, 0);
+        assert_ne!(attrs_of("/dev/infiniband") & sys::MOUNT_ATTR_NOSUID, 0);
+        assert_ne!(attrs_of("/srv") & sys::MOUNT_ATTR_NODEV, 0);
+    }
+
     #[test]
     fn private_ipc_binds_nothing_of_the_hosts_ipc() {
         let plan_with = |private_ipc| {
@@ -507,6 +554,7 @@ mod tests {
                 binds: &[],
                 etc_dir: Path::new("/etc"),
                 private_ipc,
+                devices: &[],
             })
         };
         let host_ipc = |ops: &[Op]| {

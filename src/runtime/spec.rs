@@ -92,6 +92,12 @@ pub struct RunSpec {
     /// Capability sets asked for (an OCI config's `process.capabilities`); None:
     /// warren's (root inside: the default container set; others: none).
     pub caps: Option<super::caps::Sets>,
+    /// Host device nodes (or directories of them) bound at the same path with device
+    /// access (host MPI injection's `mpi.devices`).
+    pub devices: Vec<PathBuf>,
+    /// Host MPI injection: the check of the image's own MPI the set-up runs
+    /// (`mpi_inject::check_image`) before anything is bound over the image.
+    pub mpi: Option<super::mpi_inject::ImageCheck>,
 }
 
 /// Exit code when warren could not start the container (bad options, image, set-up).
@@ -316,6 +322,8 @@ pub fn build(
         join,
         contain,
         caps: None,
+        devices: vec![],
+        mpi: None,
     };
     Ok((spec, notices))
 }
@@ -363,6 +371,8 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         join: None,
         contain: false,
         caps: None,
+        devices: vec![],
+        mpi: None,
     }
 }
 

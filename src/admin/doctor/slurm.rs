@@ -265,6 +265,9 @@ pub mod plugstack {
         /// One shared writable root for all tasks of a node (pyxis's behaviour) instead of a
         /// layer per task.
         pub shared_root: bool,
+        /// Default of `--container-mpi-inject`: `off`, `on` or `force` (docs/mpi.md).
+        /// `None`: the nodes' `mpi.inject` (/etc/warren/warren.toml).
+        pub mpi_inject: Option<crate::runtime::mpi_inject::Mode>,
     }
 
     impl Default for Config {
@@ -281,6 +284,7 @@ pub mod plugstack {
                 sbatch_support: true,
                 kernel_mount: false,
                 shared_root: false,
+                mpi_inject: None,
             }
         }
     }
@@ -345,6 +349,12 @@ pub mod plugstack {
                 "sbatch_support" => c.sbatch_support = boolean()?,
                 "kernel_mount" => c.kernel_mount = boolean()?,
                 "shared_root" => c.shared_root = boolean()?,
+                "mpi_inject" => {
+                    c.mpi_inject = Some(
+                        crate::runtime::mpi_inject::Mode::parse(v, "mpi_inject")
+                            .map_err(|_| bad("expected off, on or force"))?,
+                    )
+                }
                 _ => return Err(bad("unknown key (see warren's slurm/plugstack.conf)")),
             }
         }
@@ -371,12 +381,14 @@ pub mod plugstack {
                 "sbatch_support=0",
                 "kernel_mount=y",
                 "shared_root=true",
+                "mpi_inject=force",
                 "store=/scratch/%u/warren",
                 "warren=/opt/warren/bin/warren",
             ])
             .unwrap();
             assert_eq!(c.runtime_path, PathBuf::from("/run/w"));
             assert!(c.remap_root && !c.sbatch_support && c.kernel_mount && c.shared_root);
+            assert_eq!(c.mpi_inject, Some(crate::runtime::mpi_inject::Mode::Force));
             assert_eq!(
                 expand_store(c.store.as_deref().unwrap(), "ann", 7),
                 "/scratch/ann/warren"
@@ -387,6 +399,7 @@ pub mod plugstack {
                 "bogus=1",
                 "noequals",
                 "shared_store=/a:b",
+                "mpi_inject=yes",
             ] {
                 let e = parse(&[bad]).unwrap_err();
                 assert_eq!(e.arg, bad);
