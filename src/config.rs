@@ -404,9 +404,10 @@ impl Config {
             return Err("mpi.lib_dir: / is not allowed".into());
         }
         for e in &self.mpi.env {
-            let name = e.split_once('=').map(|(k, _)| k).ok_or_else(|| {
-                format!("mpi.env: {e:?} is not NAME=VALUE")
-            })?;
+            let name = e
+                .split_once('=')
+                .map(|(k, _)| k)
+                .ok_or_else(|| format!("mpi.env: {e:?} is not NAME=VALUE"))?;
             crate::runtime::env::check_name(name)
                 .map_err(|why| format!("mpi.env: {name:?}: {why}"))?;
         }

@@ -200,39 +200,6 @@ fn apply_special(specials: &[Special]) -> Result<(), String> {
     Ok(())
 }
 
-/// Pure: the PMIx directories to bind at the same path (docs/mpi.md): the server's
-/// directory (`PMIX_SERVER_TMPDIR`, Slurm's `SlurmdSpoolDir/pmix.JOB.STEP`, where its
-/// usock rendezvous and shared-memory data stores live) and the data stores' directories
-/// (`PMIX_DSTORE_*_BASE_PATH`) when they lie outside it. Each absolute, no `..`, no
-/// character a bind spec cannot carry, not `/tmp` or `/` (the container keeps its own),
-/// none inside another.
-pub fn pmix_dirs(env: &[(String, String)]) -> Vec<String> {
-    let pmix_path = |k: &str| {
-        k == "PMIX_SERVER_TMPDIR" || (k.starts_with("PMIX_DSTORE_") && k.ends_with("_BASE_PATH"))
-    };
-    let mut dirs: Vec<String> = env
-        .iter()
-        .filter(|(k, v)| pmix_path(k) && v.starts_with('/'))
-        // Slurm writes `DIR//pmix_dstor_…`: one slash between components.
-        .map(|(_, v)| {
-            let parts: Vec<&str> = v.split('/').filter(|c| !c.is_empty()).collect();
-            format!("/{}", parts.join("/"))
-        })
-        .filter(|d| {
-            d.len() > 1
-                && d != "/tmp"
-                && !d.contains(':')
-                && !d.chars().any(|c| c.is_control())
-                && !d.split('/').any(|c| c == ".." || c == ".")
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    let all = dirs.clone();
-    dirs.retain(|d| !all.iter().any(|o| d.starts_with(&format!("{o}/"))));
-    dirs
-}
-
 /// Everything the task needs, gathered by the SPANK glue.
 pub struct TaskInput<'a> {
     pub cfg: &'a PlugConfig,
@@ -327,7 +294,7 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     }
     // PMIx: the server's directory must be visible inside at the same path, or the
     // client cannot attach (gds_ds12_lock errors).
-    for d in pmix_dirs(&t.env) {
+    for d in warren::runtime::pmix::dirs(&t.env) {
         binds.push(format!("{d}:{d}:rw"));
     }
     // Host MPI injection: the option, else the plugstack's default, else the nodes'
@@ -488,33 +455,6 @@ mod tests {
             libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_RELATIME
         );
         assert_eq!(kept_flags(0), 0);
-    }
-
-    #[test]
-    fn pmix_directories() {
-        let env = |v: &str| vec![("PMIX_SERVER_TMPDIR".to_string(), v.to_string())];
-        assert_eq!(
-            pmix_dirs(&env("/var/lib/slurm/slurmd-n1/pmix.1.0/")),
-            ["/var/lib/slurm/slurmd-n1/pmix.1.0"]
-        );
-        for bad in ["rel/x", "/a:b", "/a/../b", "/", "/tmp/", "/a/./b"] {
-            assert!(pmix_dirs(&env(bad)).is_empty(), "{bad}");
-        }
-        assert!(pmix_dirs(&[]).is_empty());
-        // What Slurm 22.05's mpi/pmix sets: the data stores inside the server's dir are
-        // covered by it; one elsewhere is bound too.
-        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
-        let slurm = [
-            kv("PMIX_SERVER_TMPDIR", "/spool/pmix.7.0/"),
-            kv("PMIX_DSTORE_21_BASE_PATH", "/spool/pmix.7.0//pmix_dstor_ds21_9"),
-            kv("PMIX_DSTORE_ESH_BASE_PATH", "/dev/shm/pmix_dstor_ds12_9"),
-            kv("PMIX_SYSTEM_TMPDIR", "/tmp"),
-            kv("PMIX_SERVER_URI4", "pmix-server.9;tcp4://127.0.0.1:41149"),
-        ];
-        assert_eq!(
-            pmix_dirs(&slurm),
-            ["/dev/shm/pmix_dstor_ds12_9", "/spool/pmix.7.0"]
-        );
     }
 
     proptest! {

@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::runtime::holder::Scope;
 use crate::runtime::idmap::Identity;
 use crate::runtime::spec::{self, Mode, OverlayChoice, RunOptions, Writable};
-use crate::runtime::{mpi_inject, state, sys};
+use crate::runtime::{mpi_inject, pmix, state, sys};
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -244,6 +244,18 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
     if args.tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         bail!("--tty: stdin is not a terminal");
     }
+    let inject = match args.mpi_inject {
+        Some(MpiInjectArg::Off) => mpi_inject::Mode::Off,
+        Some(MpiInjectArg::On) => mpi_inject::Mode::On,
+        Some(MpiInjectArg::Force) => mpi_inject::Mode::Force,
+        None => mpi_inject::Mode::parse(&ctx.config.mpi.inject, "mpi.inject")?,
+    };
+    // Checked before any pull. A holder runs nothing: the containers that join it
+    // inject for themselves.
+    let injection = match args.holder {
+        true => None,
+        false => mpi_inject::plan(&ctx.config.mpi, inject)?,
+    };
     let (image, entry) = find_image(ctx, &mut args)?;
     let opts = RunOptions {
         volumes: args.volume.clone(),
@@ -297,18 +309,19 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         },
     };
     let caller = super::caller::current(cfg)?;
-    let (mut spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
-    let inject = match args.mpi_inject {
-        Some(MpiInjectArg::Off) => mpi_inject::Mode::Off,
-        Some(MpiInjectArg::On) => mpi_inject::Mode::On,
-        Some(MpiInjectArg::Force) => mpi_inject::Mode::Force,
-        None => mpi_inject::Mode::parse(&ctx.config.mpi.inject, "mpi.inject")?,
-    };
-    // A holder runs nothing: the containers that join it inject for themselves.
-    if spec.mode == Mode::Container {
-        if let Some(i) = mpi_inject::plan(&ctx.config.mpi, inject)? {
-            i.apply(&mut spec);
+    let mut opts = opts;
+    // Started by an MPI launcher (mpirun, srun --mpi=pmix): its PMIx directories at the
+    // same path inside (docs/mpi.md); never for an isolated container.
+    if !opts.contain.unwrap_or(cfg.contain) && opts.mode == Mode::Container {
+        for d in pmix::dirs(&caller.env) {
+            if std::path::Path::new(&d).is_dir() {
+                opts.volumes.push(format!("{d}:{d}:rw"));
+            }
         }
+    }
+    let (mut spec, notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
+    if let Some(i) = &injection {
+        i.apply(&mut spec);
     }
     if !ctx.quiet {
         for n in &notices {

@@ -111,7 +111,11 @@ pub fn incompatibility(host: &Abi, image: &Abi) -> Option<String> {
             host.soname, image.soname
         ));
     }
-    match (host.family, host.open_mpi_release(), image.open_mpi_release()) {
+    match (
+        host.family,
+        host.open_mpi_release(),
+        image.open_mpi_release(),
+    ) {
         (Family::OpenMpi, Some(h), Some(i)) if h.0 != i.0 => {
             return Some(format!(
                 "a different Open MPI major version ({} vs. {})",

@@ -62,7 +62,7 @@ pub enum InjectError {
         path: String,
         what: &'static str,
     },
-    #[error("mpi.libraries: more than {MAX_LIBRARIES} libraries with their dependencies")]
+    #[error("mpi.libraries and mpi.directories: more than {MAX_LIBRARIES} dependencies or {MAX_ELF_FILES} ELF files")]
     TooMany,
     #[error("the image's MPI, {image} in {dir}, is not ABI-compatible with the host MPI to inject, {host}: {why}; use an image built against the host's MPI, --mpi-inject=off to run the image's own MPI, or --mpi-inject=force to inject anyway")]
     Incompatible {
@@ -73,8 +73,31 @@ pub enum InjectError {
     },
 }
 
-/// Bound on the injected libraries (listed ones and their dependencies).
+/// Bound on the injected dependencies.
 pub const MAX_LIBRARIES: usize = 512;
+/// Bound on the ELF files looked at (libraries, plugins in the directories, dependencies).
+pub const MAX_ELF_FILES: usize = 8192;
+
+/// The shared objects (`*.so`, `*.so.*`) under `dir`, a few levels deep, bounded; links
+/// are not followed into other directories.
+fn elf_files(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if out.len() >= MAX_ELF_FILES {
+            return;
+        }
+        let Ok(t) = e.file_type() else { continue };
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if t.is_dir() && depth < 6 {
+            elf_files(&e.path(), depth + 1, out);
+        } else if t.is_file() && (name.ends_with(".so") || name.contains(".so.")) {
+            out.push(e.path());
+        }
+    }
+}
 
 /// glibc's own libraries: they must stay the image's (its loader and libc go together;
 /// injected libraries needing a newer glibc are the glibc guard's business).
@@ -172,10 +195,7 @@ pub struct Injection {
     pub libraries: Vec<PathBuf>,
 }
 
-fn host_err<'a>(
-    key: &'static str,
-    p: &'a Path,
-) -> impl FnOnce(std::io::Error) -> InjectError + 'a {
+fn host_err<'a>(key: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> InjectError + 'a {
     move |err| InjectError::Host {
         key,
         path: p.display().to_string(),
@@ -232,9 +252,17 @@ pub fn plan(cfg: &MpiConfig, mode: Mode) -> Result<Option<Injection>, InjectErro
         }
     }
     search.extend(host_lib_dirs());
+    // The ELF files in the directories (MCA plugins) need their dependencies too.
+    let mut plugins = Vec::new();
+    for d in &cfg.directories {
+        elf_files(d, 0, &mut plugins);
+    }
+    let listed = libs.len();
+    let mut queue: Vec<PathBuf> = libs.iter().map(|(_, p)| p.clone()).collect();
+    queue.extend(plugins);
     let mut i = 0;
-    while i < libs.len() {
-        for n in needed(&libs[i].1).unwrap_or_default() {
+    while i < queue.len() {
+        for n in needed(&queue[i]).unwrap_or_default() {
             if is_glibc(&n) || n.contains('/') || names.contains(&n) {
                 continue;
             }
@@ -242,10 +270,11 @@ pub fn plan(cfg: &MpiConfig, mode: Mode) -> Result<Option<Injection>, InjectErro
             if let Some(p) = search.iter().map(|d| d.join(&n)).find(|p| p.is_file()) {
                 let real = std::fs::canonicalize(&p).map_err(host_err("libraries", &p))?;
                 names.insert(n.clone());
-                libs.push((n, real));
+                libs.push((n, real.clone()));
+                queue.push(real);
             }
         }
-        if libs.len() > MAX_LIBRARIES {
+        if libs.len() - listed > MAX_LIBRARIES || queue.len() > MAX_ELF_FILES {
             return Err(InjectError::TooMany);
         }
         i += 1;
@@ -391,19 +420,18 @@ pub fn image_abi(root: &OwnedFd, search: &[PathBuf]) -> Option<(PathBuf, Abi)> {
                 }
             }
         }
-        // libmpi.so.N only: the image's MPI is the one the loader finds by soname.
-        let sonames: BTreeSet<u32> = found
-            .iter()
-            .filter(|a| a.file.starts_with("libmpi.so."))
-            .map(|a| a.soname)
-            .collect();
-        if let Some(s) = sonames.into_iter().next() {
-            let best = mpi_abi::most_precise(
-                found
-                    .into_iter()
-                    .chain(targets)
-                    .filter(|a| a.soname == s),
-            )?;
+        // The image's MPI: `libmpi.so.N` (what programs of the MPI ABIs link), else
+        // MPICH's own `libmpich.so.N` (Debian's libmpich12 ships only that).
+        let soname = |prefix: &str| {
+            found
+                .iter()
+                .filter(|a| a.file.starts_with(prefix))
+                .map(|a| a.soname)
+                .min()
+        };
+        if let Some(s) = soname("libmpi.so.").or_else(|| soname("libmpich.so.")) {
+            let best =
+                mpi_abi::most_precise(found.into_iter().chain(targets).filter(|a| a.soname == s))?;
             return Some((dir, best));
         }
     }
@@ -418,16 +446,19 @@ pub fn check_image(root: &OwnedFd, check: &ImageCheck) -> Result<Option<String>,
     if let Some(host) = &check.host {
         if let Some((dir, image)) = image_abi(root, &check.search) {
             if let Some(why) = mpi_abi::incompatibility(host, &image) {
-                let e = InjectError::Incompatible {
-                    image: image.to_string(),
-                    dir: dir.display().to_string(),
-                    host: host.to_string(),
-                    why,
-                };
-                if !check.force {
-                    return Err(e);
+                if check.force {
+                    notice = Some(format!(
+                        "--mpi-inject=force: injecting {host} although the image's MPI is {image} in {} ({why})",
+                        dir.display()
+                    ));
+                } else {
+                    return Err(InjectError::Incompatible {
+                        image: image.to_string(),
+                        dir: dir.display().to_string(),
+                        host: host.to_string(),
+                        why,
+                    });
                 }
-                notice = Some(format!("injecting anyway (--mpi-inject=force): {e}"));
             }
         }
     }
@@ -464,7 +495,10 @@ mod tests {
         let mut c = cfg();
         c.libraries = vec!["/nonexistent/libmpi.so.40".into()];
         let e = plan(&c, Mode::On).unwrap_err().to_string();
-        assert!(e.starts_with("mpi.libraries /nonexistent/libmpi.so.40: "), "{e}");
+        assert!(
+            e.starts_with("mpi.libraries /nonexistent/libmpi.so.40: "),
+            "{e}"
+        );
         c.libraries = vec!["/etc/passwd".into()];
         let e = plan(&c, Mode::On).unwrap_err().to_string();
         assert!(e.contains("not a 64-bit ELF library"), "{e}");
@@ -492,7 +526,10 @@ mod tests {
         c.devices = vec!["/dev/null".into()];
         c.env = vec!["A=1".into()];
         let i = plan(&c, Mode::Force).unwrap().unwrap();
-        assert_eq!(i.binds[0].dest, Path::new("/usr/lib/warren-mpi/libzstd.so.1"));
+        assert_eq!(
+            i.binds[0].dest,
+            Path::new("/usr/lib/warren-mpi/libzstd.so.1")
+        );
         assert!(i.binds.iter().all(|b| b.read_only));
         assert!(!i
             .binds
@@ -529,6 +566,16 @@ mod tests {
         let (d, abi) = image_abi(&fd, &[]).unwrap();
         assert_eq!(d, Path::new("/usr/lib64"));
         assert_eq!(abi.file, "libmpich.so.12.1.8");
+        // Debian's libmpich12: libmpich.so.12 only, found in the multiarch directory.
+        let deb = tempfile::tempdir().unwrap();
+        let ddir = deb.path().join("usr/lib").join(triplet());
+        std::fs::create_dir_all(&ddir).unwrap();
+        std::fs::write(ddir.join("libmpich.so.12.2.2"), b"").unwrap();
+        std::os::unix::fs::symlink("libmpich.so.12.2.2", ddir.join("libmpich.so.12")).unwrap();
+        std::os::unix::fs::symlink("libmpichcxx.so.12.2.2", ddir.join("libmpichcxx.so.12"))
+            .unwrap();
+        let dfd: OwnedFd = std::fs::File::open(deb.path()).unwrap().into();
+        assert_eq!(image_abi(&dfd, &[]).unwrap().1.file, "libmpich.so.12.2.2");
         let host = mpi_abi::from_file_name("libmpi.so.40.30.4").unwrap();
         let mut chk = ImageCheck {
             host: Some(host),
