@@ -35,7 +35,13 @@ fn srun(c: &Cluster, btl: &str, args: &[&str]) -> Output {
 /// PMIx or Open MPI complaining (what a missing server directory looks like).
 fn assert_no_pmix_errors(o: &Output) {
     let err = stderr(o);
-    for bad in ["PMIX ERROR", "gds_ds12", "PMIx_Init failed", "ORTE_ERROR", "error"] {
+    for bad in [
+        "PMIX ERROR",
+        "gds_ds12",
+        "PMIx_Init failed",
+        "ORTE_ERROR",
+        "error",
+    ] {
         assert!(!err.contains(bad), "{bad}: {err}");
     }
 }
@@ -115,9 +121,18 @@ fn ping_pong_over_shared_memory_with_cma() {
     let c = need!(cluster(&[OPENMPI]));
     let img = format!("--container-image={OPENMPI}");
     let mut cmd = c.cmd("timeout", &["300", "srun"]);
-    cmd.args(["-N", "1", "-n", "2", "--mpi=pmix", &img, "mpi-pingpong", "200"])
-        .env("OMPI_MCA_btl", "self,vader")
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "cma");
+    cmd.args([
+        "-N",
+        "1",
+        "-n",
+        "2",
+        "--mpi=pmix",
+        &img,
+        "mpi-pingpong",
+        "200",
+    ])
+    .env("OMPI_MCA_btl", "self,vader")
+    .env("OMPI_MCA_btl_vader_single_copy_mechanism", "cma");
     let o = cmd.output().unwrap();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
@@ -161,10 +176,7 @@ fn host_mpi_injection_under_slurm() {
     let _site = need!(SiteConfig::install());
     let hello = compile(&c.work, "hello");
     let hello = hello.to_str().unwrap();
-    let mounts = format!(
-        "--container-mounts={0}:{0}:ro",
-        c.work.path().display()
-    );
+    let mounts = format!("--container-mounts={0}:{0}:ro", c.work.path().display());
     let run = |img: &str, inject: Option<&str>| {
         let img = format!("--container-image={img}");
         let mut a = vec!["-N", "2", "-n", "4", "--mpi=pmix", &img, &mounts];
