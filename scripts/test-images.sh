@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build test images without a container engine (umoci + skopeo) and push them to the
 # local registry (scripts/registry.sh start first).
-#   test-images.sh [busybox|torture|debian|python|all]   build (cached) and push
+#   test-images.sh [busybox|torture|debian|python|openmpi|mpich|all]   build (cached) and push
 #   test-images.sh layout torture DIR                    only write the torture layout
-# busybox and torture are built by default ("all"); debian and python (debootstrap,
-# ~30 s each, network to the apt mirror) only when named.
+# busybox and torture are built by default ("all"); debian, python, openmpi and mpich
+# (debootstrap, ~30-90 s each, network to the apt mirror; openmpi needs mpicc on the
+# host: libopenmpi-dev) only when named.
 # Layouts under ${WARREN_TEST_STATE:-/var/tmp/warren-test}/oci; pushed as
 # 127.0.0.1:5000/test/NAME:latest.
 set -euo pipefail
@@ -151,15 +152,17 @@ torture() {
 }
 
 # A Debian image from debootstrap (minbase), cleaned like an official image; with
-# $2 packages added (python: python3, the ~200 MB benchmark image). Built as root so
-# the layer keeps the real owners.
-rootfs_image() { # name include
-  local name=$1 include=${2:-} L=$OCI/$1 R=$STATE/rootfs-$1
+# $2 packages added (python: python3, the ~200 MB benchmark image) and $3, a function
+# given the root directory, run before the clean-up. Built as root so the layer keeps
+# the real owners.
+rootfs_image() { # name include [customize]
+  local name=$1 include=${2:-} customize=${3:-} L=$OCI/$1 R=$STATE/rootfs-$1
   if [ ! -f "$L/.done" ]; then
     [ "$(id -u)" = 0 ] || { echo "test-images: $name needs root (debootstrap)" >&2; return 1; }
     rm -rf "$L" "$R"; mkdir -p "$STATE/debootstrap-cache"
     debootstrap --variant=minbase ${include:+--include=$include} \
       --cache-dir="$STATE/debootstrap-cache" bookworm "$R" http://deb.debian.org/debian >"$STATE/debootstrap-$name.log"
+    [ -z "$customize" ] || "$customize" "$R" >>"$STATE/debootstrap-$name.log" 2>&1
     rm -rf "$R"/dev/* "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin \
       "$R"/var/cache/apt/archives/*.deb "$R"/var/cache/ldconfig/aux-cache "$R"/tmp/* "$R"/var/tmp/*
     find "$R/var/log" -type f -delete
@@ -175,15 +178,40 @@ rootfs_image() { # name include
   push "$L" latest "test/$name:latest"
 }
 
+# The Open MPI image (docs/mpi.md): Debian's openmpi-bin, upgraded from bookworm-security
+# so its PMIx is the host's (Slurm's mpi/pmix server and the image's client must match),
+# plus our MPI programs from tests/fixtures/mpi compiled on the host with mpicc against
+# the same Debian Open MPI, in /usr/local/bin: mpi-hello, mpi-pingpong, mpi-nodeshare.
+MPI_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/fixtures/mpi
+openmpi_customize() { # root
+  local R=$1 p
+  printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' \
+    >"$R/etc/apt/sources.list"
+  chroot "$R" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get -y -qq upgrade
+  for p in hello pingpong nodeshare; do
+    mpicc -O2 -o "$R/usr/local/bin/mpi-$p" "$MPI_SRC/$p.c"
+  done
+}
+# test/mpich: an image whose MPI is MPICH (libmpi.so.12, the MPICH ABI), which the
+# host's Open MPI (libmpi.so.40) cannot replace: the injection tests' refusal case.
+
 case "${1:-all}" in
   busybox) busybox ;;
   torture) torture ;;
   debian) rootfs_image debian ;;
   python) rootfs_image python python3 ;;
+  openmpi)
+    # Rebuilt when our MPI programs change.
+    sum=$(cat "$MPI_SRC"/*.c | sha256sum | cut -c1-64)
+    [ "$(cat "$OCI/openmpi/.src" 2>/dev/null)" = "$sum" ] || rm -f "$OCI/openmpi/.done"
+    rootfs_image openmpi openmpi-bin openmpi_customize
+    echo "$sum" >"$OCI/openmpi/.src" ;;
+  mpich) rootfs_image mpich libmpich12 ;;
   all) busybox; torture ;;
   layout)
     [ "${2:-}" = torture ] && [ -n "${3:-}" ] || { echo "usage: test-images.sh layout torture DIR" >&2; exit 2; }
     torture_layout "$3"; exit 0 ;;
-  *) echo "usage: test-images.sh [busybox|torture|debian|python|all] | layout torture DIR" >&2; exit 2 ;;
+  *) echo "usage: test-images.sh [busybox|torture|debian|python|openmpi|mpich|all] | layout torture DIR" >&2; exit 2 ;;
 esac
 echo "test-images: pushed to $REGISTRY"

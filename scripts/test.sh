@@ -27,6 +27,8 @@ bash scripts/registry.sh start
 bash scripts/slurm.sh start
 bash scripts/test-images.sh all
 bash scripts/test-images.sh debian   # debootstrap minbase, ~30-90 s; cached after the first run
+bash scripts/test-images.sh openmpi  # Open MPI + our MPI programs (tests/mpi_*.rs), cached
+bash scripts/test-images.sh mpich    # MPICH's ABI: the injection tests' refusal case, cached
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

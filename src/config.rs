@@ -104,6 +104,8 @@ pub struct Config {
     pub cdi: CdiConfig,
     /// Site hooks and drop-ins (docs/hooks.md).
     pub hooks: HooksConfig,
+    /// Host MPI / interconnect injection (docs/mpi.md).
+    pub mpi: MpiConfig,
     /// Per-registry settings, matched by host[:port].
     #[serde(rename = "registry")]
     pub registries: Vec<RegistryConfig>,
@@ -279,6 +281,44 @@ impl Default for HooksConfig {
     }
 }
 
+/// The values `mpi.inject` and `--mpi-inject` take.
+pub const MPI_INJECT_MODES: &[&str] = &["off", "on", "force"];
+
+/// `[mpi]`: the host MPI and interconnect a site brings into containers when injection
+/// is on (Apptainer's hybrid/bind model); `runtime::mpi_inject` applies it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MpiConfig {
+    /// Default of `--mpi-inject` (and the plugin's `--container-mpi-inject`): one of
+    /// [`MPI_INJECT_MODES`]. Off by default.
+    pub inject: String,
+    /// Host library files (their ELF dependencies come along, glibc's own excepted),
+    /// bound read-only into `lib_dir`.
+    pub libraries: Vec<PathBuf>,
+    /// Host directories bound read-only at the same path (MCA plugin and config dirs).
+    pub directories: Vec<PathBuf>,
+    /// Host device nodes, or directories of them (`/dev/infiniband`), bound at the same
+    /// path with device access.
+    pub devices: Vec<PathBuf>,
+    /// `NAME=VALUE` set in the container.
+    pub env: Vec<String>,
+    /// Where the libraries appear inside; put first in `LD_LIBRARY_PATH`.
+    pub lib_dir: PathBuf,
+}
+
+impl Default for MpiConfig {
+    fn default() -> Self {
+        MpiConfig {
+            inject: "off".into(),
+            libraries: vec![],
+            directories: vec![],
+            devices: vec![],
+            env: vec![],
+            lib_dir: PathBuf::from("/usr/lib/warren-mpi"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
@@ -298,7 +338,7 @@ pub struct RegistryConfig {
 
 /// Sections that `WARREN_<SECTION>_<KEY>` variables set (others, like `WARREN_TIMING`,
 /// belong to the commands).
-const ENV_SECTIONS: [&str; 3] = ["store", "pull", "run"];
+const ENV_SECTIONS: [&str; 4] = ["store", "pull", "run", "mpi"];
 
 impl Config {
     /// Load from the standard locations and the process environment.
@@ -384,6 +424,40 @@ impl Config {
         }
         if self.hooks.timeout_secs == 0 {
             return Err("hooks.timeout_secs: 0 is not allowed (a hook must have a limit)".into());
+        }
+        if !MPI_INJECT_MODES.contains(&self.mpi.inject.as_str()) {
+            return Err(format!(
+                "mpi.inject: {:?} is not one of {}",
+                self.mpi.inject,
+                MPI_INJECT_MODES.join(", ")
+            ));
+        }
+        let host_paths = self
+            .mpi
+            .libraries
+            .iter()
+            .map(|p| ("mpi.libraries", p))
+            .chain(self.mpi.directories.iter().map(|p| ("mpi.directories", p)))
+            .chain(self.mpi.devices.iter().map(|p| ("mpi.devices", p)))
+            .chain(std::iter::once(("mpi.lib_dir", &self.mpi.lib_dir)));
+        for (key, p) in host_paths {
+            let s = p.to_string_lossy();
+            if !p.is_absolute() || s.contains(':') || s.split('/').any(|c| c == "..") {
+                return Err(format!(
+                    "{key}: {s:?} must be an absolute path without ':' or '..'"
+                ));
+            }
+        }
+        if self.mpi.lib_dir == Path::new("/") {
+            return Err("mpi.lib_dir: / is not allowed".into());
+        }
+        for e in &self.mpi.env {
+            let name = e
+                .split_once('=')
+                .map(|(k, _)| k)
+                .ok_or_else(|| format!("mpi.env: {e:?} is not NAME=VALUE"))?;
+            crate::runtime::env::check_name(name)
+                .map_err(|why| format!("mpi.env: {name:?}: {why}"))?;
         }
         if self.pull.parallel == 0 || self.pull.parallel > 64 {
             return Err(format!(
@@ -857,5 +931,7 @@ mod example_tests {
         assert_eq!(c.pull.max_file_size, d.pull.max_file_size);
         assert_eq!(c.run.env_allowlist, d.run.env_allowlist);
         assert_eq!(c.store.keep_layers, d.store.keep_layers);
+        assert_eq!(c.mpi.inject, d.mpi.inject);
+        assert_eq!(c.mpi.lib_dir, d.mpi.lib_dir);
     }
 }

@@ -35,6 +35,7 @@ pub enum Opt {
     Readonly,
     Env,
     Devices,
+    MpiInject,
 }
 
 /// Name, argument description and usage text of each option, as `srun --help` shows them.
@@ -47,7 +48,7 @@ pub struct OptInfo {
 }
 
 /// Every option (the SPANK table is built from this).
-pub const OPTIONS: [OptInfo; 16] = [
+pub const OPTIONS: [OptInfo; 17] = [
     OptInfo { opt: Opt::Image, name: "container-image", arginfo: Some("[USER@][REGISTRY#]IMAGE[:TAG]|PATH"),
         usage: "[warren] the image to use for the container filesystem: a registry reference (enroot/pyxis or docker form, tag or digest) or a squashfs file on the node (a path starting with / or .)" },
     OptInfo { opt: Opt::Mounts, name: "container-mounts", arginfo: Some("SRC:DST[:FLAGS][,SRC:DST...]"),
@@ -80,6 +81,8 @@ pub const OPTIONS: [OptInfo; 16] = [
         usage: "[warren] names of environment variables whose host values override the image's" },
     OptInfo { opt: Opt::Devices, name: "container-devices", arginfo: Some("VENDOR/CLASS[=NAME][,...]"),
         usage: "[warren] CDI devices for every task (e.g. nvidia.com/gpu=0, or =all); a kind alone (nvidia.com/gpu) gives each task the GPUs Slurm allocated to it" },
+    OptInfo { opt: Opt::MpiInject, name: "container-mpi-inject", arginfo: Some("off|on|force"),
+        usage: "[warren] bring in the host MPI and interconnect the site configured; on refuses an image whose MPI is ABI-incompatible, force injects anyway" },
 ];
 
 impl Opt {
@@ -126,6 +129,8 @@ pub struct Args {
     pub env: Vec<String>,
     /// `--container-devices` entries: CDI names, or a kind alone (the task's GPUs).
     pub devices: Vec<String>,
+    /// `--container-mpi-inject` (docs/mpi.md).
+    pub mpi_inject: Option<warren::runtime::mpi_inject::Mode>,
 }
 
 /// A refused option value; the message is the one line srun/sbatch print.
@@ -261,6 +266,17 @@ impl Args {
                 opt == Opt::Writable,
                 "--container-writable and --container-readonly",
             )?,
+            Opt::MpiInject => {
+                let v = arg()?;
+                let m = warren::runtime::mpi_inject::Mode::parse(v, &flag)
+                    .map_err(|e| ArgError(e.to_string()))?;
+                match self.mpi_inject {
+                    Some(old) if old != m => {
+                        return err(format!("{flag} specified multiple times"))
+                    }
+                    _ => self.mpi_inject = Some(m),
+                }
+            }
             Opt::Env => {
                 let v = arg()?;
                 if v.len() > MAX_VALUE {
@@ -410,6 +426,9 @@ impl Args {
         if !self.env.is_empty() {
             v.push("--container-env");
         }
+        if self.mpi_inject.is_some() {
+            v.push("--container-mpi-inject");
+        }
         v
     }
 
@@ -510,6 +529,18 @@ mod tests {
         assert!(set(&mut b, Opt::Image, "UPPER/case").is_err());
         set(&mut b, Opt::Image, "./img.sqfs").unwrap();
         assert!(matches!(b.image, Some(Image::Squashfs(_))));
+        use warren::runtime::mpi_inject::Mode;
+        assert_eq!(
+            set(&mut b, Opt::MpiInject, "yes").unwrap_err().to_string(),
+            "warren: --container-mpi-inject \"yes\": expected off, on or force"
+        );
+        set(&mut b, Opt::MpiInject, "force").unwrap();
+        set(&mut b, Opt::MpiInject, "force").unwrap();
+        assert_eq!(b.mpi_inject, Some(Mode::Force));
+        assert!(set(&mut b, Opt::MpiInject, "on")
+            .unwrap_err()
+            .0
+            .contains("multiple times"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod tests {
             "kernel_mount",
             "shared_root",
             "cdi_gpus",
+            "mpi_inject",
         ] {
             assert!(
                 args.iter().any(|a| a.starts_with(&format!("{key}="))),

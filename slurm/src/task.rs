@@ -25,7 +25,7 @@ use warren::runtime::holder::Scope;
 use warren::runtime::idmap::Identity;
 use warren::runtime::image_config::ImageConfig;
 use warren::runtime::spec::{self, Mode, RunOptions, Writable};
-use warren::runtime::{hooks, inject, overlay, process, setup, state, sys};
+use warren::runtime::{hooks, inject, mpi_inject, overlay, process, setup, state, sys};
 
 /// Variables that always come from the host: Slurm's, the MPI launchers' and the
 /// accelerator selections Slurm makes per task (pyxis semantics).
@@ -55,21 +55,6 @@ pub fn env_changes(image_env: &[String], keep_host: &[String]) -> Vec<(String, S
         .filter(|(k, _)| !k.is_empty() && !always_host(k) && !keep_host.iter().any(|h| h == k))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// Pure: the PMIx server directory to bind (`PMIX_SERVER_TMPDIR`, absolute, no `..`, no
-/// character a bind spec cannot carry).
-pub fn pmix_dir(env: &[(String, String)]) -> Option<String> {
-    let d = env
-        .iter()
-        .find(|(k, _)| k == "PMIX_SERVER_TMPDIR")
-        .map(|(_, v)| v.trim_end_matches('/'))?;
-    let ok = d.starts_with('/')
-        && d.len() > 1
-        && !d.contains(':')
-        && !d.chars().any(|c| c.is_control())
-        && !d.split('/').any(|c| c == "..");
-    ok.then(|| d.to_string())
 }
 
 /// Everything the task needs, gathered by the SPANK glue.
@@ -213,9 +198,18 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     }
     // PMIx: the server's directory must be visible inside at the same path, or the
     // client cannot attach (gds_ds12_lock errors).
-    if let Some(d) = pmix_dir(&t.env) {
+    for d in warren::runtime::pmix::dirs(&t.env) {
         binds.push(format!("{d}:{d}:rw"));
     }
+    // Host MPI injection: the option, else the plugstack's default, else the nodes'
+    // warren.toml (`mpi.inject`).
+    let inject_mode = match t.args.mpi_inject.or(t.cfg.mpi_inject) {
+        Some(m) => m,
+        None => mpi_inject::Mode::parse(&config.mpi.inject, "/etc/warren/warren.toml mpi.inject")
+            .map_err(|e| format!("warren: {e}"))?,
+    };
+    let injection =
+        mpi_inject::plan(&config.mpi, inject_mode).map_err(|e| format!("warren: {e}"))?;
     let opts = RunOptions {
         volumes: binds,
         env: vec![],
@@ -251,6 +245,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     let (mut spec, _notices) =
         spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)
             .map_err(|e| format!("warren: {e:#}"))?;
+    if let Some(i) = &injection {
+        i.apply(&mut spec);
+    }
     // CDI devices (this task's GPUs) and the site's drop-ins and hooks.
     let devices = crate::gpus::select(&t.args.devices, t.cfg.cdi_gpus.as_deref(), &t.env)
         .map_err(|e| format!("warren: {e}"))?;
@@ -305,6 +302,17 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     changes.extend(devices.env);
     if !changes.iter().any(|(k, _)| k == "PATH") && !t.env.iter().any(|(k, _)| k == "PATH") {
         changes.push(("PATH".into(), setup::DEFAULT_PATH.into()));
+    }
+    if let Some(i) = &injection {
+        // slurmstepd execs with the job environment: the library path goes there.
+        let ld = changes
+            .iter()
+            .chain(t.env.iter())
+            .find(|(k, _)| k == "LD_LIBRARY_PATH")
+            .map(|(_, v)| v.clone());
+        let extra = i.env_changes(ld.as_deref());
+        changes.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        changes.extend(extra);
     }
     let ep = image_config.entrypoint.unwrap_or_default();
     if t.args.entrypoint.unwrap_or(t.cfg.entrypoint) && !ep.is_empty() {
@@ -427,19 +435,6 @@ mod tests {
                 ("LANG".to_string(), "C.UTF-8".to_string())
             ]
         );
-    }
-
-    #[test]
-    fn pmix_directory() {
-        let env = |v: &str| vec![("PMIX_SERVER_TMPDIR".to_string(), v.to_string())];
-        assert_eq!(
-            pmix_dir(&env("/var/lib/slurm/slurmd-n1/pmix.1.0/")).as_deref(),
-            Some("/var/lib/slurm/slurmd-n1/pmix.1.0")
-        );
-        for bad in ["rel/x", "/a:b", "/a/../b", "/"] {
-            assert_eq!(pmix_dir(&env(bad)), None, "{bad}");
-        }
-        assert_eq!(pmix_dir(&[]), None);
     }
 
     proptest! {

@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::runtime::holder::Scope;
 use crate::runtime::idmap::Identity;
 use crate::runtime::spec::{self, Mode, OverlayChoice, RunOptions, Writable};
-use crate::runtime::{inject, state, sys};
+use crate::runtime::{inject, mpi_inject, pmix, state, sys};
 use crate::store::ImageEntry;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -24,6 +24,14 @@ pub enum OverlayArg {
     Auto,
     Native,
     Fuse,
+}
+
+/// `--mpi-inject`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MpiInjectArg {
+    Off,
+    On,
+    Force,
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,6 +95,11 @@ pub struct Args {
     /// Overlay back end (default from run.overlay).
     #[arg(long, value_enum)]
     pub overlay: Option<OverlayArg>,
+    /// Bring in the host MPI and interconnect the site configured ([mpi] in warren.toml):
+    /// on refuses an image whose MPI is ABI-incompatible, force injects anyway (default
+    /// from mpi.inject, off; docs/mpi.md).
+    #[arg(long, value_enum, value_name = "off|on|force")]
+    pub mpi_inject: Option<MpiInjectArg>,
     /// Name (for warren ps / rm).
     #[arg(long)]
     pub name: Option<String>,
@@ -237,6 +250,18 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
     if args.tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         bail!("--tty: stdin is not a terminal");
     }
+    let inject = match args.mpi_inject {
+        Some(MpiInjectArg::Off) => mpi_inject::Mode::Off,
+        Some(MpiInjectArg::On) => mpi_inject::Mode::On,
+        Some(MpiInjectArg::Force) => mpi_inject::Mode::Force,
+        None => mpi_inject::Mode::parse(&ctx.config.mpi.inject, "mpi.inject")?,
+    };
+    // Checked before any pull. A holder runs nothing: the containers that join it
+    // inject for themselves.
+    let injection = match args.holder {
+        true => None,
+        false => mpi_inject::plan(&ctx.config.mpi, inject)?,
+    };
     let (image, entry) = find_image(ctx, &mut args)?;
     let opts = RunOptions {
         volumes: args.volume.clone(),
@@ -290,7 +315,20 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         },
     };
     let caller = super::caller::current(cfg)?;
+    let mut opts = opts;
+    // Started by an MPI launcher (mpirun, srun --mpi=pmix): its PMIx directories at the
+    // same path inside (docs/mpi.md); never for an isolated container.
+    if !opts.contain.unwrap_or(cfg.contain) && opts.mode == Mode::Container {
+        for d in pmix::dirs(&caller.env) {
+            if std::path::Path::new(&d).is_dir() {
+                opts.volumes.push(format!("{d}:{d}:rw"));
+            }
+        }
+    }
     let (mut spec, mut notices) = spec::build(cfg, image, &entry, &opts, &caller)?;
+    if let Some(i) = &injection {
+        i.apply(&mut spec);
+    }
     // CDI devices and the site's drop-ins and hooks (a holder runs no command: none).
     let inj = if spec.mode == Mode::Container {
         let argv0 = spec.argv.first().map(String::as_str).unwrap_or_default();

@@ -65,6 +65,11 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
 /// The dependencies of the ELF file `r`; `None` when it is not a 64-bit little-endian ELF
 /// or its headers do not add up (a static executable has `Some` with nothing in it).
 pub fn read<R: ReadAt + ?Sized>(r: &R) -> Option<Deps> {
+    read_at_most(r, MAX_NEEDED)
+}
+
+/// [`read`] with up to `max_needed` libraries (all of them, for host MPI injection).
+pub fn read_at_most<R: ReadAt + ?Sized>(r: &R, max_needed: usize) -> Option<Deps> {
     let eh = exact(r, 0, 64)?;
     if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
         return None;
@@ -103,7 +108,7 @@ pub fn read<R: ReadAt + ?Sized>(r: &R) -> Option<Deps> {
         let (tag, val) = (u64_at(&dy, i * 16), u64_at(&dy, i * 16 + 8));
         match tag {
             0 => break,
-            DT_NEEDED if names.len() < MAX_NEEDED => names.push(val),
+            DT_NEEDED if names.len() < max_needed => names.push(val),
             DT_STRTAB => strtab = Some(val),
             _ => {}
         }

@@ -13,6 +13,10 @@
 //!   `overlay`, `probe` (does kernel overlayfs work, cached per boot), `rootfs` (standard
 //!   mounts, pivot_root), `resolve` (in-root path work with openat2), `passwd`/`userdb`
 //!   (the user's passwd/group inside), `prefetch`/`elfdeps` (warm the page cache).
+//! * MPI: `pmix` (pure: the launcher's PMIx directories a task must see); host MPI
+//!   injection: `mpi_inject` (site `[mpi]` config → binds, devices, env; the
+//!   image's MPI checked in the set-up), `mpi_abi` (pure: a libmpi's ABI and whether the
+//!   host's can replace the image's).
 //! * hardening: `execonly` (execute-only, hence non-dumpable, FUSE daemons).
 //! * `--contain`: `pidns` (PID namespace and its own /proc, private IPC).
 //! * the process: `process` (`finish` = identity, caps, no_new_privs, seccomp;
@@ -44,11 +48,14 @@ pub mod inject;
 pub mod libguard;
 pub mod messages;
 pub mod mounts;
+pub mod mpi_abi;
+pub mod mpi_inject;
 pub mod oci_spec;
 pub mod oci_state;
 pub mod overlay;
 pub mod passwd;
 pub mod pidns;
+pub mod pmix;
 pub mod prefetch;
 pub mod probe;
 pub mod process;

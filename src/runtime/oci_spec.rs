@@ -181,6 +181,7 @@ pub fn build(
         // init (which also makes IPC private and hides the host's /dev/pts).
         contain: b.namespaces.pid,
         caps: b.capabilities,
+        mpi: None,
     };
     Ok((spec, notices))
 }

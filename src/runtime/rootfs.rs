@@ -501,6 +501,48 @@ mod tests {
         }
     }
 
+    /// Injected devices keep device access (no nodev); user binds never get it.
+    #[test]
+    fn devices_bind_with_device_access() {
+        let binds = [
+            Bind {
+                source: "/dev/infiniband".into(),
+                dest: "/dev/infiniband".into(),
+                read_only: false,
+                device: true,
+                noexec: false,
+            },
+            Bind {
+                source: "/srv".into(),
+                dest: "/srv".into(),
+                read_only: false,
+                device: false,
+                noexec: false,
+            },
+        ];
+        let ops = plan(&Plan {
+            tty_gid: false,
+            root_mapped: false,
+            host_pts: false,
+            tmp_size: "1g",
+            home: None,
+            binds: &binds,
+            etc_dir: Path::new("/etc"),
+            private_ipc: false,
+        });
+        let attrs_of = |p: &str| {
+            ops.iter()
+                .find_map(|o| match o {
+                    Op::Bind { dst, attrs, .. } if dst == Path::new(p) => Some(*attrs),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(attrs_of("/dev/infiniband") & sys::MOUNT_ATTR_NODEV, 0);
+        assert_ne!(attrs_of("/dev/infiniband") & sys::MOUNT_ATTR_NOSUID, 0);
+        assert_ne!(attrs_of("/srv") & sys::MOUNT_ATTR_NODEV, 0);
+    }
+
     #[test]
     fn private_ipc_binds_nothing_of_the_hosts_ipc() {
         let plan_with = |private_ipc| {

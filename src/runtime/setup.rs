@@ -240,6 +240,14 @@ fn prepare_root_inner(
         private_ipc: spec.contain,
     });
     let image = readonly::open_dir(lower).map_err(err("open the image root"))?;
+    // Host MPI injection: the image's own MPI, seen before anything hides it.
+    if let Some(check) = &spec.mpi {
+        if let Some(n) = super::mpi_inject::check_image(&image, check)
+            .map_err(|e| SetupError::new(e.to_string()))?
+        {
+            log.notices.push(n);
+        }
+    }
     // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
     // upper layer and a full range, written into it before the overlay exists.
     let mut passwd_done = false;

@@ -95,6 +95,9 @@ pub struct RunSpec {
     /// Capability sets asked for (an OCI config's `process.capabilities`); None:
     /// warren's (root inside: the default container set; others: none).
     pub caps: Option<super::caps::Sets>,
+    /// Host MPI injection: the check of the image's own MPI the set-up runs
+    /// (`mpi_inject::check_image`) before anything is bound over the image.
+    pub mpi: Option<super::mpi_inject::ImageCheck>,
 }
 
 /// Exit code when warren could not start the container (bad options, image, set-up).
@@ -319,6 +322,7 @@ pub fn build(
         join,
         contain,
         caps: None,
+        mpi: None,
     };
     Ok((spec, notices))
 }
@@ -366,6 +370,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         join: None,
         contain: false,
         caps: None,
+        mpi: None,
     }
 }
 

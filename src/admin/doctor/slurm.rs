@@ -268,6 +268,9 @@ pub mod plugstack {
         /// A CDI kind (`nvidia.com/gpu`): every containerized task gets the devices of
         /// the GPUs Slurm allocated to it (docs/devices.md). Default: none.
         pub cdi_gpus: Option<String>,
+        /// Default of `--container-mpi-inject`: `off`, `on` or `force` (docs/mpi.md).
+        /// `None`: the nodes' `mpi.inject` (/etc/warren/warren.toml).
+        pub mpi_inject: Option<crate::runtime::mpi_inject::Mode>,
     }
 
     impl Default for Config {
@@ -285,6 +288,7 @@ pub mod plugstack {
                 kernel_mount: false,
                 shared_root: false,
                 cdi_gpus: None,
+                mpi_inject: None,
             }
         }
     }
@@ -353,6 +357,12 @@ pub mod plugstack {
                     crate::runtime::cdi::check_kind(v).map_err(|w| bad(&w))?;
                     c.cdi_gpus = Some(v.to_string());
                 }
+                "mpi_inject" => {
+                    c.mpi_inject = Some(
+                        crate::runtime::mpi_inject::Mode::parse(v, "mpi_inject")
+                            .map_err(|_| bad("expected off, on or force"))?,
+                    )
+                }
                 _ => return Err(bad("unknown key (see warren's slurm/plugstack.conf)")),
             }
         }
@@ -379,12 +389,14 @@ pub mod plugstack {
                 "sbatch_support=0",
                 "kernel_mount=y",
                 "shared_root=true",
+                "mpi_inject=force",
                 "store=/scratch/%u/warren",
                 "warren=/opt/warren/bin/warren",
             ])
             .unwrap();
             assert_eq!(c.runtime_path, PathBuf::from("/run/w"));
             assert!(c.remap_root && !c.sbatch_support && c.kernel_mount && c.shared_root);
+            assert_eq!(c.mpi_inject, Some(crate::runtime::mpi_inject::Mode::Force));
             assert_eq!(
                 expand_store(c.store.as_deref().unwrap(), "ann", 7),
                 "/scratch/ann/warren"
@@ -396,6 +408,7 @@ pub mod plugstack {
                 "noequals",
                 "shared_store=/a:b",
                 "cdi_gpus=gpu",
+                "mpi_inject=yes",
             ] {
                 let e = parse(&[bad]).unwrap_err();
                 assert_eq!(e.arg, bad);
