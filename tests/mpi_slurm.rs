@@ -2,7 +2,8 @@
 //! mpi/pmix), as the test user (docs/mpi.md):
 //! - PMIx: `srun -N 3 -n 6 --mpi=pmix --container-image=…/test/openmpi mpi-hello`: six
 //!   distinct ranks of six on the three nodes, no PMIx error.
-//! - PMI2: `PMI_FD` (a descriptor above 2) is open in the container.
+//! - PMI2: `PMI_FD` (a descriptor above 2) is open in the container and a PMI2 client
+//!   (tests/fixtures/mpi/pmi2-init.sh) completes `init` and `fullinit` over it.
 //! - ranks of a node share /dev/shm, System V IPC and cross-memory attach
 //!   (`mpi-nodeshare` fails if `process_vm_readv` on the peer fails); a 2-rank
 //!   ping-pong over Open MPI's shared-memory transport with CMA.
@@ -73,10 +74,20 @@ fn pmix_wires_up_six_ranks_on_three_nodes() {
     assert_eq!(nodes, ["n1", "n2", "n3"].map(String::from).into(), "{out}");
 }
 
+/// `--mpi=pmi2`: the server's socket (`PMI_FD`, above 2) reaches the task open, and a
+/// PMI2 client speaks with Slurm's server over it from inside the container.
 #[test]
 fn pmi2_descriptor_stays_open_in_the_container() {
     let c = need!(cluster(&[OPENMPI]));
+    let script = c.work.join("pmi2-init.sh");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mpi/pmi2-init.sh"),
+        &script,
+    )
+    .unwrap();
+    c.work.give(&script);
     let img = format!("--container-image={OPENMPI}");
+    let mounts = format!("--container-mounts={0}:{0}:ro", c.work.path().display());
     let o = srun(
         c,
         "self,tcp",
@@ -87,19 +98,30 @@ fn pmi2_descriptor_stays_open_in_the_container() {
             "2",
             "--mpi=pmi2",
             &img,
-            "sh",
-            "-c",
-            "[ \"$PMI_FD\" -gt 2 ] && echo \"$PMI_RANK/$PMI_SIZE $(readlink /proc/self/fd/$PMI_FD | cut -c1-7)\"",
+            &mounts,
+            "bash",
+            script.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let lines: BTreeSet<String> = stdout(&o).lines().map(String::from).collect();
-    assert_eq!(
-        lines,
-        ["0/2 socket:", "1/2 socket:"].map(String::from).into(),
-        "{}",
-        stderr(&o)
-    );
+    let out = stdout(&o);
+    let mut ranks = BTreeSet::new();
+    for l in out.lines() {
+        let (fd, rest) = l.split_once(' ').unwrap();
+        assert!(fd.parse::<u32>().unwrap() > 2, "{out}");
+        assert!(
+            rest.starts_with("cmd=response_to_init rc=0 pmi_version=2")
+                && rest.contains("cmd=fullinit-response;rc=0;")
+                && rest.contains(";size=2;"),
+            "{out}"
+        );
+        let rank = rest
+            .split(";rank=")
+            .nth(1)
+            .and_then(|r| r.split(';').next());
+        ranks.insert(rank.unwrap().to_string());
+    }
+    assert_eq!(ranks, ["0", "1"].map(String::from).into(), "{out}");
 }
 
 #[test]
