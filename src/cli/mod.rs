@@ -20,6 +20,7 @@ pub mod pull;
 pub mod rm;
 pub mod rmi;
 pub mod run;
+pub mod shared_mount;
 pub mod store_args;
 pub mod supervisor;
 pub mod unshare;

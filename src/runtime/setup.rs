@@ -339,11 +339,13 @@ fn prepare_root_inner(
             merged
         }
     };
-    if spec.join.is_none() {
+    if spec.join.is_none() || overlay_daemon.is_some() {
         // The FUSE daemons stay in this mount namespace; the container moves to a copy.
         // pivot_root changes the root of every process of its namespace whose root is the
         // old one: a daemon rooted in its own file system deadlocks on its first path
-        // lookup (fuse-overlayfs resolves /proc/self/fd/N).
+        // lookup (fuse-overlayfs resolves /proc/self/fd/N). A joined container's image
+        // daemon is the holder's, in the holder's namespace: only its own fuse-overlayfs
+        // needs this.
         // SAFETY: unshare on the calling process.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
             return Err(os_err("new mount namespace"));
