@@ -495,6 +495,7 @@ impl Child<'_> {
         // 2. The library's set-up, in this process.
         let staged = setup::stage(spec, log)?;
         if holder {
+            setup::check_image(spec, &staged)?;
             let mut msgs = log_messages(spec, log);
             msgs.push(Message::Ready);
             let rep = &mut self.rep;

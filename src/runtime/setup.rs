@@ -148,6 +148,21 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
     })
 }
 
+/// A holder's last step before it is ready: its image answers (the first FUSE request
+/// waits for the daemon to serve). A daemon that died is named, as in [`prepare_root`].
+pub fn check_image(spec: &RunSpec, staged: &Staged) -> Result<(), SetupError> {
+    let r = std::fs::metadata(&staged.lower).map_err(err("the image root"));
+    r.map(|_| ()).map_err(|e| {
+        let why = super::fuse::daemon_death(
+            staged.daemon,
+            "squashfuse",
+            spec.squashfuse_configured.as_path(),
+            &e.msg,
+        );
+        why.map_or(e.clone(), |w| SetupError::new(format!("{w} (then: {})", e.msg)))
+    })
+}
+
 /// Bind the directory `dir` read-only (recursively) onto `lower`.
 fn bind_lower(dir: &Path, lower: &Path) -> std::io::Result<()> {
     let tree = sys::open_tree_clone(dir, true)?;
