@@ -701,11 +701,23 @@ mod tests {
         assert!(load("[run]\ncontain = true\n", &[]).unwrap().run.contain);
         let c = load("", &[]).unwrap();
         assert!(c.run.shared_mount && c.run.shared_mount_idle == 60);
-        let c = load("[run]\nshared_mount = false\nshared_mount_idle = \"2m\"\n", &[]).unwrap();
+        let c = load(
+            "[run]\nshared_mount = false\nshared_mount_idle = \"2m\"\n",
+            &[],
+        )
+        .unwrap();
         assert!(!c.run.shared_mount && c.run.shared_mount_idle == 120);
-        assert_eq!(load("[run]\nshared_mount_idle = 0\n", &[]).unwrap().run.shared_mount_idle, 0);
+        assert_eq!(
+            load("[run]\nshared_mount_idle = 0\n", &[])
+                .unwrap()
+                .run
+                .shared_mount_idle,
+            0
+        );
         for bad in ["-1", "\"1d\"", "\"x\"", "86401", "\"\"", "\"1.5s\""] {
-            let e = load(&format!("[run]\nshared_mount_idle = {bad}\n"), &[]).unwrap_err().to_string();
+            let e = load(&format!("[run]\nshared_mount_idle = {bad}\n"), &[])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("seconds") && !e.contains('\n'), "{bad}: {e}");
         }
         for bad in ["2", "maybe", "on", ""] {

@@ -162,11 +162,15 @@ fn attack(f: &Fixture, opts: &[&str], tag: &str) -> (Report, Vec<u8>) {
     let (monitor, sqfs, fovl, holder) = loop {
         let kids = children(wpid);
         let holder = kids.iter().copied().find(|&k| session(k) == k);
-        let found = kids.iter().copied().find(|&k| Some(k) != holder).and_then(|m| {
-            let named = |p: i32, n: &str| children(p).into_iter().find(|c| comm(*c) == n);
-            named(holder.unwrap_or(m), "squashfuse_ll")
-                .map(|s| (m, s, named(m, "fuse-overlayfs"), holder))
-        });
+        let found = kids
+            .iter()
+            .copied()
+            .find(|&k| Some(k) != holder)
+            .and_then(|m| {
+                let named = |p: i32, n: &str| children(p).into_iter().find(|c| comm(*c) == n);
+                named(holder.unwrap_or(m), "squashfuse_ll")
+                    .map(|s| (m, s, named(m, "fuse-overlayfs"), holder))
+            });
         if let (Some(x), true) = (found, x.join("ready").exists()) {
             break x;
         }

@@ -22,7 +22,11 @@ fn what(rundir: &Path, r: &state::Record, now: u64) -> String {
     if r.kind != "holder" {
         return r.command.join(" ");
     }
-    let shared = if r.idle.is_some() { "shared image mount" } else { "holder" };
+    let shared = if r.idle.is_some() {
+        "shared image mount"
+    } else {
+        "holder"
+    };
     if holder::in_use(rundir, r) {
         return format!("({shared}, in use)");
     }

@@ -227,7 +227,8 @@ pub fn in_use(rundir: &Path, h: &Record) -> bool {
     let Ok(f) = File::open(state::record_path(rundir, &h.id)) else {
         return false;
     };
-    ofd_lock(f.as_raw_fd(), libc::F_OFD_GETLK, libc::F_WRLCK).is_ok_and(|t| t != libc::F_UNLCK as libc::c_short)
+    ofd_lock(f.as_raw_fd(), libc::F_OFD_GETLK, libc::F_WRLCK)
+        .is_ok_and(|t| t != libc::F_UNLCK as libc::c_short)
 }
 
 /// Unix time (seconds) at which a shared holder `h` ends if nobody uses it meanwhile
@@ -473,7 +474,12 @@ fn wait_idle(rec: &File, started: u64, idle: u64, set: &libc::sigset_t) {
                 continue;
             }
         }
-        let end_ms = deadline(created_ms, mtime_ms(rec), idle * 1000, FIRST_USE_GRACE * 1000);
+        let end_ms = deadline(
+            created_ms,
+            mtime_ms(rec),
+            idle * 1000,
+            FIRST_USE_GRACE * 1000,
+        );
         let now = now_ms();
         if now >= end_ms {
             return;

@@ -159,7 +159,9 @@ pub fn check_image(spec: &RunSpec, staged: &Staged) -> Result<(), SetupError> {
             spec.squashfuse_configured.as_path(),
             &e.msg,
         );
-        why.map_or(e.clone(), |w| SetupError::new(format!("{w} (then: {})", e.msg)))
+        why.map_or(e.clone(), |w| {
+            SetupError::new(format!("{w} (then: {})", e.msg))
+        })
     })
 }
 

@@ -251,7 +251,9 @@ pub fn build(
     let identity = identity_name(opts.identity);
     let join = match opts.mode {
         // A contained container never shares a user namespace with others (security.md).
-        Mode::Container if opts.join && !contain => holder::find(&rundir, &opts.scope, &digest, identity)?,
+        Mode::Container if opts.join && !contain => {
+            holder::find(&rundir, &opts.scope, &digest, identity)?
+        }
         Mode::Container => None,
         Mode::Holder => {
             if let Some(h) = holder::find(&rundir, &opts.scope, &digest, identity)? {
