@@ -541,6 +541,71 @@ mod tests {
     }
 
     #[test]
+    fn shared_mounts_match_by_map_and_end_on_time() {
+        let d = "sha256:a";
+        let map = |lo: u32| {
+            super::super::idmap::choose(
+                crate::runtime::idmap::Identity::KeepId,
+                1001,
+                1001,
+                &[(lo as u64, 65536)],
+                &[(lo as u64, 65536)],
+            )
+        };
+        let (k1, k2) = (share_key(&map(100000)), share_key(&map(200000)));
+        assert_ne!(k1, k2);
+        assert!(
+            k1.starts_with("u=1001:1001:1,") && k1.contains(";g="),
+            "{k1}"
+        );
+        let mut h = rec("holder", Scope::User, d, "keep-id");
+        // A record without a key (older version, or a job's) matches by identity alone.
+        assert!(matches_key(&h, &Scope::User, d, "keep-id", &k1));
+        h.key = k1.clone();
+        assert!(matches_key(&h, &Scope::User, d, "keep-id", &k1));
+        assert!(!matches_key(&h, &Scope::User, d, "keep-id", &k2));
+        assert!(!matches_key(&h, &Scope::User, d, "remap-root", &k1));
+        assert!(!matches_key(&h, &job(1, None), d, "keep-id", &k1));
+        // Never used: the grace (or the idle time if longer) from creation; used: the
+        // idle time from the last use.
+        assert_eq!(deadline(100, 100, 0, 5), 105);
+        assert_eq!(deadline(100, 100, 60, 5), 160);
+        assert_eq!(deadline(100, 130, 0, 5), 130);
+        assert_eq!(deadline(100, 130, 60, 5), 190);
+        assert_eq!(next_check(0, 10_000), 1000);
+        assert_eq!(next_check(9_990, 10_000), 20);
+        assert_eq!(next_check(20_000, 10_000), 20);
+    }
+
+    #[test]
+    fn use_locks_keep_a_holder_from_being_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ctr")).unwrap();
+        // The "holder": a child process, its record locked by this process.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut h = rec("holder", Scope::User, "sha256:a", "keep-id");
+        h.id = state::new_id();
+        h.pid = child.id() as i32;
+        h.idle = Some(0);
+        let reg = state::register(dir.path(), &h).unwrap();
+        assert!(!in_use(dir.path(), &h));
+        let u = use_holder(dir.path(), &h).unwrap().expect("a live holder");
+        assert!(in_use(dir.path(), &h));
+        assert!(!stop_if_unused(dir.path(), &h, 0, false).unwrap());
+        assert!(child.try_wait().unwrap().is_none(), "stopped under a user");
+        drop(u);
+        assert!(!in_use(dir.path(), &h));
+        assert!(stop_if_unused(dir.path(), &h, 5, false).unwrap());
+        assert!(child.wait().unwrap().code().is_none(), "ended by a signal");
+        // Its record unlinked (as the holder does when it ends): joiners find nothing.
+        reg.remove();
+        assert!(use_holder(dir.path(), &h).unwrap().is_none());
+    }
+
+    #[test]
     fn job_values() {
         assert_eq!(Scope::parse_job("42").unwrap(), job(42, None));
         assert_eq!(Scope::parse_job("42.7").unwrap(), job(42, Some(7)));
