@@ -27,8 +27,14 @@ fn run_cmd(f: &Fixture, u: &User, idle: &str, sqfs: &Path, args: &[&str]) -> Com
     c
 }
 
+/// Run (with `--timing`: its lines tell how the image was mounted) and require success.
 fn run(f: &Fixture, u: &User, idle: &str, sqfs: &Path, args: &[&str]) -> String {
-    ok(&run_cmd(f, u, idle, sqfs, args).output().unwrap())
+    let o = run_cmd(f, u, idle, sqfs, &[&["--timing"], args].concat())
+        .output()
+        .unwrap();
+    let out = ok(&o);
+    eprintln!("{}", stderr(&o).trim());
+    out
 }
 
 /// `warren ps --json` records (with `in_use`/`idle_deadline` for holders) of `sqfs`.
@@ -259,7 +265,13 @@ fn kill_9_of_an_idle_holder_leaves_nothing_and_the_next_run_works() {
     let img = own_image(f, "k9holder");
     run(f, &f.ci, "60", &img, &["true"]);
     let hs = holders(f, &f.ci, &img);
-    assert_eq!(hs.len(), 1);
+    assert_eq!(
+        hs.len(),
+        1,
+        "{:?} {:?}",
+        ok(&f.cmd(&f.ci, &["ps", "--json"]).output().unwrap()),
+        processes_of(&img)
+    );
     // SAFETY: SIGKILL to the test user's holder process.
     unsafe { libc::kill(hs[0]["pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
     // Its image daemon dies with it and `ps` drops its stale record.

@@ -302,7 +302,19 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         }
     }
     if share {
-        if let Some(u) = super::shared_mount::acquire(cfg, &spec)? {
+        let t = sys::monotonic_ns();
+        if let Some((u, started)) = super::shared_mount::acquire(cfg, &spec)? {
+            if spec.timing {
+                eprintln!(
+                    "warren timing: shared image mount {} {:.2} ms (in prepare)",
+                    if started {
+                        "started and joined"
+                    } else {
+                        "joined"
+                    },
+                    (sys::monotonic_ns() - t) as f64 / 1e6
+                );
+            }
             let mut spec = spec;
             spec.join = Some(u.record.clone());
             let res = super::supervisor::run_joined(cfg, &spec, t_start, &u);

@@ -11,10 +11,11 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
-/// A use of the shared image mount for `spec`, or `None` when none can be had (its
-/// holder could not be started: the caller mounts the image privately, whose errors then
-/// say why).
-pub fn acquire(cfg: &RunConfig, spec: &RunSpec) -> Result<Option<Use>> {
+/// A use of the shared image mount for `spec` and whether this run started it, or `None`
+/// when none can be had (its holder could not be started: the caller mounts the image
+/// privately, whose errors then say why).
+pub fn acquire(cfg: &RunConfig, spec: &RunSpec) -> Result<Option<(Use, bool)>> {
+    let mut started = false;
     let identity = identity_name(spec.identity);
     let key = holder::share_key(&spec.map);
     let find = || holder::find_keyed(&spec.rundir, &spec.scope, &spec.digest, identity, &key);
@@ -23,7 +24,7 @@ pub fn acquire(cfg: &RunConfig, spec: &RunSpec) -> Result<Option<Use>> {
     for _ in 0..4 {
         if let Some(h) = find()? {
             if let Some(u) = holder::use_holder(&spec.rundir, &h)? {
-                return Ok(Some(u));
+                return Ok(Some((u, started)));
             }
             continue;
         }
@@ -49,11 +50,18 @@ pub fn acquire(cfg: &RunConfig, spec: &RunSpec) -> Result<Option<Use>> {
         hs.timing = false;
         hs.quiet = true;
         hs.join = None;
-        if super::supervisor::start_holder(cfg, &hs, cfg.shared_mount_idle, lock.as_raw_fd())
-            .is_err()
+        if let Err(e) =
+            super::supervisor::start_holder(cfg, &hs, cfg.shared_mount_idle, lock.as_raw_fd())
         {
+            if spec.timing {
+                eprintln!(
+                    "warren timing: shared image mount not started ({}): mounting privately",
+                    super::one_line(&e)
+                );
+            }
             return Ok(None);
         }
+        started = true;
     }
     Ok(None)
 }

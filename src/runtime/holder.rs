@@ -409,6 +409,9 @@ pub fn serve(
         set
     };
     ready();
+    // It outlives its starter: keep none of the starter's descriptors (a caller waiting
+    // for EOF on an inherited pipe would wait for the holder's end), only the record.
+    close_all_but(reg.file.as_raw_fd());
     match idle {
         None => {
             let mut sig = 0;
@@ -426,6 +429,20 @@ pub fn serve(
         libc::kill(daemon, libc::SIGKILL);
         libc::waitpid(daemon, std::ptr::null_mut(), 0);
         libc::_exit(0)
+    }
+}
+
+/// Close every descriptor from 3 up except `keep` (this process never returns to the
+/// frames owning the others: it exits with `_exit`).
+fn close_all_but(keep: RawFd) {
+    let keep = keep.max(3) as u32;
+    // SAFETY: close_range on ranges of this process's own descriptors; the objects that
+    // owned them are never used again (see above).
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
     }
 }
 
