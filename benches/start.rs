@@ -361,7 +361,7 @@ fn main() {
         s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
         n,
     );
-    let run = |extra: &[&str]| {
+    let wrun = |extra: &[&str]| {
         let mut v = s(&[&w, "run", "--pull=never"]);
         v.extend(s(extra));
         v.push(img.clone());
@@ -372,11 +372,11 @@ fn main() {
         &mut rows,
         &mut plan,
         "warren run (first container, native overlay)",
-        run(&["--no-join", "--overlay", "native"]),
+        wrun(&["--no-join", "--overlay", "native"]),
         n,
     );
     let mut shared = vec!["WARREN_RUN_SHARED_MOUNT_IDLE=0".to_string()];
-    shared.extend(run(&["--overlay", "native"]));
+    shared.extend(wrun(&["--overlay", "native"]));
     measure(
         &mut rows,
         &mut plan,
@@ -388,50 +388,16 @@ fn main() {
         &mut rows,
         &mut plan,
         "warren run --read-only (no overlay)",
-        run(&["--no-join", "--read-only"]),
+        wrun(&["--no-join", "--read-only"]),
         n,
     );
     measure(
         &mut rows,
         &mut plan,
         "warren run (fuse-overlayfs)",
-        run(&["--no-join", "--overlay", "fuse"]),
+        wrun(&["--no-join", "--overlay", "fuse"]),
         n.min(15),
     );
-    let holder = Command::new(&w)
-        .args([
-            "run",
-            "--pull=never",
-            "--holder",
-            "--name",
-            "bench-holder",
-            &img,
-        ])
-        .stdout(Stdio::null())
-        .status();
-    let holder_up = holder.is_ok_and(|s| s.success());
-    if holder_up {
-        measure(
-            &mut rows,
-            &mut plan,
-            "warren run (joins a holder)",
-            run(&[]),
-            n,
-        );
-        measure(
-            &mut rows,
-            &mut plan,
-            "warren run --read-only (joins a holder)",
-            run(&["--read-only"]),
-            n,
-        );
-    } else {
-        rows.push((
-            "warren run (joins a holder)".into(),
-            String::new(),
-            Err("holder did not start".into()),
-        ));
-    }
     if have("ch-run") {
         // Its squashfs mount point inside the bench dir (default /var/tmp/USER.ch/mnt).
         let mnt = dir.join("ch-mnt");
@@ -556,7 +522,52 @@ fn main() {
             Err("podman not installed".into()),
         ));
     }
+    // The joins: a second pass with a holder of IMG running (the rows above must not
+    // find it: the shared first start would join it), against its own floor.
     run_rounds(&mut rows, &plan);
+    let mut join_plan: Plan = Vec::new();
+    measure(
+        &mut rows,
+        &mut join_plan,
+        "floor (second pass, with the joins)",
+        s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
+        n,
+    );
+    let holder = Command::new(&w)
+        .args([
+            "run",
+            "--pull=never",
+            "--holder",
+            "--name",
+            "bench-holder",
+            &img,
+        ])
+        .stdout(Stdio::null())
+        .status();
+    let holder_up = holder.is_ok_and(|s| s.success());
+    if holder_up {
+        measure(
+            &mut rows,
+            &mut join_plan,
+            "warren run (joins a holder)",
+            wrun(&[]),
+            n,
+        );
+        measure(
+            &mut rows,
+            &mut join_plan,
+            "warren run --read-only (joins a holder)",
+            wrun(&["--read-only"]),
+            n,
+        );
+    } else {
+        rows.push((
+            "warren run (joins a holder)".into(),
+            String::new(),
+            Err("holder did not start".into()),
+        ));
+    }
+    run_rounds(&mut rows, &join_plan);
     if holder_up {
         let _ = Command::new(&w)
             .args(["rm", "bench-holder"])
@@ -613,8 +624,12 @@ fn main() {
         ),
         Err(e) => println!("     SKIP  32 concurrent runs: {e}"),
     }
-    let floor = rows[0].2.clone().ok();
+    // Ratios against the floor of the same pass (the last floor row above).
+    let mut floor = None;
     for (name, cmd, r) in &rows {
+        if name.starts_with("floor") {
+            floor = r.clone().ok();
+        }
         match (r, floor) {
             (Ok(ms), Some(f)) => println!(
                 "{ms:>9.2}  {:>5.1}x floor  {name}\n           {cmd}",
