@@ -1,7 +1,11 @@
 //! Container start benchmark (harness = false): median wall time of
 //!   floor   `unshare --user --map-root-user --mount true`
-//!   warren  `warren run --no-join IMG true`  (first container of the image, warm cache)
+//!   warren  `warren run --no-join IMG true`  (first container of the image, private mount)
+//!   shared  `warren run IMG true` with `run.shared_mount_idle = 0` (the default path for
+//!           a first container: starts the shared image mount, joins it, ends it)
 //!   join    `warren run IMG true`            (joins a namespace holder of IMG)
+//!   32      32 concurrent `warren run IMG true` (default settings, no mount of IMG before)
+//!           against 32 concurrent floors: wall time, added cost per container, mounts
 //!   ch-run  `ch-run STORE/…/image.sqfs -- true` (Charliecloud on warren's own squashfs)
 //!   podman  `podman run --rm --network=host IMG true` (rootless)
 //! IMG is a busybox-static tree with the standard mount points (ch-run needs them), made
@@ -28,11 +32,24 @@ fn have(p: &str) -> bool {
     sh(&format!("command -v {p} >/dev/null"))
 }
 
+/// `argv` as a command; leading `NAME=VALUE` words are its environment (no `env` exec
+/// in the timed path).
+fn command(argv: &[String]) -> Command {
+    let vars = argv.iter().take_while(|a| a.contains('=')).count();
+    let mut c = Command::new(&argv[vars]);
+    c.args(&argv[vars + 1..]);
+    for v in &argv[..vars] {
+        if let Some((k, val)) = v.split_once('=') {
+            c.env(k, val);
+        }
+    }
+    c
+}
+
 /// One timed run of `argv` in ms, or its error.
 fn time_once(argv: &[String]) -> Result<f64, String> {
     let t = Instant::now();
-    let o = Command::new(&argv[0])
-        .args(&argv[1..])
+    let o = command(argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -177,6 +194,112 @@ fn drop_to(user: &str) -> Result<(), String> {
 /// The loopback test registry (scripts/registry.sh) holding test/debian.
 const DEBIAN_REGISTRY: &str = "127.0.0.1:5000";
 
+/// What [`concurrent`] measured.
+struct Batch {
+    rounds: usize,
+    floor_ms: f64,
+    warren_ms: f64,
+    max_mounts: usize,
+}
+
+/// Start all of `cmds` at once; the wall time until all exited, in ms.
+fn batch_once(cmds: Vec<Command>, watch: Option<&str>) -> Result<(f64, usize), String> {
+    let t = Instant::now();
+    let mut kids = Vec::new();
+    for mut c in cmds {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        kids.push(c.spawn().map_err(|e| e.to_string())?);
+    }
+    // Image daemons serving `watch`, sampled while the batch runs (one per mount).
+    let mut max_mounts = 0;
+    let mut ok = true;
+    for mut k in kids {
+        if let Some(path) = watch {
+            max_mounts = max_mounts.max(daemons_of(path));
+        }
+        ok &= k.wait().is_ok_and(|s| s.success());
+    }
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if !ok {
+        return Err("a run of the batch failed".into());
+    }
+    Ok((ms, max_mounts))
+}
+
+/// `squashfuse_ll` processes whose command line names `path`.
+fn daemons_of(path: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let p = e.path();
+                    std::fs::read_to_string(p.join("comm"))
+                        .is_ok_and(|c| c.trim() == "squashfuse_ll")
+                        && std::fs::read(p.join("cmdline"))
+                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(path))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// 32 concurrent `warren run IMG true` (default settings: the first starts the shared
+/// mount, the others join it) against 32 concurrent floors, `rounds` batches
+/// interleaved; the holder is removed after each warren batch so that every batch starts
+/// without a mount.
+fn concurrent(w: &str, img: &str, sqfs: &str, rounds: usize) -> Result<Batch, String> {
+    let (mut floors, mut warrens, mut max_mounts) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..rounds {
+        let floor = (0..32)
+            .map(|_| {
+                let mut c = Command::new("unshare");
+                c.args(["--user", "--map-root-user", "--mount", "true"]);
+                c
+            })
+            .collect();
+        floors.push(batch_once(floor, None)?.0);
+        let runs = (0..32)
+            .map(|_| {
+                let mut c = Command::new(w);
+                c.args(["run", "--pull=never", img, "true"]);
+                c
+            })
+            .collect();
+        let (ms, mounts) = batch_once(runs, Some(sqfs))?;
+        warrens.push(ms);
+        max_mounts = max_mounts.max(mounts);
+        remove_holders(w);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    Ok(Batch {
+        rounds,
+        floor_ms: median(&mut floors),
+        warren_ms: median(&mut warrens),
+        max_mounts,
+    })
+}
+
+/// `warren rm` every holder of the bench's runtime dir.
+fn remove_holders(w: &str) {
+    let Ok(o) = Command::new(w).args(["ps", "--json"]).output() else {
+        return;
+    };
+    let recs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    for r in recs.iter().filter(|r| r["kind"] == "holder") {
+        if let Some(id) = r["id"].as_str() {
+            let _ = Command::new(w)
+                .args(["rm", id])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
 type Rows = Vec<(String, String, Result<f64, String>)>;
 /// (row, argv, runs) for each command to time.
 type Plan = Vec<(usize, Vec<String>, usize)>;
@@ -238,7 +361,7 @@ fn main() {
         s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
         n,
     );
-    let run = |extra: &[&str]| {
+    let wrun = |extra: &[&str]| {
         let mut v = s(&[&w, "run", "--pull=never"]);
         v.extend(s(extra));
         v.push(img.clone());
@@ -249,57 +372,32 @@ fn main() {
         &mut rows,
         &mut plan,
         "warren run (first container, native overlay)",
-        run(&["--no-join", "--overlay", "native"]),
+        wrun(&["--no-join", "--overlay", "native"]),
+        n,
+    );
+    let mut shared = vec!["WARREN_RUN_SHARED_MOUNT_IDLE=0".to_string()];
+    shared.extend(wrun(&["--overlay", "native"]));
+    measure(
+        &mut rows,
+        &mut plan,
+        "warren run (first container: starts, joins, ends its shared mount)",
+        shared,
         n,
     );
     measure(
         &mut rows,
         &mut plan,
         "warren run --read-only (no overlay)",
-        run(&["--no-join", "--read-only"]),
+        wrun(&["--no-join", "--read-only"]),
         n,
     );
     measure(
         &mut rows,
         &mut plan,
         "warren run (fuse-overlayfs)",
-        run(&["--no-join", "--overlay", "fuse"]),
+        wrun(&["--no-join", "--overlay", "fuse"]),
         n.min(15),
     );
-    let holder = Command::new(&w)
-        .args([
-            "run",
-            "--pull=never",
-            "--holder",
-            "--name",
-            "bench-holder",
-            &img,
-        ])
-        .stdout(Stdio::null())
-        .status();
-    let holder_up = holder.is_ok_and(|s| s.success());
-    if holder_up {
-        measure(
-            &mut rows,
-            &mut plan,
-            "warren run (joins a holder)",
-            run(&[]),
-            n,
-        );
-        measure(
-            &mut rows,
-            &mut plan,
-            "warren run --read-only (joins a holder)",
-            run(&["--read-only"]),
-            n,
-        );
-    } else {
-        rows.push((
-            "warren run (joins a holder)".into(),
-            String::new(),
-            Err("holder did not start".into()),
-        ));
-    }
     if have("ch-run") {
         // Its squashfs mount point inside the bench dir (default /var/tmp/USER.ch/mnt).
         let mnt = dir.join("ch-mnt");
@@ -424,14 +522,60 @@ fn main() {
             Err("podman not installed".into()),
         ));
     }
+    // The joins: a second pass with a holder of IMG running (the rows above must not
+    // find it: the shared first start would join it), against its own floor.
     run_rounds(&mut rows, &plan);
-    run_rounds(&mut rows, &podman_plan);
+    let mut join_plan: Plan = Vec::new();
+    measure(
+        &mut rows,
+        &mut join_plan,
+        "floor (second pass, with the joins)",
+        s(&["unshare", "--user", "--map-root-user", "--mount", "true"]),
+        n,
+    );
+    let holder = Command::new(&w)
+        .args([
+            "run",
+            "--pull=never",
+            "--holder",
+            "--name",
+            "bench-holder",
+            &img,
+        ])
+        .stdout(Stdio::null())
+        .status();
+    let holder_up = holder.is_ok_and(|s| s.success());
+    if holder_up {
+        measure(
+            &mut rows,
+            &mut join_plan,
+            "warren run (joins a holder)",
+            wrun(&[]),
+            n,
+        );
+        measure(
+            &mut rows,
+            &mut join_plan,
+            "warren run --read-only (joins a holder)",
+            wrun(&["--read-only"]),
+            n,
+        );
+    } else {
+        rows.push((
+            "warren run (joins a holder)".into(),
+            String::new(),
+            Err("holder did not start".into()),
+        ));
+    }
+    run_rounds(&mut rows, &join_plan);
     if holder_up {
         let _ = Command::new(&w)
             .args(["rm", "bench-holder"])
             .stdout(Stdio::null())
             .status();
     }
+    let batch = concurrent(&w, &img, &sqfs, n.clamp(3, 10));
+    run_rounds(&mut rows, &podman_plan);
     if have("podman") && pause_before.is_none() {
         if let Some(pid) = std::fs::read_to_string(&pause_file)
             .ok()
@@ -466,8 +610,26 @@ fn main() {
     println!(
         "container start, median of {n} runs (podman 10, fuse-overlayfs 15) after 2 warm-up runs; all but podman interleaved round by round (ms):"
     );
-    let floor = rows[0].2.clone().ok();
+    match batch {
+        Ok(b) => println!(
+            "32 concurrent runs, median of {} batches: floor {:.1} ms, warren {:.1} ms per batch \
+             (added {:.2} ms per container); at most {} image mount(s) of IMG during a batch\n\
+             (batch = 32 × `warren run --pull=never IMG true` started at once, default settings, \
+             no mount of IMG before; floor = 32 × `unshare --user --map-root-user --mount true`)",
+            b.rounds,
+            b.floor_ms,
+            b.warren_ms,
+            (b.warren_ms - b.floor_ms) / 32.0,
+            b.max_mounts
+        ),
+        Err(e) => println!("     SKIP  32 concurrent runs: {e}"),
+    }
+    // Ratios against the floor of the same pass (the last floor row above).
+    let mut floor = None;
     for (name, cmd, r) in &rows {
+        if name.starts_with("floor") {
+            floor = r.clone().ok();
+        }
         match (r, floor) {
             (Ok(ms), Some(f)) => println!(
                 "{ms:>9.2}  {:>5.1}x floor  {name}\n           {cmd}",

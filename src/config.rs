@@ -93,6 +93,55 @@ fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     d.deserialize_any(V)
 }
 
+/// Longest `run.shared_mount_idle`: one day.
+pub const MAX_IDLE_SECS: u64 = 86_400;
+
+/// Pure: a duration in seconds: `N`, `Ns`, `Nm` or `Nh` (blanks around ignored), at most
+/// [`MAX_IDLE_SECS`].
+pub fn parse_seconds(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().last()? {
+        (i, 's') => (&t[..i], 1),
+        (i, 'm') => (&t[..i], 60),
+        (i, 'h') => (&t[..i], 3600),
+        _ => (t, 1),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse::<u64>()
+        .ok()?
+        .checked_mul(unit)
+        .filter(|&v| v <= MAX_IDLE_SECS)
+}
+
+/// A duration key: a TOML integer (seconds) or a [`parse_seconds`] string.
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(
+                f,
+                "seconds: N, \"Ns\", \"Nm\" or \"Nh\", at most {MAX_IDLE_SECS} s"
+            )
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .ok()
+                .filter(|&v| v <= MAX_IDLE_SECS)
+                .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_seconds(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// The whole configuration. Unknown keys are an error, so typos do not pass silently.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -189,6 +238,14 @@ pub struct RunConfig {
     /// /proc, private IPC, no home, only fds 0-2, no host environment).
     #[serde(deserialize_with = "flex_bool")]
     pub contain: bool,
+    /// Share one image mount (a namespace holder started on demand) among the user's
+    /// containers of one image and identity (docs/run.md, "Shared image mounts").
+    #[serde(deserialize_with = "flex_bool")]
+    pub shared_mount: bool,
+    /// Seconds a shared image mount stays after its last container ended (`60`, `"90s"`,
+    /// `"5m"`); 0: it ends with its last container.
+    #[serde(deserialize_with = "seconds")]
+    pub shared_mount_idle: u64,
     /// Paths of the helper programs (looked up in PATH when relative).
     pub squashfuse: String,
     pub fuse_overlayfs: String,
@@ -232,6 +289,8 @@ impl Default for RunConfig {
             mount_home: true,
             fake_chown: false,
             contain: false,
+            shared_mount: true,
+            shared_mount_idle: 60,
             squashfuse: "squashfuse_ll".into(),
             fuse_overlayfs: "fuse-overlayfs".into(),
             newuidmap: "newuidmap".into(),
@@ -776,6 +835,27 @@ mod tests {
         assert!(c.run.fake_chown && !c.run.mount_home);
         assert!(!c.run.contain);
         assert!(load("[run]\ncontain = true\n", &[]).unwrap().run.contain);
+        let c = load("", &[]).unwrap();
+        assert!(c.run.shared_mount && c.run.shared_mount_idle == 60);
+        let c = load(
+            "[run]\nshared_mount = false\nshared_mount_idle = \"2m\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!c.run.shared_mount && c.run.shared_mount_idle == 120);
+        assert_eq!(
+            load("[run]\nshared_mount_idle = 0\n", &[])
+                .unwrap()
+                .run
+                .shared_mount_idle,
+            0
+        );
+        for bad in ["-1", "\"1d\"", "\"x\"", "86401", "\"\"", "\"1.5s\""] {
+            let e = load(&format!("[run]\nshared_mount_idle = {bad}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("seconds") && !e.contains('\n'), "{bad}: {e}");
+        }
         for bad in ["2", "maybe", "on", ""] {
             let e = load("", &[("WARREN_RUN_FAKE_CHOWN", bad)])
                 .unwrap_err()
@@ -888,6 +968,22 @@ mod tests {
             let s = format!("{pad}{s}{pad}");
             let want = matches!(w, "1" | "yes" | "true");
             proptest::prop_assert_eq!(parse_bool(&s), Some(want));
+        }
+
+        #[test]
+        fn parse_seconds_takes_only_bounded_durations(s in "\\PC{0,12}") {
+            if let Some(v) = parse_seconds(&s) {
+                let t = s.trim();
+                proptest::prop_assert!(v <= MAX_IDLE_SECS);
+                proptest::prop_assert!(t.trim_end_matches(['s', 'm', 'h']).bytes().all(|b| b.is_ascii_digit()));
+            }
+        }
+
+        #[test]
+        fn parse_seconds_round_trips(n in 0u64..=MAX_IDLE_SECS) {
+            proptest::prop_assert_eq!(parse_seconds(&n.to_string()), Some(n));
+            proptest::prop_assert_eq!(parse_seconds(&format!("{n}s")), Some(n));
+            proptest::prop_assert_eq!(parse_seconds(&format!(" {}m ", n / 60)), Some(n / 60 * 60));
         }
 
         #[test]

@@ -117,8 +117,27 @@ impl Newcomer {
     }
 }
 
+impl Newcomer {
+    /// Live shared image mounts (holders) of this user, from `warren ps --json`.
+    fn holders(&self) -> Vec<serde_json::Value> {
+        let out = self.warren(&["ps", "--json"]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["kind"] == "holder")
+            .collect()
+    }
+}
+
 impl Drop for Newcomer {
     fn drop(&mut self) {
+        // Its shared image mounts end after their idle time: stop them now (also when an
+        // assertion failed), or userdel would find the account in use.
+        for h in self.holders() {
+            if let Some(id) = h["id"].as_str() {
+                let _ = self.warren(&["rm", id]);
+            }
+        }
         let _g = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = &self.range {
             let _ = run_root(Command::new("usermod").args([
@@ -160,6 +179,17 @@ fn first_commands(u: &Newcomer) {
     let out = u.ok(&["run", "--rm", BUSYBOX, "sh", "-c", "id -u; cat /etc/passwd"]);
     assert!(out.starts_with(&format!("{}\n", u.uid)), "{out}");
     assert!(out.contains("root:x:0:0"), "{out}");
+    // Both runs used one shared image mount, kept for the default idle time: a third run
+    // is in its user namespace; `warren rm` ends it.
+    let hs = u.holders();
+    assert_eq!(hs.len(), 1, "{hs:?}");
+    assert_eq!(hs[0]["idle"], 60);
+    let ns = u.ok(&["run", BUSYBOX, "readlink", "/proc/self/ns/user"]);
+    let pid = hs[0]["pid"].as_i64().unwrap();
+    let holder_ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    assert_eq!(ns.trim(), holder_ns.display().to_string());
+    u.ok(&["rm", hs[0]["id"].as_str().unwrap()]);
+    assert!(u.holders().is_empty());
     // XDG: the parents warren made are private; the store itself is 0755.
     assert_eq!(mode(&u.home.join(".local")), 0o700);
     assert_eq!(mode(&u.home.join(".local/share")), 0o700);

@@ -25,7 +25,7 @@ while [ ! -e /x/go ]; do sleep 0.02; done
 . /x/pids
 sleep 30 & BG=$!
 can() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
-for n in WARREN MONITOR SQFS FOVL HOSTSLEEP; do
+for n in WARREN MONITOR SQFS FOVL HOLDER HOSTSLEEP; do
   eval p=\$$n
   [ -n "$p" ] || continue
   echo "$n.visible=$(can test -d /proc/$p)"
@@ -75,6 +75,17 @@ fn children(pid: i32) -> Vec<i32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+/// The session ID of `pid` (a holder is the leader of its own session).
+fn session(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(") ")?.1.to_string();
+            rest.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 fn comm(pid: i32) -> String {
@@ -144,14 +155,22 @@ fn attack(f: &Fixture, opts: &[&str], tag: &str) -> (Report, Vec<u8>) {
     drop(extra);
     let hostsleep = KillOnDrop(host_cmd(&f.ci, &["sleep", "60"]).spawn().unwrap());
     let wpid = warren.0.id() as i32;
-    // warren → monitor → (squashfuse_ll, the command …).
+    // warren → monitor → (squashfuse_ll, the command …); with a shared image mount (the
+    // default) warren → holder (its own session) → squashfuse_ll, and warren → monitor →
+    // (fuse-overlayfs, the command …).
     let t = Instant::now();
-    let (monitor, sqfs, fovl) = loop {
-        let found = children(wpid).first().copied().and_then(|m| {
-            let kids = children(m);
-            let named = |n: &str| kids.iter().copied().find(|c| comm(*c) == n);
-            named("squashfuse_ll").map(|s| (m, s, named("fuse-overlayfs")))
-        });
+    let (monitor, sqfs, fovl, holder) = loop {
+        let kids = children(wpid);
+        let holder = kids.iter().copied().find(|&k| session(k) == k);
+        let found = kids
+            .iter()
+            .copied()
+            .find(|&k| Some(k) != holder)
+            .and_then(|m| {
+                let named = |p: i32, n: &str| children(p).into_iter().find(|c| comm(*c) == n);
+                named(holder.unwrap_or(m), "squashfuse_ll")
+                    .map(|s| (m, s, named(m, "fuse-overlayfs"), holder))
+            });
         if let (Some(x), true) = (found, x.join("ready").exists()) {
             break x;
         }
@@ -187,8 +206,9 @@ fn attack(f: &Fixture, opts: &[&str], tag: &str) -> (Report, Vec<u8>) {
     std::fs::write(
         x.join("pids"),
         format!(
-            "WARREN={wpid}\nMONITOR={monitor}\nSQFS={sqfs}\nFOVL={}\nHOSTSLEEP={}\nVICTIM={}\nHOMEMARK={}\nSHMMARK={shm_mark}\n",
+            "WARREN={wpid}\nMONITOR={monitor}\nSQFS={sqfs}\nFOVL={}\nHOLDER={}\nHOSTSLEEP={}\nVICTIM={}\nHOMEMARK={}\nSHMMARK={shm_mark}\n",
             fovl.map(|p| p.to_string()).unwrap_or_default(),
+            holder.map(|p| p.to_string()).unwrap_or_default(),
             hostsleep.0.id(),
             victim.display(),
             home_mark.display()
@@ -240,6 +260,11 @@ fn default_mode_reaches_only_what_the_threat_model_says() {
         assert_eq!(r.get(&format!("{n}.root")), "no", "{n}.root");
         assert_eq!(r.get(&format!("{n}.fd")), "no", "{n}.fd");
     }
+    // The default joins a shared image mount: its holder (dumpable, but holding all
+    // capabilities of the namespace the container joined) is visible and never opens.
+    assert_eq!(r.get("HOLDER.visible"), "yes");
+    assert_eq!(r.get("HOLDER.root"), "no");
+    assert_eq!(r.get("HOLDER.fd"), "no");
     // The control: a dumpable process of the container's namespace is open to it (what
     // squashfuse_ll was before it was hardened).
     assert_eq!(r.get("own.root"), "yes");
@@ -268,7 +293,7 @@ fn fuse_overlayfs_is_no_door_either() {
         // In the container's user namespace with all its capabilities (ambient): visible
         // and signallable in the host PID namespace, never opened.
         assert_eq!(r.get("FOVL.visible"), "yes", "{tag}");
-        for n in ["FOVL", "SQFS", "MONITOR"] {
+        for n in ["FOVL", "SQFS", "MONITOR", "HOLDER"] {
             assert_eq!(r.get(&format!("{n}.root")), "no", "{tag} {n}.root");
             assert_eq!(r.get(&format!("{n}.fd")), "no", "{tag} {n}.fd");
         }

@@ -534,7 +534,13 @@ fn run_with_config(
 ) -> std::process::Output {
     let cfg = f.dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, toml).unwrap();
-    f.cmd(&f.ci, &f.run_args(args))
+    // An image of its own: a shared mount of the common image that another test started
+    // would serve this run without the helper under test.
+    let own = f.dir.join(format!("{name}.sqfs"));
+    if !own.exists() {
+        std::fs::copy(&f.sqfs, &own).unwrap();
+    }
+    f.cmd(&f.ci, &f.run_args_on(&own, args))
         .env("WARREN_CONFIG", &cfg)
         .output()
         .unwrap()
@@ -619,18 +625,30 @@ fn dev_fuse_without_access_is_named() {
     // A private mount namespace where /dev/fuse is a 0600 node (as on a fresh machine):
     // the host's stays as it is for the other tests.
     let node = f.dir.join("fuse-0600");
-    let inner = f.cmd(&f.ci, &f.run_args(&["true"]));
+    // An image of its own: no other test's shared mount of it runs (joining one needs no
+    // /dev/fuse). Then the private mount (--no-shared-mount) of the common image.
+    let own = f.dir.join("img-devfuse.sqfs");
+    std::fs::copy(&f.sqfs, &own).unwrap();
+    for inner in [
+        f.cmd(&f.ci, &f.run_args_on(&own, &["true"])),
+        f.cmd(&f.ci, &f.run_args(&["--no-shared-mount", "true"])),
+    ] {
+        dev_fuse_0600(&node, inner);
+    }
+}
+
+fn dev_fuse_0600(node: &std::path::Path, inner: std::process::Command) {
     let mut c = std::process::Command::new("unshare");
     c.args(["-m", "--propagation", "private", "sh", "-ec"])
         .arg("mknod \"$1\" c 10 229; chmod 0600 \"$1\"; mount --bind \"$1\" /dev/fuse; shift; exec \"$@\"")
         .arg("sh")
-        .arg(&node)
+        .arg(node)
         .arg(inner.get_program())
         .args(inner.get_args())
         .env_clear()
         .envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))));
     let o = c.output().unwrap();
-    let _ = std::fs::remove_file(&node);
+    let _ = std::fs::remove_file(node);
     one_line_125(
         &o,
         "/dev/fuse: permission denied (mode 0600): an admin must make it 0666",

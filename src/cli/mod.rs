@@ -21,6 +21,7 @@ pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod run_hooks;
+pub mod shared_mount;
 pub mod store_args;
 pub mod supervisor;
 pub mod unshare;

@@ -48,19 +48,24 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             }
             _ => bail!("rm {n}: ambiguous ID prefix"),
         };
-        if r.kind == "holder" && !args.force {
-            let users = holder::joined(&rundir, r)?;
-            if !users.is_empty() {
+        if r.kind == "holder" {
+            // Under the holder's write lock: no container joins while it is stopped, and
+            // it is never stopped under one (unless --force).
+            if !holder::stop_if_unused(&rundir, r, args.time, args.force)
+                .with_context(|| format!("rm {n}"))?
+            {
+                let users = holder::joined(&rundir, r)?;
                 eprintln!(
                     "warren: rm {n}: {} container(s) still use this holder ({}); stop them first or use --force",
-                    users.len(),
+                    users.len().max(1),
                     users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", ")
                 );
                 code = 1;
                 continue;
             }
+        } else {
+            holder::stop(r.pid, args.time).with_context(|| format!("rm {n}"))?;
         }
-        holder::stop(r.pid, args.time).with_context(|| format!("rm {n}"))?;
         if !ctx.quiet {
             println!("{}", r.name.as_deref().unwrap_or(&r.id));
         }

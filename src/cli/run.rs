@@ -128,8 +128,9 @@ pub struct Args {
     /// same image join it. Stop it with `warren rm NAME`.
     #[arg(long, requires = "name")]
     pub holder: bool,
-    /// Do not join a running holder of the same image.
-    #[arg(long)]
+    /// Mount the image privately: neither join a running holder of the same image nor
+    /// start a shared image mount (default from run.shared_mount; docs/run.md).
+    #[arg(long, visible_alias = "no-shared-mount")]
     pub no_join: bool,
     /// Belong to Slurm job JOB (step STEP): holders started with it serve, and containers
     /// with it join, only that job's (step's) holders; `warren rm --job JOB` stops them.
@@ -263,6 +264,15 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         false => mpi_inject::plan(&ctx.config.mpi, inject)?,
     };
     let (image, entry) = find_image(ctx, &mut args)?;
+    let contain = if args.contain {
+        true
+    } else {
+        !args.no_contain && cfg.contain
+    };
+    // The user's own containers share one image mount per image, identity and ID map
+    // (never contained ones, which share nothing; never a job's, whose holders the
+    // batch system starts and stops).
+    let share = cfg.shared_mount && !args.no_join && !args.holder && args.job.is_none() && !contain;
     let opts = RunOptions {
         volumes: args.volume.clone(),
         env: args.env.clone(),
@@ -305,7 +315,8 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
             Mode::Container
         },
         scope: args.job.clone().unwrap_or(Scope::User),
-        join: !args.no_join,
+        // The shared path below joins by itself.
+        join: !args.no_join && !share,
         contain: if args.contain {
             Some(true)
         } else if args.no_contain {
@@ -350,6 +361,31 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
     if !ctx.quiet {
         for n in &notices {
             eprintln!("warren: {n}");
+        }
+    }
+    // Site hooks run around a container of its own (the start gate): no shared mount.
+    if share && !inj.has_hooks() {
+        let t = sys::monotonic_ns();
+        if let Some((u, started)) = super::shared_mount::acquire(cfg, &spec)? {
+            if spec.timing {
+                eprintln!(
+                    "warren timing: shared image mount {} {:.2} ms (in prepare)",
+                    if started {
+                        "started and joined"
+                    } else {
+                        "joined"
+                    },
+                    (sys::monotonic_ns() - t) as f64 / 1e6
+                );
+            }
+            let mut spec = spec;
+            spec.join = Some(u.record.clone());
+            let res = super::supervisor::run_joined(cfg, &spec, t_start, &u);
+            // The container's exit code stands; ending the mount is the holder's business.
+            if let Err(e) = u.finish(&spec.rundir) {
+                eprintln!("warren: shared image mount: {}", super::one_line(&e));
+            }
+            return res;
         }
     }
     let code = if inj.has_hooks() {

@@ -55,13 +55,35 @@ pub struct Oci<'a> {
 
 /// [`run`], with the OCI runtime's additions.
 pub fn run_with(cfg: &RunConfig, spec: &RunSpec, t_start: u64, oci: Option<Oci>) -> Result<i32> {
-    let choice = overlay::choose(spec);
     let join_fd = match &spec.join {
         Some(h) => Some(
             sys::pidfd_open(h.pid).with_context(|| format!("holder {} (pid {})", h.id, h.pid))?,
         ),
         None => None,
     };
+    run_container(cfg, spec, t_start, oci, join_fd)
+}
+
+/// Run a container that joins the holder held by `u` (a shared image mount, or a holder
+/// started by hand): its pidfd is the one checked under the use lock, and the lock's fd
+/// stays open in warren and the container's set-up process and monitor until the
+/// container has ended.
+pub fn run_joined(cfg: &RunConfig, spec: &RunSpec, t_start: u64, u: &holder::Use) -> Result<i32> {
+    let fd = u
+        .pidfd
+        .try_clone()
+        .with_context(|| format!("holder {}", u.record.id))?;
+    run_container(cfg, spec, t_start, None, Some(fd))
+}
+
+fn run_container(
+    cfg: &RunConfig,
+    spec: &RunSpec,
+    t_start: u64,
+    oci: Option<Oci>,
+    join_fd: Option<OwnedFd>,
+) -> Result<i32> {
+    let choice = overlay::choose(spec);
     let record = match spec.mode {
         Mode::Container => Some(state::register(
             &spec.rundir,
@@ -70,11 +92,69 @@ pub fn run_with(cfg: &RunConfig, spec: &RunSpec, t_start: u64, oci: Option<Oci>)
         Mode::Holder => None,
     };
     let record_fd = record.as_ref().map(|r| r.file.as_raw_fd());
-    let res = run_registered(cfg, spec, choice, join_fd, record_fd, t_start, oci);
+    let res = run_registered(
+        cfg,
+        spec,
+        choice,
+        join_fd,
+        Start {
+            close_in_child: record_fd,
+            idle: None,
+            report_errors: true,
+        },
+        t_start,
+        oci,
+    );
     if let Some(r) = record {
         r.remove();
     }
     res
+}
+
+/// Start a shared image mount's holder for `spec` (its mode must be `Holder`) that ends
+/// `idle` seconds after its last container; returns once it is ready. Errors are
+/// returned, not printed (the caller falls back to a private mount, whose own errors
+/// say what is wrong). `close_in_child`: an fd of warren the holder must not keep (the
+/// start lock). The holder stays a child of this warren, which never reaps it.
+pub fn start_holder(
+    cfg: &RunConfig,
+    spec: &RunSpec,
+    idle: u64,
+    close_in_child: RawFd,
+) -> Result<()> {
+    let choice = overlay::choose(spec);
+    let code = run_registered(
+        cfg,
+        spec,
+        choice,
+        None,
+        Start {
+            close_in_child: Some(close_in_child),
+            idle: Some(idle),
+            report_errors: false,
+        },
+        0,
+        None,
+    )?;
+    if code != 0 {
+        bail!("holder exited with {code}");
+    }
+    Ok(())
+}
+
+/// PID of a holder this warren started (a shared image mount): its child, which must
+/// outlive it, so [`reap_descendants`] spares it. Front-end state, one per process.
+static SPARED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// How the set-up process is started.
+struct Start {
+    /// An fd of warren's the child closes at once (a record or lock that must not
+    /// outlive warren).
+    close_in_child: Option<RawFd>,
+    /// A holder: ends after this many idle seconds (a shared image mount).
+    idle: Option<u64>,
+    /// Print set-up errors (else return them).
+    report_errors: bool,
 }
 
 /// The pipes between warren and the set-up process.
@@ -92,7 +172,7 @@ fn run_registered(
     spec: &RunSpec,
     choice: Choice,
     join_fd: Option<OwnedFd>,
-    record_fd: Option<RawFd>,
+    start: Start,
     t_start: u64,
     mut oci: Option<Oci>,
 ) -> Result<i32> {
@@ -116,10 +196,11 @@ fn run_registered(
         bail!("fork: {}", std::io::Error::last_os_error());
     }
     if pid == 0 {
-        if let Some(fd) = record_fd {
+        if let Some(fd) = start.close_in_child {
             // The record's lock is warren's: once warren is gone the record is stale,
-            // even while the monitor is still killing the container.
-            // SAFETY: closing our copy of warren's record fd; this process never returns
+            // even while the monitor is still killing the container. (A holder must
+            // not keep the start lock either.)
+            // SAFETY: closing our copy of warren's fd; this process never returns
             // to the frame that owns it (it exits with _exit).
             unsafe { libc::close(fd) };
         }
@@ -135,6 +216,7 @@ fn run_registered(
             sync_w: &sync.1,
             go_r: &go.0,
             rep: Some(report.1),
+            idle: start.idle,
             oci: oci.as_ref().map(|o| OciChild {
                 unshare: o.unshare,
                 hostname: o.hostname.as_deref(),
@@ -172,6 +254,7 @@ fn run_registered(
         t_start,
         t_fork,
         oci.as_mut(),
+        start.report_errors,
     );
     if tty_fg {
         // SAFETY: take the terminal back.
@@ -198,7 +281,18 @@ fn parent(
     t_start: u64,
     t_fork: u64,
     oci: Option<&mut Oci>,
+    report_errors: bool,
 ) -> Result<i32> {
+    let finish_error = |msgs: &[Message]| {
+        if report_errors {
+            finish_error(msgs)
+        } else {
+            match messages::first_error(msgs) {
+                Some((_, msg)) => bail!("{msg}"),
+                None => bail!("holder set-up process died without a report"),
+            }
+        }
+    };
     let kill_and_reap = || {
         // SAFETY: pid is our child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -235,6 +329,9 @@ fn parent(
     }
     if spec.mode == Mode::Holder {
         if msgs.contains(&Message::Ready) {
+            if !report_errors {
+                SPARED.store(pid, std::sync::atomic::Ordering::Relaxed);
+            }
             return Ok(0);
         }
         kill_and_reap();
@@ -329,6 +426,8 @@ struct Child<'a> {
     go_r: &'a OwnedFd,
     /// The report pipe; `None` once closed (a holder closes it when ready).
     rep: Option<OwnedFd>,
+    /// A holder: its idle time in seconds when it is a shared image mount.
+    idle: Option<u64>,
     oci: Option<OciChild<'a>>,
 }
 
@@ -365,10 +464,10 @@ impl Child<'_> {
         let spec = self.spec;
         let holder = spec.mode == Mode::Holder;
         let err = |what: &str, e: std::io::Error| SetupError::new(format!("{what}: {e}"));
-        if !holder {
-            sys::die_with_parent(libc::SIGKILL, self.parent)
-                .map_err(|e| err("set parent-death signal", e))?;
-        }
+        // A holder too until it is ready (`holder::serve` clears it): a warren killed
+        // while starting one leaves nothing behind.
+        sys::die_with_parent(libc::SIGKILL, self.parent)
+            .map_err(|e| err("set parent-death signal", e))?;
         if self.tty_fg {
             // SAFETY: join our own new process group (the parent does the same; either wins).
             unsafe { libc::setpgid(0, 0) };
@@ -396,10 +495,11 @@ impl Child<'_> {
         // 2. The library's set-up, in this process.
         let staged = setup::stage(spec, log)?;
         if holder {
+            setup::check_image(spec, &staged)?;
             let mut msgs = log_messages(spec, log);
             msgs.push(Message::Ready);
             let rep = &mut self.rep;
-            return holder::serve(spec, staged.daemon, || {
+            return holder::serve(spec, staged.daemon, self.idle, || {
                 send(rep, &msgs);
                 // Closing our end of the report pipe tells warren we are ready.
                 *rep = None;
@@ -514,6 +614,8 @@ pub fn reap_descendants() {
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect();
+        let spared = SPARED.load(std::sync::atomic::Ordering::Relaxed);
+        let kids: Vec<i32> = kids.into_iter().filter(|&k| k != spared).collect();
         for k in &kids {
             // SAFETY: k is our own child (listed in our children file).
             unsafe { libc::kill(*k, libc::SIGKILL) };

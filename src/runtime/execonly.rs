@@ -77,6 +77,9 @@ pub fn copy(rundir: &Path, prog: &Path, uid: u32) -> io::Result<PathBuf> {
         out.flush()?;
         out.set_permissions(fs::Permissions::from_mode(0o111))?;
         out.sync_all()?;
+        // Closed before it gets its name: a run that finds it there and execs it while
+        // our write descriptor is open would fail with ETXTBSY (exit 127).
+        drop(out);
         fs::rename(&tmp, &dst)
     })();
     if res.is_err() {

@@ -148,6 +148,23 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
     })
 }
 
+/// A holder's last step before it is ready: its image answers (the first FUSE request
+/// waits for the daemon to serve). A daemon that died is named, as in [`prepare_root`].
+pub fn check_image(spec: &RunSpec, staged: &Staged) -> Result<(), SetupError> {
+    let r = std::fs::metadata(&staged.lower).map_err(err("the image root"));
+    r.map(|_| ()).map_err(|e| {
+        let why = super::fuse::daemon_death(
+            staged.daemon,
+            "squashfuse",
+            spec.squashfuse_configured.as_path(),
+            &e.msg,
+        );
+        why.map_or(e.clone(), |w| {
+            SetupError::new(format!("{w} (then: {})", e.msg))
+        })
+    })
+}
+
 /// Bind the directory `dir` read-only (recursively) onto `lower`.
 fn bind_lower(dir: &Path, lower: &Path) -> std::io::Result<()> {
     let tree = sys::open_tree_clone(dir, true)?;
@@ -345,11 +362,13 @@ fn prepare_root_inner(
             merged
         }
     };
-    if spec.join.is_none() {
+    if spec.join.is_none() || overlay_daemon.is_some() {
         // The FUSE daemons stay in this mount namespace; the container moves to a copy.
         // pivot_root changes the root of every process of its namespace whose root is the
         // old one: a daemon rooted in its own file system deadlocks on its first path
-        // lookup (fuse-overlayfs resolves /proc/self/fd/N).
+        // lookup (fuse-overlayfs resolves /proc/self/fd/N). A joined container's image
+        // daemon is the holder's, in the holder's namespace: only its own fuse-overlayfs
+        // needs this.
         // SAFETY: unshare on the calling process.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
             return Err(os_err("new mount namespace"));

@@ -155,6 +155,8 @@ pub fn container_record(spec: &RunSpec, pid: i32) -> state::Record {
             .as_ref()
             .map(|h| h.name.clone().unwrap_or(h.id.clone())),
         scope: spec.scope.clone(),
+        idle: None,
+        key: String::new(),
     }
 }
 
@@ -254,7 +256,10 @@ pub fn build(
     let digest = entry.digest.to_string();
     let identity = identity_name(opts.identity);
     let join = match opts.mode {
-        Mode::Container if opts.join => holder::find(&rundir, &opts.scope, &digest, identity)?,
+        // A contained container never shares a user namespace with others (security.md).
+        Mode::Container if opts.join && !contain => {
+            holder::find(&rundir, &opts.scope, &digest, identity)?
+        }
         Mode::Container => None,
         Mode::Holder => {
             if let Some(h) = holder::find(&rundir, &opts.scope, &digest, identity)? {

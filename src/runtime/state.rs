@@ -160,6 +160,14 @@ pub struct Record {
     /// Who owns it: the user's CLI, or one Slurm job (holders are found by scope).
     #[serde(default)]
     pub scope: crate::runtime::holder::Scope,
+    /// Holders of a shared image mount: the seconds they stay after their last
+    /// container ended (`run.shared_mount_idle`); `None` for holders started by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<u64>,
+    /// Holders: what a joiner's user namespace must equal besides the identity (its ID
+    /// maps, `holder::share_key`); empty in records of older versions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
 }
 
 /// A record on disk, locked for as long as this value (or a fork holding its fd) lives.
@@ -212,7 +220,7 @@ pub fn register(rundir: &Path, rec: &Record) -> Result<Registered> {
             bail!("a container or holder named {n:?} is running (warren rm {n})");
         }
     }
-    let path = rundir.join("ctr").join(format!("{}.json", rec.id));
+    let path = record_path(rundir, &rec.id);
     // Written and locked under a temporary name, then renamed: `list` never sees a record
     // that is not yet locked (it would take it for stale and delete it).
     let tmp = crate::util::temp_sibling(&path);
@@ -278,6 +286,21 @@ pub fn list(rundir: &Path) -> Result<Vec<Record>> {
     Ok(out)
 }
 
+/// Is the record `id` still live (present and locked by its process)?
+pub fn is_live(rundir: &Path, id: &str) -> bool {
+    let Ok(f) = File::open(record_path(rundir, id)) else {
+        return false;
+    };
+    // SAFETY: f is open; a non-blocking shared lock only tests the owner's LOCK_EX (and
+    // is released with f).
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+}
+
+/// Where the record `id` lives.
+pub fn record_path(rundir: &Path, id: &str) -> PathBuf {
+    rundir.join("ctr").join(format!("{id}.json"))
+}
+
 /// Unix time in seconds.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -305,6 +328,8 @@ mod tests {
             identity: String::new(),
             holder: None,
             scope: Default::default(),
+            idle: None,
+            key: String::new(),
         };
         let r = register(d.path(), &rec).unwrap();
         assert_eq!(list(d.path()).unwrap(), vec![rec.clone()]);

@@ -217,6 +217,9 @@ impl Fixture {
             .env("XDG_RUNTIME_DIR", format!("/run/user/{}", user.uid))
             .env("WARREN_CONFIG", "/dev/null")
             .env("WARREN_RUN_RUNTIME_DIR", self.rundir(user))
+            // Shared image mounts (the default) end with their last container, so that
+            // a run leaves nothing once it returned; tests of the idle time set it.
+            .env("WARREN_RUN_SHARED_MOUNT_IDLE", "0")
             .current_dir("/");
         c
     }

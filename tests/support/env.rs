@@ -92,6 +92,8 @@ impl Env {
         c.args(args)
             .env("WARREN_CONFIG", self.config())
             .env("HOME", self.path())
+            // A shared image mount ends with its last container: tests leave nothing.
+            .env("WARREN_RUN_SHARED_MOUNT_IDLE", "0")
             .env_remove("XDG_DATA_HOME")
             .env_remove("XDG_CONFIG_HOME");
         c
