@@ -183,6 +183,9 @@ pub struct RunConfig {
     /// /proc, private IPC, no home, only fds 0-2, no host environment).
     #[serde(deserialize_with = "flex_bool")]
     pub contain: bool,
+    /// What serves images: "builtin" (warren's own multi-threaded squashfs server,
+    /// falling back to `squashfuse` for images it does not read) or "squashfuse".
+    pub image_server: String,
     /// Paths of the helper programs (looked up in PATH when relative).
     pub squashfuse: String,
     pub fuse_overlayfs: String,
@@ -226,6 +229,7 @@ impl Default for RunConfig {
             mount_home: true,
             fake_chown: false,
             contain: false,
+            image_server: "builtin".into(),
             squashfuse: "squashfuse_ll".into(),
             fuse_overlayfs: "fuse-overlayfs".into(),
             newuidmap: "newuidmap".into(),
@@ -328,6 +332,12 @@ impl Config {
             return Err(format!(
                 "run.overlay: {:?} is not one of auto, native, fuse",
                 self.run.overlay
+            ));
+        }
+        if !matches!(self.run.image_server.as_str(), "builtin" | "squashfuse") {
+            return Err(format!(
+                "run.image_server: {:?} is not one of builtin, squashfuse",
+                self.run.image_server
             ));
         }
         if !COMPRESSORS.contains(&self.pull.compression.as_str()) {
