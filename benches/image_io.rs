@@ -29,6 +29,7 @@ const FIND: &str = "find / -xdev | wc -l";
 /// Who runs the commands, and their environment.
 #[derive(Clone)]
 struct User {
+    name: String,
     uid: u32,
     gid: u32,
     home: String,
@@ -45,6 +46,7 @@ fn user(name: &str) -> Result<User, String> {
         return Err(format!("user {name} missing (scripts/setup-host.sh)"));
     }
     Ok(User {
+        name: name.to_string(),
         uid: f[2].parse().map_err(|_| "bad uid")?,
         gid: f[3].parse().map_err(|_| "bad gid")?,
         home: f[5].to_string(),
@@ -103,6 +105,7 @@ impl Bench {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .env("HOME", &self.u.home)
+            .env("USER", &self.u.name)
             .env("XDG_RUNTIME_DIR", format!("/run/user/{}", self.u.uid))
             .env("WARREN_CONFIG", "/dev/null")
             .env("WARREN_STORE_PATH", self.dir.join("store"))
