@@ -594,6 +594,19 @@ mod tests {
         assert!(format!("{e:#}").contains("run.overlay"));
     }
 
+    #[test]
+    fn image_server_is_builtin_or_squashfuse() {
+        assert_eq!(Config::default().run.image_server, "builtin");
+        let c = Config::from_toml("[run]\nimage_server = \"squashfuse\"\n").unwrap();
+        assert_eq!(c.run.image_server, "squashfuse");
+        let e = Config::from_toml("[run]\nimage_server = \"fast\"\n").unwrap_err();
+        assert!(
+            format!("{e:#}")
+                .contains("run.image_server: \"fast\" is not one of builtin, squashfuse"),
+            "{e:#}"
+        );
+    }
+
     /// `load_from` with the config file `text` (through WARREN_CONFIG) and `vars`.
     fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, String> {
         let d = tempfile::tempdir().unwrap();
