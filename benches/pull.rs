@@ -3,7 +3,8 @@
 //! - warren pull into an empty store (cold), then again (cached re-pull);
 //! - charliecloud: `ch-image pull` + `ch-convert -o squash` (HTTPS + basic auth on
 //!   127.0.0.1:5001, as it requires);
-//! - `skopeo copy` + `umoci unpack` + `mksquashfs -comp zstd`;
+//! - `skopeo copy` + `umoci unpack` + `mksquashfs -comp zstd`, at mksquashfs's default
+//!   level (15) and at warren's level 3 (`-Xcompression-level 3`): both rows;
 //! - the squash back ends on the same flattened tree: tar2sqfs fed a tar stream (what
 //!   warren does) vs extracting to disk + mksquashfs.
 //!
@@ -111,32 +112,38 @@ fn main() {
         times: cached,
     });
 
-    // skopeo + umoci + mksquashfs.
+    // skopeo + umoci + mksquashfs: at mksquashfs's default zstd level (15 in 4.5.1) and
+    // at warren's level 3, so that the comparison also holds on equal compression.
     if !skip.contains("skopeo") {
-        let mut t = Vec::new();
-        let d = work.join("skopeo");
-        let cmd = format!(
-            "rm -rf {d} && mkdir -p {d} && skopeo copy -q --src-tls-verify=false docker://{reference} oci:{d}/oci:latest \
-             && umoci unpack --image {d}/oci:latest {d}/bundle >/dev/null \
-             && mksquashfs {d}/bundle/rootfs {d}/img.sqfs -comp zstd -noappend -quiet >/dev/null",
-            d = d.display()
-        );
-        for _ in 0..runs {
-            match timed(&cmd) {
-                Ok(x) => t.push(x),
-                Err(e) => {
-                    eprintln!("skopeo pipeline failed: {e}");
-                    break;
+        for (level, label) in [
+            ("", "level 15 (mksquashfs's default)"),
+            (" -Xcompression-level 3", "level 3 (warren's)"),
+        ] {
+            let mut t = Vec::new();
+            let d = work.join("skopeo");
+            let cmd = format!(
+                "rm -rf {d} && mkdir -p {d} && skopeo copy -q --src-tls-verify=false docker://{reference} oci:{d}/oci:latest \
+                 && umoci unpack --image {d}/oci:latest {d}/bundle >/dev/null \
+                 && mksquashfs {d}/bundle/rootfs {d}/img.sqfs -comp zstd{level} -noappend -quiet >/dev/null",
+                d = d.display()
+            );
+            for _ in 0..runs {
+                match timed(&cmd) {
+                    Ok(x) => t.push(x),
+                    Err(e) => {
+                        eprintln!("skopeo pipeline failed: {e}");
+                        break;
+                    }
                 }
             }
-        }
-        let _ = std::fs::remove_dir_all(&d);
-        if !t.is_empty() {
-            rows.push(Row {
-                what: "skopeo copy + umoci unpack + mksquashfs -comp zstd".into(),
-                cmd,
-                times: t,
-            });
+            let _ = std::fs::remove_dir_all(&d);
+            if !t.is_empty() {
+                rows.push(Row {
+                    what: format!("skopeo copy + umoci unpack + mksquashfs -comp zstd, {label}"),
+                    cmd,
+                    times: t,
+                });
+            }
         }
     }
 

@@ -41,7 +41,7 @@ cargo test --workspace --lib --bins --tests --no-fail-fast -- --test-threads="${
 
 # Nothing may be left behind by the tests.
 left=$(grep -cE 'fuse\.(squashfuse|fuse-overlayfs)|squashfuse|fuse-overlayfs| overlay ' /proc/self/mountinfo || true)
-procs=$(pgrep -c -f 'squashfuse|fuse-overlayfs' || true)
+procs=$(( $(pgrep -c -f 'squashfuse|fuse-overlayfs' || true) + $(pgrep -c -x warren-sqfs || true) ))
 if [ "${left:-0}" -gt 0 ] || [ "${procs:-0}" -gt 0 ]; then
   echo "test.sh: leftovers after tests: $left mounts, $procs FUSE processes" >&2
   grep -E 'squashfuse|fuse-overlayfs|overlay' /proc/self/mountinfo >&2 || true

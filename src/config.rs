@@ -246,6 +246,9 @@ pub struct RunConfig {
     /// `"5m"`); 0: it ends with its last container.
     #[serde(deserialize_with = "seconds")]
     pub shared_mount_idle: u64,
+    /// What serves images: "builtin" (warren's own multi-threaded squashfs server,
+    /// falling back to `squashfuse` for images it does not read) or "squashfuse".
+    pub image_server: String,
     /// Paths of the helper programs (looked up in PATH when relative).
     pub squashfuse: String,
     pub fuse_overlayfs: String,
@@ -291,6 +294,7 @@ impl Default for RunConfig {
             contain: false,
             shared_mount: true,
             shared_mount_idle: 60,
+            image_server: "builtin".into(),
             squashfuse: "squashfuse_ll".into(),
             fuse_overlayfs: "fuse-overlayfs".into(),
             newuidmap: "newuidmap".into(),
@@ -472,6 +476,12 @@ impl Config {
             return Err(format!(
                 "run.overlay: {:?} is not one of auto, native, fuse",
                 self.run.overlay
+            ));
+        }
+        if !matches!(self.run.image_server.as_str(), "builtin" | "squashfuse") {
+            return Err(format!(
+                "run.image_server: {:?} is not one of builtin, squashfuse",
+                self.run.image_server
             ));
         }
         if !COMPRESSORS.contains(&self.pull.compression.as_str()) {
@@ -777,6 +787,19 @@ mod tests {
     fn bad_overlay_named() {
         let e = Config::from_toml("[run]\noverlay = \"kernel\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("run.overlay"));
+    }
+
+    #[test]
+    fn image_server_is_builtin_or_squashfuse() {
+        assert_eq!(Config::default().run.image_server, "builtin");
+        let c = Config::from_toml("[run]\nimage_server = \"squashfuse\"\n").unwrap();
+        assert_eq!(c.run.image_server, "squashfuse");
+        let e = Config::from_toml("[run]\nimage_server = \"fast\"\n").unwrap_err();
+        assert!(
+            format!("{e:#}")
+                .contains("run.image_server: \"fast\" is not one of builtin, squashfuse"),
+            "{e:#}"
+        );
     }
 
     /// `load_from` with the config file `text` (through WARREN_CONFIG) and `vars`.

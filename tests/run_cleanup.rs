@@ -21,7 +21,7 @@ fn assert_clean(f: &Fixture, what: &str) {
                 let (pid, comm) = p.split_once(' ').unwrap_or((p, ""));
                 match comm {
                     // Ours only: other suites may run warren as the same user meanwhile.
-                    "warren" | "squashfuse_ll" => f.owns_process(pid),
+                    "warren" | "warren-sqfs" | "squashfuse_ll" => f.owns_process(pid),
                     "fuse-overlayfs" | "sleep" | "sh" | "busybox" => true,
                     _ => false,
                 }
@@ -161,10 +161,11 @@ fn holder_life_cycle() {
         .into_iter()
         .filter(|p| f.owns_process(p.split_once(' ').map_or(p.as_str(), |x| x.0)))
         .collect();
-    for name in ["warren", "squashfuse_ll"] {
+    for names in [&["warren"][..], &["warren-sqfs", "squashfuse_ll"]] {
         assert!(
-            ours.iter().any(|p| p.ends_with(&format!(" {name}"))),
-            "{name} of the holder not seen as the fixture's: {ours:?}"
+            ours.iter()
+                .any(|p| names.iter().any(|n| p.ends_with(&format!(" {n}")))),
+            "{names:?} of the holder not seen as the fixture's: {ours:?}"
         );
     }
     // A second holder for the same image and identity is refused.

@@ -580,7 +580,7 @@ fn a_squashfuse_that_dies_is_named() {
         let o = run_with_config(
             f,
             "false-squashfuse",
-            &format!("[run]\nsquashfuse = \"{prog}\"\n"),
+            &format!("[run]\nimage_server = \"squashfuse\"\nsquashfuse = \"{prog}\"\n"),
             &["true"],
         );
         let e = stderr(&o);
@@ -595,7 +595,7 @@ fn a_squashfuse_that_dies_is_named() {
     let o = run_with_config(
         f,
         "false-squashfuse",
-        "[run]\nsquashfuse = \"/bin/false\"\n",
+        "[run]\nimage_server = \"squashfuse\"\nsquashfuse = \"/bin/false\"\n",
         &["true"],
     );
     one_line_125(

@@ -7,7 +7,7 @@
 use super::sys;
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -78,19 +78,9 @@ pub fn daemon_death(pid: i32, what: &str, prog: &Path, failure: &str) -> Option<
     ))
 }
 
-/// Mount a FUSE file system of type `fuse.SUBTYPE` on `target` and start `prog ARGS…
-/// /dev/fd/3` to serve it. Returns the daemon's PID (a child of the caller, killed by
-/// SIGKILL when the caller dies, deaf to terminal and job-control signals).
-/// `keep_caps`: the daemon keeps the caller's capabilities in the namespace (ambient), as
-/// fuse-overlayfs needs them to copy owners up when the caller's UID is not 0.
-pub fn mount_with_daemon(
-    target: &Path,
-    subtype: &str,
-    read_only: bool,
-    keep_caps: bool,
-    prog: &Path,
-    args: &[&OsStr],
-) -> io::Result<i32> {
+/// Open `/dev/fuse` and mount a FUSE file system of type `fuse.SUBTYPE` on `target`
+/// served through it; returns the connection (the daemon's end).
+fn mount_fd(target: &Path, subtype: &str, read_only: bool) -> io::Result<OwnedFd> {
     // SAFETY: open with a constant path; returns a new fd or -1.
     let raw = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if raw < 0 {
@@ -115,6 +105,61 @@ pub fn mount_with_daemon(
         flags,
         Some(&data),
     )?;
+    Ok(dev)
+}
+
+/// The first steps of a daemon child of the set-up process (`me`): killed when its
+/// parent dies, its own process group, deaf to terminal and job-control signals, no
+/// signal blocked.
+///
+/// # Safety
+/// Only async-signal-safe calls: fit for a child of `fork`.
+unsafe fn daemon_prelude(me: i32) {
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
+    if libc::getppid() != me {
+        libc::_exit(1);
+    }
+    // Own process group: Ctrl-C on the terminal must not reach the daemon, and
+    // ignored signals stay ignored (libfuse only hooks signals left at default).
+    libc::setpgid(0, 0);
+    for s in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ] {
+        libc::signal(s, libc::SIG_IGN);
+    }
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+}
+
+/// Mount a FUSE file system of type `fuse.SUBTYPE` on `target` and start `prog ARGS…
+/// /dev/fd/3` to serve it. Returns the daemon's PID (a child of the caller, killed by
+/// SIGKILL when the caller dies, deaf to terminal and job-control signals).
+/// `keep_caps`: the daemon keeps the caller's capabilities in the namespace (ambient), as
+/// fuse-overlayfs needs them to copy owners up when the caller's UID is not 0.
+pub fn mount_with_daemon(
+    target: &Path,
+    subtype: &str,
+    read_only: bool,
+    keep_caps: bool,
+    prog: &Path,
+    args: &[&OsStr],
+) -> io::Result<i32> {
+    let dev = mount_fd(target, subtype, read_only)?;
 
     // Everything the child needs is prepared before fork: no allocation after it.
     let cprog = sys::cpath(prog)?;
@@ -138,35 +183,7 @@ pub fn mount_with_daemon(
     if pid == 0 {
         // SAFETY: all calls below are async-signal-safe syscalls on valid arguments.
         unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            if libc::getppid() != me {
-                libc::_exit(1);
-            }
-            // Own process group: Ctrl-C on the terminal must not reach the daemon, and
-            // ignored signals stay ignored (libfuse only hooks signals left at default).
-            libc::setpgid(0, 0);
-            for s in [
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGHUP,
-                libc::SIGQUIT,
-                libc::SIGUSR1,
-                libc::SIGUSR2,
-                libc::SIGTSTP,
-                libc::SIGTTIN,
-                libc::SIGTTOU,
-            ] {
-                libc::signal(s, libc::SIG_IGN);
-            }
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            daemon_prelude(me);
             // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly in that case.
             if dev.as_raw_fd() == DAEMON_FD {
                 libc::fcntl(DAEMON_FD, libc::F_SETFD, 0);
@@ -196,4 +213,85 @@ pub fn mount_with_daemon(
         }
     }
     Ok(pid)
+}
+
+/// Whether this process runs one thread (then a forked child may allocate and start
+/// threads of its own).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// `fd` moved to a descriptor number of at least 3 (close-on-exec).
+pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= 3 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd or -1.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// Mount a read-only FUSE file system of type `fuse.SUBTYPE` on `target` served by a
+/// forked copy of this process, named `name`, that runs `serve(connection)` (no exec:
+/// warren's own server). The child keeps only the connection and `keep` (at least 3), drops its capabilities
+/// and makes itself non-dumpable before serving (the container cannot open its
+/// `/proc/PID/root` or `/fd`, nor ptrace it; docs/security.md); it is killed when the
+/// caller dies. Returns its PID, or None (nothing mounted) when this process has other
+/// threads (a forked child could then deadlock on their locks): use a daemon instead.
+pub fn mount_with_server(
+    target: &Path,
+    subtype: &str,
+    name: &std::ffi::CStr,
+    keep: BorrowedFd,
+    serve: impl FnOnce(OwnedFd) -> i32,
+) -> io::Result<Option<i32>> {
+    if !single_threaded() {
+        return Ok(None);
+    }
+    let dev = above_stdio(mount_fd(target, subtype, true)?)?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let (lo, hi) = {
+        let (a, b) = (dev.as_raw_fd(), keep.as_raw_fd());
+        (a.min(b) as u32, a.max(b) as u32)
+    };
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: this process is single-threaded (checked above), so the child may do
+    // anything this process could.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: plain syscalls on descriptors this process owns.
+        unsafe {
+            daemon_prelude(me);
+            for fd in 0..3 {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+            // Everything but the connection and the image is closed.
+            libc::syscall(libc::SYS_close_range, 3, lo - 1, 0);
+            libc::syscall(libc::SYS_close_range, lo + 1, hi - 1, 0);
+            libc::syscall(libc::SYS_close_range, hi + 1, u32::MAX, 0);
+            if super::caps::clear().is_err() || libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0
+            {
+                libc::_exit(1);
+            }
+            libc::chdir(c"/".as_ptr());
+            // Its name in ps and /proc/PID/comm (the kernel truncates to 15 bytes).
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0);
+        }
+        std::mem::forget(null);
+        let code = serve(dev);
+        // SAFETY: leaving the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    Ok(Some(pid))
 }

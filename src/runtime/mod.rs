@@ -9,7 +9,8 @@
 //! * the set-up, in the container's own process: `setup` (pipe-free: mount namespace,
 //!   staging tmpfs, image, writable layer, user files, mounts, pivot_root → `Prepared`),
 //!   with `readonly` (the read-only root), `identity` (pure: IDs and home inside),
-//!   `userns` (maps: newuidmap/newgidmap or a single-ID self map), `fuse`, `squashfuse`,
+//!   `userns` (maps: newuidmap/newgidmap or a single-ID self map), `fuse`, `squashfuse`
+//!   (with warren's own image server: `sqfs` reads squashfs, `sqfs_serve` speaks FUSE),
 //!   `overlay`, `probe` (does kernel overlayfs work, cached per boot), `rootfs` (standard
 //!   mounts, pivot_root), `resolve` (in-root path work with openat2), `passwd`/`userdb`
 //!   (the user's passwd/group inside), `prefetch`/`elfdeps` (warm the page cache).
@@ -67,6 +68,8 @@ pub mod setup;
 pub mod site_hooks;
 pub mod skeleton;
 pub mod spec;
+pub mod sqfs;
+pub mod sqfs_serve;
 pub mod squashfuse;
 pub mod state;
 pub mod sys;

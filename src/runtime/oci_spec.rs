@@ -167,6 +167,7 @@ pub fn build(
         tmpfs_size: cfg.tmpfs_size.clone(),
         squashfuse,
         squashfuse_configured,
+        builtin_server: cfg.image_server == "builtin",
         fuse_overlayfs: crate::util::which(&cfg.fuse_overlayfs)
             .unwrap_or_else(|| PathBuf::from(&cfg.fuse_overlayfs)),
         fake_chown: false,

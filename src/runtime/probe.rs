@@ -138,7 +138,7 @@ fn probe_with(
             for d in ["l", "u", "w", "r"] {
                 std::fs::create_dir(d)?;
             }
-            let daemon = squashfuse::mount(squashfuse, squashfuse, img, Path::new("l"))?;
+            let daemon = squashfuse::mount(squashfuse, squashfuse, img, Path::new("l"), false)?;
             let r = overlay::mount_native(
                 &[Path::new("l")],
                 Path::new("u"),

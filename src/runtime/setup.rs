@@ -136,6 +136,7 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
                 &spec.squashfuse_configured,
                 &spec.squashfs,
                 &lower,
+                spec.builtin_server,
             )
             .map_err(|e| SetupError::new(format!("{e:#}")))?;
             log.mark("squashfuse");

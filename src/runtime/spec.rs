@@ -76,6 +76,8 @@ pub struct RunSpec {
     pub squashfuse: PathBuf,
     /// `run.squashfuse` as found in PATH: what messages name.
     pub squashfuse_configured: PathBuf,
+    /// Serve the image with warren's own server when it can (`run.image_server`).
+    pub builtin_server: bool,
     pub fuse_overlayfs: PathBuf,
     pub fake_chown: bool,
     pub timing: bool,
@@ -310,6 +312,7 @@ pub fn build(
         tmpfs_size: cfg.tmpfs_size.clone(),
         squashfuse,
         squashfuse_configured,
+        builtin_server: cfg.image_server == "builtin",
         fuse_overlayfs: if needs_fuse_overlay {
             helper(&cfg.fuse_overlayfs, "the FUSE overlay")
                 .unwrap_or_else(|_| PathBuf::from(&cfg.fuse_overlayfs))
@@ -364,6 +367,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         tmpfs_size: "1m".into(),
         squashfuse: "s".into(),
         squashfuse_configured: "s".into(),
+        builtin_server: true,
         fuse_overlayfs: "f".into(),
         fake_chown: false,
         timing: false,
