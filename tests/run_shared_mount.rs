@@ -54,7 +54,8 @@ fn holders(f: &Fixture, u: &User, sqfs: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Processes whose command line names `sqfs`: warren runs of it, its holders, and its
-/// image daemons (`squashfuse_ll … IMAGE`), as (pid, comm).
+/// image servers (`squashfuse_ll … IMAGE`, or warren's own `warren-sqfs`, a fork of the
+/// process that mounted it), as (pid, comm).
 fn processes_of(sqfs: &Path) -> Vec<(i32, String)> {
     let want = sqfs.to_str().unwrap();
     let mut v = Vec::new();
@@ -82,7 +83,7 @@ fn processes_of(sqfs: &Path) -> Vec<(i32, String)> {
 fn mounts_of(sqfs: &Path) -> usize {
     processes_of(sqfs)
         .iter()
-        .filter(|(_, c)| c == "squashfuse_ll")
+        .filter(|(_, c)| c == "squashfuse_ll" || c == "warren-sqfs")
         .count()
 }
 
