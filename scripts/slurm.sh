@@ -174,8 +174,17 @@ fail_tail() { # daemon name: its stderr and Slurm log tails
   tail -n 15 "$STATE/$1.log" "$log" >&2 2>/dev/null || true
 }
 
+# The configuration the running daemons were started with: a changed one (another
+# checkout's slurm.sh, an older version) means they must restart to read it.
+config_sum() { cat "$CONF" /etc/slurm/gres.conf 2>/dev/null | sha256sum | cut -d' ' -f1; }
+
 start() {
   write_config
+  if alive slurmctld && [ "$(cat "$STATE/config.sum" 2>/dev/null)" != "$(config_sum)" ]; then
+    echo "slurm.sh: the configuration changed: restarting the daemons"
+    stop
+  fi
+  config_sum >"$STATE/config.sum"
   start_munge
   if ! alive slurmctld; then
     spawn slurmctld slurmctld -D -i -f "$CONF"

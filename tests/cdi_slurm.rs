@@ -19,7 +19,11 @@ const SPEC_DIR: &str = "/var/run/cdi";
 struct Spec {
     file: PathBuf,
     made_dir: bool,
+    // Two spec files of one kind in one directory are ambiguous: one test at a time.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static SPEC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Spec {
     fn drop(&mut self) {
@@ -30,7 +34,8 @@ impl Drop for Spec {
     }
 }
 
-fn setup() -> Result<(&'static Cluster, Spec), String> {
+/// `tag` names the test's spec file.
+fn setup(tag: &str) -> Result<(&'static Cluster, Spec), String> {
     let c = slurm_support::cluster(false)?;
     let gres = stdout(&slurm_support::sh("sinfo -h -o %G"));
     if !gres.contains("gpu:2") || !Path::new("/dev/warren-gpu1").exists() {
@@ -38,9 +43,10 @@ fn setup() -> Result<(&'static Cluster, Spec), String> {
             "the test cluster has no stand-in GPUs (sinfo %G: {gres:?}; run scripts/slurm.sh restart)"
         ));
     }
+    let guard = SPEC_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let made_dir = !Path::new(SPEC_DIR).exists();
     std::fs::create_dir_all(SPEC_DIR).map_err(|e| e.to_string())?;
-    let file = Path::new(SPEC_DIR).join(format!("warren-test-{}.json", std::process::id()));
+    let file = Path::new(SPEC_DIR).join(format!("warren-test-{}-{tag}.json", std::process::id()));
     let spec = serde_json::json!({
         "cdiVersion": "0.6.0",
         "kind": "warren.test/gpu",
@@ -51,7 +57,14 @@ fn setup() -> Result<(&'static Cluster, Spec), String> {
         ]
     });
     std::fs::write(&file, spec.to_string()).map_err(|e| e.to_string())?;
-    Ok((c, Spec { file, made_dir }))
+    Ok((
+        c,
+        Spec {
+            file,
+            made_dir,
+            _one_at_a_time: guard,
+        },
+    ))
 }
 
 /// `-l` output lines of a task, sorted by task.
@@ -63,7 +76,7 @@ fn by_task(out: &str) -> Vec<String> {
 
 #[test]
 fn each_task_sees_only_its_own_gpus() {
-    let (c, _spec) = need!(setup());
+    let (c, _spec) = need!(setup("per-task"));
     let image = format!("--container-image={IMAGE}");
     let out = c.srun(&[
         "-N1",
@@ -98,7 +111,7 @@ fn each_task_sees_only_its_own_gpus() {
 
 #[test]
 fn explicit_devices_and_errors() {
-    let (c, _spec) = need!(setup());
+    let (c, _spec) = need!(setup("explicit"));
     let image = format!("--container-image={IMAGE}");
     let out = c.srun(&[
         "-N1",

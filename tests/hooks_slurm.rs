@@ -50,12 +50,9 @@ fn prestart_runs_per_task_and_a_failing_hook_fails_the_task() {
         }
     }
     let id = std::process::id();
+    // One file per hook run: the two tasks' hooks run at the same time.
     let log = c.work.path().join("hook-log");
-    let record = script(
-        c,
-        "record",
-        &format!("cat >> {}; echo >> {}", log.display(), log.display()),
-    );
+    let record = script(c, "record", &format!("cat > {}.$$", log.display()));
     let probe = script(
         c,
         &format!("warren-probe-{id}"),
@@ -108,7 +105,13 @@ fn prestart_runs_per_task_and_a_failing_hook_fails_the_task() {
         stdout(&out),
         "probe ran from-environ.d site-file\nprobe ran from-environ.d site-file\n"
     );
-    let text = std::fs::read_to_string(&log).unwrap();
+    let mut text = String::new();
+    for e in std::fs::read_dir(c.work.path()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("hook-log.") {
+            text += &std::fs::read_to_string(e.path()).unwrap();
+            text.push('\n');
+        }
+    }
     let states: Vec<serde_json::Value> = text
         .lines()
         .filter(|l| !l.is_empty())

@@ -183,8 +183,8 @@ fn tasks_run_in_their_own_containers_on_one_mount_per_node() {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("{}", stderr(&out)));
-    // While all 12 tasks are inside: one FUSE image mount (one squashfuse daemon) per
-    // node for the whole job, however many tasks.
+    // While all 12 tasks are inside: one FUSE image mount (one image server: squashfuse_ll
+    // or warren's own) per node for the whole job, however many tasks.
     let deadline = Instant::now() + Duration::from_secs(120);
     let inside = || std::fs::read_dir(&work).map_or(0, |d| d.count());
     while inside() < 12 && Instant::now() < deadline {
@@ -199,7 +199,7 @@ fn tasks_run_in_their_own_containers_on_one_mount_per_node() {
     let fuse = c
         .processes_of_job(job)
         .into_iter()
-        .filter(|p| p.contains("squashfuse"))
+        .filter(|p| p.contains("squashfuse") || p.contains("(warren-sqfs)"))
         .count();
     assert_eq!(fuse, 3, "{:?}", c.processes_of_job(job));
     c.wait_job(job);

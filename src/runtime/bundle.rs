@@ -152,15 +152,46 @@ struct Hooks {
     poststop: Vec<HookJson>,
 }
 
+/// One OCI hook as a bundle's `config.json` and podman's `hooks.d` files write it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HookJson {
+pub(crate) struct HookJson {
     path: String,
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
     env: Vec<String>,
     timeout: Option<i64>,
+}
+
+impl HookJson {
+    /// Checked: an absolute path, no NUL byte, `NAME=VALUE` entries, a positive timeout.
+    pub(crate) fn check(&self) -> Result<Hook, String> {
+        if !self.path.starts_with('/') || self.path.contains('\0') {
+            return Err(format!("path {:?} must be an absolute path", self.path));
+        }
+        if self.args.iter().chain(&self.env).any(|a| a.contains('\0')) {
+            return Err("contains a NUL byte".into());
+        }
+        if let Some(e) = self
+            .env
+            .iter()
+            .find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+        {
+            return Err(format!("env entry {e:?} is not NAME=VALUE"));
+        }
+        let timeout = match self.timeout {
+            None => None,
+            Some(t) if t > 0 => Some(u32::try_from(t).unwrap_or(u32::MAX)),
+            Some(t) => return Err(format!("timeout {t} must be greater than zero")),
+        };
+        Ok(Hook {
+            path: PathBuf::from(&self.path),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            timeout,
+        })
+    }
 }
 
 // Some fields are only accepted and ignored rootless (docs/oci.md).
@@ -776,28 +807,7 @@ pub fn check_map(
 
 fn hooks(field: &str, hs: &[HookJson]) -> Result<Vec<Hook>, BundleError> {
     hs.iter()
-        .map(|h| {
-            if !h.path.starts_with('/') || h.path.contains('\0') {
-                return Err(invalid(
-                    field,
-                    format!("path {:?} must be absolute", h.path),
-                ));
-            }
-            if h.args.iter().chain(&h.env).any(|a| a.contains('\0')) {
-                return Err(invalid(field, "contains a NUL byte"));
-            }
-            let timeout = match h.timeout {
-                None => None,
-                Some(t) if t > 0 && t <= u32::MAX as i64 => Some(t as u32),
-                Some(t) => return Err(invalid(field, format!("timeout {t} must be positive"))),
-            };
-            Ok(Hook {
-                path: PathBuf::from(&h.path),
-                args: h.args.clone(),
-                env: h.env.clone(),
-                timeout,
-            })
-        })
+        .map(|h| h.check().map_err(|why| invalid(field, why)))
         .collect()
 }
 

@@ -185,20 +185,27 @@ impl Use {
     }
 }
 
+/// A holder's record opened for its OFD locks; `None` when it is gone (the holder ended).
+fn open_record(path: &Path) -> Result<Option<File>> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("open {}", path.display())),
+    }
+}
+
 /// Take a use lock on holder `h` (waiting while someone holds the write lock: a holder
 /// ending on idle, `warren rm`). `None` when the holder ended meanwhile (its record was
 /// unlinked, or is stale): look again.
 pub fn use_holder(rundir: &Path, h: &Record) -> Result<Option<Use>> {
     let path = state::record_path(rundir, &h.id);
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    let Some(file) = open_record(&path)? else {
+        return Ok(None);
     };
     ofd_lock(file.as_raw_fd(), libc::F_OFD_SETLKW, libc::F_RDLCK)
         .with_context(|| format!("use lock on {}", path.display()))?;
@@ -261,16 +268,8 @@ pub fn deadline(created: u64, last_use: u64, idle: u64, grace: u64) -> u64 {
 /// stopped (`false`: in use). `force` stops it even then (its containers lose their image).
 pub fn stop_if_unused(rundir: &Path, h: &Record, grace_secs: u64, force: bool) -> Result<bool> {
     let path = state::record_path(rundir, &h.id);
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-    {
-        Ok(f) => f,
-        // Already gone: stopped.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    let Some(file) = open_record(&path)? else {
+        return Ok(true); // already gone: stopped
     };
     match ofd_lock(file.as_raw_fd(), libc::F_OFD_SETLK, libc::F_WRLCK) {
         Ok(_) => {}

@@ -7,7 +7,7 @@
 //! matching the container's first argument (the whole string); an `annotations` pair of
 //! regexes matching one annotation; `hasBindMounts` and the container has bind mounts.
 
-use super::bundle::Hook;
+use super::bundle::{Hook, HookJson};
 use super::cdi::Stage;
 use super::dropins;
 use serde::Deserialize;
@@ -29,18 +29,6 @@ struct FileJson {
     hook: HookJson,
     when: WhenJson,
     stages: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HookJson {
-    path: String,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    timeout: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -119,22 +107,10 @@ pub fn parse(file: &Path, text: &str) -> Result<SiteHook, SiteHookError> {
             raw.version
         )));
     }
-    if !raw.hook.path.starts_with('/') || raw.hook.path.contains('\0') {
-        return Err(fail(format!(
-            "hook.path {:?} must be an absolute path",
-            raw.hook.path
-        )));
-    }
-    for e in &raw.hook.env {
-        if e.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
-            return Err(fail(format!("hook.env entry {e:?} is not NAME=VALUE")));
-        }
-    }
-    let timeout = match raw.hook.timeout {
-        None => None,
-        Some(t) if t > 0 => Some(u32::try_from(t).unwrap_or(u32::MAX)),
-        Some(t) => return Err(fail(format!("hook.timeout {t} must be greater than zero"))),
-    };
+    let hook = raw
+        .hook
+        .check()
+        .map_err(|why| fail(format!("hook: {why}")))?;
     if raw.stages.is_empty() {
         return Err(fail("stages is empty".into()));
     }
@@ -176,12 +152,7 @@ pub fn parse(file: &Path, text: &str) -> Result<SiteHook, SiteHookError> {
         .collect::<Result<Vec<_>, SiteHookError>>()?;
     Ok(SiteHook {
         file: file.to_path_buf(),
-        hook: Hook {
-            path: PathBuf::from(raw.hook.path),
-            args: raw.hook.args,
-            env: raw.hook.env,
-            timeout,
-        },
+        hook,
         stages,
         always: w.always.unwrap_or(false),
         commands,

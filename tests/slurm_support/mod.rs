@@ -226,9 +226,12 @@ impl Cluster {
             });
             if ours {
                 let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+                // comm too: warren's image server is a fork with its parent's cmdline.
+                let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
                 v.push(format!(
-                    "{}: {}",
+                    "{}: ({}) {}",
                     p.display(),
+                    comm.trim(),
                     String::from_utf8_lossy(&cmd).replace('\0', " ")
                 ));
             }
