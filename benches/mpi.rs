@@ -13,48 +13,14 @@
 //! Needs the test image openmpi (scripts/test-images.sh openmpi), mpicc, the cluster.
 //!   cargo bench --bench mpi [-- ROUNDS]
 
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::{need_root_and_cluster, rounds, run, s, sh, USER};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 const OPENMPI: &str = "127.0.0.1:5000/test/openmpi:latest";
-const USER: &str = "warren-ci";
 const ITERS: &str = "2000";
-
-fn sh(cmd: &str) -> Result<String, String> {
-    let o = Command::new("sh")
-        .args(["-ec", cmd])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !o.status.success() {
-        return Err(format!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
-/// Wall time (ms) and stdout of `argv` with `env` added.
-fn run(argv: &[String], env: &[(&str, &str)]) -> Result<(f64, String), String> {
-    let t = Instant::now();
-    let o = Command::new(&argv[0])
-        .args(&argv[1..])
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", argv[0]))?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    if !o.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    Ok((ms, String::from_utf8_lossy(&o.stdout).into_owned()))
-}
 
 fn printed(out: &str, prefix: &str) -> Result<f64, String> {
     out.lines()
@@ -63,96 +29,29 @@ fn printed(out: &str, prefix: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("no {prefix:?} in {out:?}"))
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
 /// As root: the plugin built from this tree (release) with warren= this bench's binary.
 fn install(root: &Path, state: &Path, warren: &Path) -> Result<(), String> {
-    sh(&format!(
-        "mkdir -p {0}/slurm-store {0}/slurm-shared && chmod 755 {0}/slurm-store {0}/slurm-shared && \
-         d={0}/slurm-store/{USER}; [ -d $d ] || {{ mkdir $d && chown {USER}: $d; }}",
-        state.display()
-    ))?;
-    let conf = "/etc/slurm/plugstack.conf.d/warren.conf";
-    let before = std::fs::read_to_string(conf).unwrap_or_default();
-    sh(&format!(
-        "cd {r} && bash scripts/install-plugin.sh --no-binary warren={w} \
-         store={s}/slurm-store/%u runtime_path=/run/warren shared_store={s}/slurm-shared",
-        r = root.display(),
-        w = warren.display(),
-        s = state.display()
-    ))?;
-    if std::fs::read_to_string(conf).unwrap_or_default() != before {
-        sh(&format!("bash {}/scripts/slurm.sh restart", root.display()))?;
-    }
-    Ok(())
+    cluster::prepare_stores(state)?;
+    cluster::install_plugin(root, state, warren, "")
 }
 
-/// Become `user` (IDs, HOME), without Slurm or warren variables of our own.
-fn drop_to(user: &str) -> Result<(), String> {
-    let line = sh(&format!("getent passwd {user}"))?;
-    let f: Vec<&str> = line.trim().split(':').collect();
-    let (Some(uid), Some(gid)) = (
-        f.get(2).and_then(|v| v.parse::<u32>().ok()),
-        f.get(3).and_then(|v| v.parse::<u32>().ok()),
-    ) else {
-        return Err(format!("user {user} missing (scripts/setup-host.sh)"));
-    };
-    // SAFETY: plain credential syscalls in a single-threaded process.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setresgid(gid, gid, gid) != 0
-            || libc::setresuid(uid, uid, uid) != 0
-        {
-            return Err(format!(
-                "become {user}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SLURM_") || k.starts_with("WARREN_") || k.starts_with("OMPI_") {
-            std::env::remove_var(k);
-        }
-    }
-    std::env::set_var("HOME", f.get(5).unwrap_or(&"/"));
-    std::env::set_var("USER", user);
-    Ok(())
+/// The median of `v`, NaN when empty.
+fn median(v: &[f64]) -> f64 {
+    cluster::median(v).unwrap_or(f64::NAN)
 }
 
 fn fail(work: &Path, msg: &str) -> ! {
-    eprintln!("mpi bench: {msg}");
-    let _ = std::fs::remove_dir_all(work);
-    std::process::exit(1);
+    cluster::fail("mpi", work, msg)
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(11);
+    let rounds = rounds(11);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let state = std::env::var_os("WARREN_TEST_STATE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/warren-test"));
     let warren = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("mpi bench: run as root (it installs the plugin, then runs as {USER})");
-        std::process::exit(2);
-    }
-    let nodes = sh("sinfo -h -N -o %N").unwrap_or_default();
-    if !["n1", "n2", "n3"].iter().all(|n| nodes.contains(n)) {
-        eprintln!("mpi bench: the test cluster is not up (bash scripts/slurm.sh start)");
-        std::process::exit(2);
-    }
+    need_root_and_cluster("mpi");
     if let Err(e) = install(&root, &state, &warren) {
         eprintln!("mpi bench: set-up: {e}");
         std::process::exit(1);
@@ -169,7 +68,7 @@ fn main() {
     if let Err(e) = prep {
         fail(&work, &format!("preparing: {e}"));
     }
-    if let Err(e) = drop_to(USER) {
+    if let Err(e) = cluster::drop_to(USER, &["SLURM_", "WARREN_", "OMPI_"]) {
         fail(&work, &e);
     }
     let _ = std::env::set_current_dir(&work);

@@ -14,31 +14,22 @@
 //! Needs the test images debian and python (scripts/test-images.sh debian python).
 //!   cargo bench --bench slurm [-- ROUNDS]
 
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::{median, need_root_and_cluster, rounds, s, sh, USER};
+
+/// Wall time (ms) and stdout of `argv`.
+fn run(argv: &[String]) -> Result<(f64, String), String> {
+    cluster::run(argv, &[])
+}
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 const DEBIAN: &str = "127.0.0.1:5000/test/debian:latest";
 const PYTHON: &str = "127.0.0.1:5000/test/python:latest";
-const USER: &str = "warren-ci";
 const IMPORTS: &str = "import time; t = time.perf_counter(); \
     import email, json, http.client, xml.dom.minidom, asyncio, unittest, argparse, logging; \
     print((time.perf_counter() - t) * 1e3)";
-
-fn sh(cmd: &str) -> Result<String, String> {
-    let o = Command::new("sh")
-        .args(["-ec", cmd])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !o.status.success() {
-        return Err(format!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
 
 /// What one sample measures: the wall time of `argv`, or the number (ms) it prints.
 #[derive(Clone, Copy, PartialEq)]
@@ -55,24 +46,6 @@ struct Row {
     measure: Measure,
     samples: Vec<f64>,
     error: Option<String>,
-}
-
-fn run(argv: &[String]) -> Result<(f64, String), String> {
-    let t = Instant::now();
-    let o = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", argv[0]))?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    if !o.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    Ok((ms, String::from_utf8_lossy(&o.stdout).into_owned()))
 }
 
 fn sample(r: &Row) -> Result<f64, String> {
@@ -104,16 +77,6 @@ fn run_rounds(rows: &mut [Row], rounds: usize) {
     }
 }
 
-fn median(v: &[f64]) -> Option<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied()
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
 fn row(name: &str, argv: Vec<String>, measure: Measure) -> Row {
     Row {
         name: name.into(),
@@ -128,100 +91,27 @@ fn row(name: &str, argv: Vec<String>, measure: Measure) -> Row {
 /// As root: install the plugin built from this tree (release), warren= this bench's
 /// binary, kernel_mount=yes with the python image in the shared store.
 fn install(root: &Path, state: &Path, warren: &Path) -> Result<(), String> {
-    for d in ["slurm-store", "slurm-shared"] {
-        sh(&format!(
-            "mkdir -p {0}/{d} && chmod 755 {0}/{d}",
-            state.display()
-        ))?;
-    }
-    sh(&format!(
-        "d={s}/slurm-store/{USER}; [ -d $d ] || {{ mkdir $d && chown {USER}: $d; }}",
-        s = state.display()
-    ))?;
+    cluster::prepare_stores(state)?;
     sh(&format!(
         "WARREN_STORE_SHARED={}/slurm-shared WARREN_CONFIG=/dev/null {} pull --shared --quiet {PYTHON}",
         state.display(),
         warren.display()
     ))?;
-    let conf = "/etc/slurm/plugstack.conf.d/warren.conf";
-    let before = std::fs::read_to_string(conf).unwrap_or_default();
-    sh(&format!(
-        "cd {r} && bash scripts/install-plugin.sh --no-binary warren={w} \
-         store={s}/slurm-store/%u runtime_path=/run/warren \
-         shared_store={s}/slurm-shared kernel_mount=yes",
-        r = root.display(),
-        w = warren.display(),
-        s = state.display()
-    ))?;
-    // Only a first install needs slurmd restarted (it looks for job epilogs when it
-    // starts); a changed line is read by every new srun and slurmstepd.
-    if std::fs::read_to_string(conf).unwrap_or_default() != before
-        && !before.contains("libwarren_spank.so")
-    {
-        sh(&format!("bash {}/scripts/slurm.sh restart", root.display()))?;
-    }
-    Ok(())
+    cluster::install_plugin(root, state, warren, "kernel_mount=yes")
 }
 
-/// Become `user` (its IDs and environment), without Slurm variables of our own.
-fn drop_to(user: &str) -> Result<(u32, u32), String> {
-    let line = sh(&format!("getent passwd {user}"))?;
-    let f: Vec<&str> = line.trim().split(':').collect();
-    let (Some(uid), Some(gid)) = (
-        f.get(2).and_then(|v| v.parse().ok()),
-        f.get(3).and_then(|v| v.parse().ok()),
-    ) else {
-        return Err(format!("user {user} missing (scripts/setup-host.sh)"));
-    };
-    // SAFETY: plain credential syscalls in a single-threaded process.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setresgid(gid, gid, gid) != 0
-            || libc::setresuid(uid, uid, uid) != 0
-        {
-            return Err(format!(
-                "become {user}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SLURM_") || k.starts_with("PYXIS_") || k.starts_with("WARREN_") {
-            std::env::remove_var(k);
-        }
-    }
-    std::env::set_var("HOME", f.get(5).unwrap_or(&"/"));
-    std::env::set_var("USER", user);
-    Ok((uid, gid))
-}
-
-/// Report `msg`, remove the bench's work dir, exit 1.
 fn fail(work: &Path, msg: &str) -> ! {
-    eprintln!("slurm bench: {msg}");
-    let _ = std::fs::remove_dir_all(work);
-    std::process::exit(1);
+    cluster::fail("slurm", work, msg)
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5);
+    let rounds = rounds(5);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let state = std::env::var_os("WARREN_TEST_STATE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/warren-test"));
     let warren = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("slurm bench: run as root (it installs the plugin, then runs as {USER})");
-        std::process::exit(2);
-    }
-    let nodes = sh("sinfo -h -N -o %N").unwrap_or_default();
-    if !["n1", "n2", "n3"].iter().all(|n| nodes.contains(n)) {
-        eprintln!("slurm bench: the test cluster is not up (bash scripts/slurm.sh start)");
-        std::process::exit(2);
-    }
+    need_root_and_cluster("slurm");
     if let Err(e) = install(&root, &state, &warren) {
         eprintln!("slurm bench: set-up: {e}");
         std::process::exit(1);
@@ -242,7 +132,7 @@ fn main() {
     if let Err(e) = prep {
         fail(&work, &format!("preparing the python image: {e}"));
     }
-    if let Err(e) = drop_to(USER) {
+    if let Err(e) = cluster::drop_to(USER, &["SLURM_", "PYXIS_", "WARREN_"]) {
         fail(&work, &e);
     }
     let _ = std::env::set_current_dir(&work);
