@@ -2,7 +2,8 @@
 //! devices (made here with mknod as copies of /dev/null's major/minor), a library
 //! directory and env from a spec; `=all`; unknown devices and malformed specs; the
 //! NVIDIA-shaped fixture with its paths redirected to stand-ins (its nvidia-cdi-hook
-//! calls answered by a stand-in script, run in the container before the command); the
+//! calls answered by tests/fixtures/cdi/nvidia-cdi-hook, which finds the container's
+//! root as NVIDIA's does and makes its symlinks, ld.so.conf.d file and modes there); the
 //! glibc guard against a fabricated old libc and an image without glibc.
 
 mod run_support;
@@ -249,10 +250,10 @@ fn an_nvidia_ctk_spec_works_with_stand_in_paths() {
          printf '#!/bin/sh\\necho nvidia-smi stand-in\\n' > $D/usr/bin/nvidia-smi; chmod 755 $D/usr/bin/nvidia-smi
          echo lib > $D/usr/lib/x86_64-linux-gnu/libcuda.so.575.64.03
          echo lib > $D/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.575.64.03
-         # The hook stand-in: runs in the container's namespaces, before the command.
-         printf '#!/bin/sh\\necho \"hook $1 ($NVIDIA_CTK_DEBUG)\" >> /tmp/hooks.log\\n' > $D/usr/bin/nvidia-cdi-hook
-         chmod 755 $D/usr/bin/nvidia-cdi-hook",
-        d = d.display()
+         cp {hook} $D/usr/bin/nvidia-cdi-hook",
+        d = d.display(),
+        // Finds the root as NVIDIA's does (state, bundle, config.json) and acts there.
+        hook = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cdi/nvidia-cdi-hook"),
     ));
     let cdi = d.join("cdi");
     std::fs::create_dir_all(&cdi).unwrap();
@@ -267,15 +268,17 @@ fn an_nvidia_ctk_spec_works_with_stand_in_paths() {
             "sh",
             "-c",
             "ls /dev/nvidia0 /dev/nvidiactl /dev/dri/renderD128 /usr/lib/x86_64-linux-gnu/libcuda.so.575.64.03; \
-             /usr/bin/nvidia-smi; echo $NVIDIA_VISIBLE_DEVICES; cat /tmp/hooks.log",
+             /usr/bin/nvidia-smi; echo $NVIDIA_VISIBLE_DEVICES; cat /tmp/nvidia-cdi-hook.log; \
+             readlink /usr/lib/x86_64-linux-gnu/libcuda.so; readlink /dev/dri/by-path/pci-0000:84:00.0-card; \
+             cat /etc/ld.so.conf.d/00-nvcr-warren.conf; stat -c %a /dev/dri",
         ],
     ));
     assert_eq!(
         out,
         "/dev/dri/renderD128\n/dev/nvidia0\n/dev/nvidiactl\n/usr/lib/x86_64-linux-gnu/libcuda.so.575.64.03\n\
          nvidia-smi stand-in\nvoid\n\
-         hook create-symlinks (false)\nhook update-ldcache (false)\n\
-         hook create-symlinks (false)\nhook chmod (false)\n"
+         create-symlinks\nupdate-ldcache\ncreate-symlinks\nchmod\n\
+         libcuda.so.1\n../card1\n/usr/lib/x86_64-linux-gnu\n755\n"
     );
     // The UUID name and "all" name the same GPU.
     let out = ok(&run_with_cdi(

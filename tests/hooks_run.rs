@@ -110,8 +110,14 @@ fn hooks_run_in_order_with_the_state_and_drop_ins_apply() {
         serde_json::json!({"version": "1.0.0", "hook": {"path": record, "args": ["record", "never"]},
                            "when": {"commands": [".*/python3"]}, "stages": ["prestart"]}),
     );
-    // In the container's namespaces: writes into the container's /tmp before the command.
-    let inside = s.script("inside", "cat > /tmp/created-state");
+    // In the container's namespaces, before its pivot_root (as runc runs them): finds the
+    // container's root as NVIDIA's nvidia-cdi-hook does (the state's bundle, its
+    // config.json's root.path) and writes into the container's /tmp.
+    let inside = s.script(
+        "inside",
+        "st=$(cat); b=$(printf %s \"$st\" | jq -er .bundle); \
+         r=$(jq -er .root.path \"$b/config.json\"); printf %s \"$st\" > \"$r/tmp/created-state\"",
+    );
     s.hook(
         "40-inside",
         serde_json::json!({"version": "1.0.0", "hook": {"path": inside},

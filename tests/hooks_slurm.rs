@@ -2,7 +2,8 @@
 //! config, so the test puts two hook files into /etc/warren/hooks.d for its duration
 //! (removed after; each matches only a command name unique to this test process, so no
 //! other job or `warren run` on the machine runs them): a prestart hook that records the
-//! state it reads, and a createContainer hook that fails with a message; and a mounts.d
+//! state it reads, a createContainer hook that writes into the container's root (found
+//! through the state's bundle), and one that fails with a message; and a mounts.d
 //! and an environ.d drop-in (names unique to this process).
 mod slurm_support;
 mod support;
@@ -56,7 +57,17 @@ fn prestart_runs_per_task_and_a_failing_hook_fails_the_task() {
     let probe = script(
         c,
         &format!("warren-probe-{id}"),
-        &format!("echo probe ran $WARREN_TEST_SITE_{id} $(cat /site-{id}/file)"),
+        &format!(
+            "echo probe ran $WARREN_TEST_SITE_{id} $(cat /site-{id}/file) $(cat /tmp/created)"
+        ),
+    );
+    // createContainer, before the task's pivot_root: finds the container's root as
+    // nvidia-cdi-hook does (the state's bundle, its config.json's root.path).
+    let created = script(
+        c,
+        "created",
+        "st=$(cat); b=$(printf %s \"$st\" | jq -er .bundle); \
+         r=$(jq -er .root.path \"$b/config.json\"); printf %s \"$st\" | jq -er .status > \"$r/tmp/created\"",
     );
     // Drop-ins: names unique to this process (harmless to any other container).
     let site = c.work.path().join("site");
@@ -86,6 +97,11 @@ fn prestart_runs_per_task_and_a_failing_hook_fails_the_task() {
                 "when": {"commands": [format!(".*/warren-probe-{id}")]}, "stages": ["prestart"]}),
         ),
         (
+            format!("zz-warren-test-{id}-created.json"),
+            serde_json::json!({"version": "1.0.0", "hook": {"path": created},
+                "when": {"commands": [format!(".*/warren-probe-{id}")]}, "stages": ["createContainer"]}),
+        ),
+        (
             format!("zz-warren-test-{id}-fail.json"),
             serde_json::json!({"version": "1.0.0", "hook": {"path": fail},
                 "when": {"commands": [format!(".*/warren-fail-{id}")]}, "stages": ["createContainer"]}),
@@ -103,7 +119,7 @@ fn prestart_runs_per_task_and_a_failing_hook_fails_the_task() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "probe ran from-environ.d site-file\nprobe ran from-environ.d site-file\n"
+        "probe ran from-environ.d site-file creating\nprobe ran from-environ.d site-file creating\n"
     );
     let mut text = String::new();
     for e in std::fs::read_dir(c.work.path()).unwrap().flatten() {

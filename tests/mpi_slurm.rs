@@ -201,7 +201,10 @@ fn host_mpi_injection_under_slurm() {
     let mounts = format!("--container-mounts={0}:{0}:ro", c.work.path().display());
     let run = |img: &str, inject: Option<&str>| {
         let img = format!("--container-image={img}");
-        let mut a = vec!["-N", "2", "-n", "4", "--mpi=pmix", &img, &mounts];
+        // One rank per node: Debian 12's Open MPI 4.1.4 once crashed a rank (a call
+        // through a null pointer) while four ranks of two simulated nodes, all on one
+        // address, connected over TCP at once; injection needs no more than two nodes.
+        let mut a = vec!["-N", "2", "-n", "2", "--mpi=pmix", &img, &mounts];
         let opt;
         if let Some(m) = inject {
             opt = format!("--container-mpi-inject={m}");
@@ -221,10 +224,10 @@ fn host_mpi_injection_under_slurm() {
     let ranks: BTreeSet<&str> = out
         .lines()
         .filter_map(|l| l.strip_prefix("rank "))
-        .filter_map(|l| l.split_once(" of 4 on "))
+        .filter_map(|l| l.split_once(" of 2 on "))
         .map(|(r, _)| r)
         .collect();
-    assert_eq!(ranks, ["0", "1", "2", "3"].into(), "{out}");
+    assert_eq!(ranks, ["0", "1"].into(), "{out}");
     // MPICH's ABI: refused on every node, one line each, the program never runs.
     let o = run(MPICH, Some("on"));
     assert!(!o.status.success());
@@ -240,5 +243,5 @@ fn host_mpi_injection_under_slurm() {
     );
     let o = run(MPICH, Some("force"));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert_eq!(stdout(&o).lines().count(), 4, "{}", stdout(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
 }

@@ -149,9 +149,16 @@ fn container_namespace_hooks_see_the_container() {
     let f = need!(Fixture::new());
     let mut v = f.config(&["echo", "command"]);
     // createContainer: found here (the host's static busybox), run in the container's
-    // namespaces; startContainer: found and run inside the container.
+    // namespaces before its pivot_root, as runc runs it: the bundle's root.path shows the
+    // container's root, its mounts (/dev) included; startContainer: found and run inside
+    // the container.
+    let root = f.bundle().join("rootfs");
+    let look = format!(
+        "cat {0}/etc/os-release && test -c {0}/dev/null && echo dev",
+        root.display()
+    );
     v["hooks"] = json!({
-        "createContainer": [{"path": "/bin/busybox", "args": ["busybox", "cat", "/etc/os-release"]}],
+        "createContainer": [{"path": "/bin/busybox", "args": ["busybox", "sh", "-c", look]}],
         "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "stat -c %u:%g /data/a"]}],
     });
     f.write_config(&v);
@@ -165,7 +172,7 @@ fn container_namespace_hooks_see_the_container() {
     );
     assert_eq!(
         support::stdout(&o),
-        format!("{OS_RELEASE}1000:1001\ncommand\n")
+        format!("{OS_RELEASE}dev\n1000:1001\ncommand\n")
     );
 }
 

@@ -78,8 +78,14 @@ fn as_task(
     let mut log = Log::default();
     setup::new_user_namespace().map_err(|x| x.to_string())?;
     userns::write_self(&spec.map).map_err(e("single-ID map"))?;
-    let prepared = setup::prepare(&spec, overlay::choose(&spec), None, &mut log)
-        .map_err(|x| format!("prepare: {x}"))?;
+    let prepared = setup::prepare(
+        &spec,
+        overlay::choose(&spec),
+        None,
+        &mut log,
+        &mut |_, _| Ok(()),
+    )
+    .map_err(|x| format!("prepare: {x}"))?;
     process::finish(&prepared.exec).map_err(|(c, m)| format!("finish ({c}): {m}"))?;
     // Now in the container, with the task's final credentials: look around.
     let passwd = std::fs::read_to_string("/etc/passwd").map_err(e("/etc/passwd"))?;

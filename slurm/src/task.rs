@@ -260,6 +260,9 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     )
     .map_err(|e| format!("warren: {e:#}"))?;
     spec.binds.extend(inj.binds.iter().cloned());
+    if !inj.hooks.create_container.is_empty() {
+        spec.hook_bundle = spec::HookBundle::Staging;
+    }
     let hook_state = task_hooks_before(&inj.hooks, &spec)?;
     let in_container = task_hook_exes(&inj.hooks)?;
     let Some(h) = &spec.join else {
@@ -285,10 +288,37 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         spec.writable = Writable::Mounted(roots::ensure(&spec.rundir, name, dir)?);
     }
     let sources = container_mounts::open_sources(container_mounts::plan(&t.args.mounts, &t.cwd))?;
-    let prepared = setup::prepare(&spec, overlay::choose(&spec), None, &mut log)
-        .map_err(|e| format!("warren: {e}"))?;
+    // createContainer hooks: after the container's mounts, before its pivot_root.
+    let mut hook_failed = None;
+    let mut create_container = |_: &std::path::Path, _: &mut setup::Log| {
+        hooks::run_all_opened(
+            "createContainer",
+            &inj.hooks.create_container,
+            &in_container[0],
+            &hook_state,
+        )
+        .map_err(|e| {
+            let line = e.to_string();
+            hook_failed = Some(hook_failure(e));
+            setup::SetupError::new(line)
+        })
+    };
+    let prepared = setup::prepare(
+        &spec,
+        overlay::choose(&spec),
+        None,
+        &mut log,
+        &mut create_container,
+    )
+    .map_err(|e| hook_failed.take().unwrap_or_else(|| format!("warren: {e}")))?;
     container_mounts::apply(sources)?;
-    task_hooks_inside(&inj.hooks, &in_container, &hook_state)?;
+    hooks::run_all_opened(
+        "startContainer",
+        &inj.hooks.start_container,
+        &in_container[1],
+        &hook_state,
+    )
+    .map_err(hook_failure)?;
     process::finish(&prepared.exec).map_err(|(_, m)| format!("warren: {m}"))?;
     let mut changes = env_changes(&image_env, &t.args.env);
     // Site environment and CDI env (a bare `K` keeps the host's value: nothing to set),
@@ -351,7 +381,9 @@ fn hook_failure(e: hooks::HookError) -> String {
 /// `creating`, the task's PID: slurmstepd execs the command in this process). poststart
 /// and poststop need a process outside the container after the exec, which Slurm does
 /// not give a plugin: they are refused (docs/hooks.md) rather than silently skipped.
-/// Returns the state for the hooks run inside.
+/// Returns the state for the others: createContainer hooks run in the task's container
+/// before its pivot_root (its root named by `BUNDLE/config.json`), startContainer hooks
+/// after it.
 fn task_hooks_before(
     h: &warren::runtime::bundle::HookSet,
     spec: &spec::RunSpec,
@@ -370,7 +402,7 @@ fn task_hooks_before(
         "id": spec.name.clone().unwrap_or_else(|| format!("{}", std::process::id())),
         "status": "creating",
         "pid": std::process::id(),
-        "bundle": "",
+        "bundle": setup::staging_dir(spec),
         "annotations": {},
     })
     .to_string()
@@ -393,20 +425,6 @@ fn task_hook_exes(
         hooks::open_exes("createContainer", &h.create_container).map_err(hook_failure)?,
         hooks::open_exes("startContainer", &h.start_container).map_err(hook_failure)?,
     ])
-}
-
-/// Second part, in the task's container after its pivot_root: createContainer, then
-/// startContainer hooks (one process: the task is both the container's set-up and its
-/// command).
-fn task_hooks_inside(
-    h: &warren::runtime::bundle::HookSet,
-    exes: &[Vec<std::os::fd::OwnedFd>; 2],
-    state: &[u8],
-) -> Result<(), String> {
-    hooks::run_all_opened("createContainer", &h.create_container, &exes[0], state)
-        .map_err(hook_failure)?;
-    hooks::run_all_opened("startContainer", &h.start_container, &exes[1], state)
-        .map_err(hook_failure)
 }
 
 #[cfg(test)]

@@ -208,7 +208,12 @@ fn prepare(ctx: &Ctx, who: &Who, c: &Create) -> Result<Prepared> {
         .with_context(|| format!("bundle {}", c.bundle.display()))?;
     let (config, plan) = read_bundle(&bundle_dir)?;
     let root = resolve_root(ctx, &bundle_dir, &plan.root)?;
-    let (spec, notices) = oci_spec::build(&ctx.config.run, &plan, &root, &c.id, &who.caller)?;
+    let (mut spec, notices) = oci_spec::build(&ctx.config.run, &plan, &root, &c.id, &who.caller)?;
+    if !plan.hooks.create_container.is_empty() && root.path.is_dir() {
+        // createContainer hooks find the root through config.json's root.path, as with
+        // runc: there they see the container's root, mounts included.
+        spec.hook_bundle = crate::runtime::spec::HookBundle::Root(root.path.clone());
+    }
     if !ctx.quiet {
         for n in notices {
             eprintln!("warren: {n}");

@@ -11,20 +11,20 @@
 use crate::config::RunConfig;
 use crate::runtime::bundle::HookSet;
 use crate::runtime::oci_state::{self, State, Status};
-use crate::runtime::spec::RunSpec;
-use crate::runtime::{hooks, sys};
+use crate::runtime::spec::{HookBundle, RunSpec};
+use crate::runtime::{hooks, setup, sys};
 use anyhow::{Context, Result};
 use std::os::fd::AsRawFd;
 
-/// The state JSON hooks read on stdin. `warren run` has no bundle directory: `bundle` is
-/// the empty path (docs/hooks.md).
-fn state(id: &str, status: Status, pid: i32) -> Vec<u8> {
+/// The state JSON hooks read on stdin. `bundle` is the container's staging directory,
+/// where a `config.json` names its root for the createContainer hooks (docs/hooks.md).
+fn state(id: &str, status: Status, pid: i32, bundle: &std::path::Path) -> Vec<u8> {
     let st = State {
         oci_version: oci_state::OCI_VERSION.into(),
         id: id.to_string(),
         status,
         pid,
-        bundle: Default::default(),
+        bundle: bundle.to_path_buf(),
         annotations: Default::default(),
     };
     serde_json::to_vec(&st).unwrap_or_default()
@@ -44,6 +44,12 @@ fn warn(phase: &'static str, hs: &[crate::runtime::bundle::Hook], st: &[u8], qui
 
 /// Run the container of `spec` with `h`'s hooks; returns its exit code.
 pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result<i32> {
+    let mut spec = spec.clone();
+    if !h.create_container.is_empty() {
+        spec.hook_bundle = HookBundle::Staging;
+    }
+    let spec = &spec;
+    let bundle = setup::staging_dir(spec);
     let id = spec
         .name
         .clone()
@@ -51,7 +57,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result
     let (gate_r, gate_w) = sys::pipe().context("start gate")?;
     let quiet = spec.quiet;
     let before_exec = |_msg: &[u8]| -> Result<(), String> {
-        let st = state(&id, Status::Created, std::process::id() as i32);
+        let st = state(&id, Status::Created, std::process::id() as i32, &bundle);
         hooks::run_all("startContainer", &h.start_container, &st, None).map_err(|e| {
             if e.stderr.is_empty() {
                 e.to_string()
@@ -61,7 +67,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result
         })
     };
     let mut created = |pid: i32| -> Result<()> {
-        let st = state(&id, Status::Created, pid);
+        let st = state(&id, Status::Created, pid, &bundle);
         hooks::run_all("prestart", &h.prestart, &st, None)?;
         hooks::run_all("createRuntime", &h.create_runtime, &st, None)?;
         if !h.create_container.is_empty() {
@@ -72,7 +78,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result
         warn(
             "poststart",
             &h.poststart,
-            &state(&id, Status::Running, pid),
+            &state(&id, Status::Running, pid, &bundle),
             quiet,
         );
         Ok(())
@@ -93,7 +99,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result
     warn(
         "poststop",
         &h.poststop,
-        &state(&id, Status::Stopped, 0),
+        &state(&id, Status::Stopped, 0, &bundle),
         quiet,
     );
     res

@@ -506,15 +506,19 @@ impl Child<'_> {
             })
             .map_err(|(code, msg)| SetupError { code, msg });
         }
-        let prepared = setup::prepare_root(spec, &staged, self.choice, Some(self.parent), log)?;
-        send(&self.rep, &log_messages(spec, log));
-        *log = Log::default();
-        if let Some(oci) = &self.oci {
+        // An OCI-style start (warren oci, warren run with hooks) waits at its gate after
+        // its mounts, before pivot_root: warren runs the createContainer hooks then.
+        let mut gate_msg = Vec::new();
+        let (oci, rep) = (&self.oci, &mut self.rep);
+        let mut at_gate = |_root: &std::path::Path, log: &mut Log| -> Result<(), SetupError> {
+            let Some(oci) = oci else { return Ok(()) };
+            send(rep, &log_messages(spec, log));
+            *log = Log::default();
             // Its own process group (after the FUSE daemons were started: `kill --all`
             // must not reach them); EOF on the report pipe tells warren it is created.
             // SAFETY: setpgid on ourselves.
             unsafe { libc::setpgid(0, 0) };
-            self.rep = None;
+            *rep = None;
             (oci.before_gate)();
             let mut msg = [0u8; 64];
             let n = loop {
@@ -531,7 +535,23 @@ impl Child<'_> {
             if n <= 0 {
                 return Err(SetupError::new("the start signal never came"));
             }
-            (oci.before_exec)(&msg[..n as usize]).map_err(SetupError::new)?;
+            gate_msg = msg[..n as usize].to_vec();
+            Ok(())
+        };
+        let prepared = setup::prepare_root(
+            spec,
+            &staged,
+            self.choice,
+            Some(self.parent),
+            log,
+            &mut at_gate,
+        )?;
+        match &self.oci {
+            Some(oci) => (oci.before_exec)(&gate_msg).map_err(SetupError::new)?,
+            None => {
+                send(&self.rep, &log_messages(spec, log));
+                *log = Log::default();
+            }
         }
         // 3. Fork the command and stay its monitor (the report pipe is CLOEXEC: warren
         // sees EOF when the command runs).

@@ -85,8 +85,12 @@ fn run_each(
     enter: Option<&OwnedFd>,
     exes: &[OwnedFd],
 ) -> Result<(), HookError> {
+    // In the container's namespaces a hook is the container's root when the user
+    // namespace maps 0 (as crun and rootless podman run them): NVIDIA's hooks write
+    // into the image's /usr/lib and /dev. It never has more than the user's IDs.
+    let as_root = phase == "createContainer";
     for (index, h) in hooks.iter().enumerate() {
-        run(h, state, enter, exes.get(index)).map_err(|(why, stderr)| HookError {
+        run(h, state, enter, exes.get(index), as_root).map_err(|(why, stderr)| HookError {
             phase,
             index,
             path: h.path.display().to_string(),
@@ -124,9 +128,10 @@ fn run(
     state: &[u8],
     enter: Option<&OwnedFd>,
     opened: Option<&OwnedFd>,
+    as_root: bool,
 ) -> Result<(), (String, String)> {
     let mut stderr = None;
-    let r = run_inner(h, state, enter, opened, &mut stderr);
+    let r = run_inner(h, state, enter, opened, as_root, &mut stderr);
     // Let the reader drain what the hook wrote and end (at most 100 ms: a hook's
     // background child may hold the pipe). Also on success: the caller may fork next
     // (a Slurm task, a container's monitor), better with no other thread running.
@@ -150,6 +155,7 @@ fn run_inner(
     state: &[u8],
     enter: Option<&OwnedFd>,
     opened: Option<&OwnedFd>,
+    as_root: bool,
     stderr: &mut Option<Arc<Mutex<Vec<u8>>>>,
 ) -> Result<(), String> {
     // Inside the container the path no longer resolves: open it here and exec the
@@ -171,13 +177,22 @@ fn run_inner(
         .envs(h.env.iter().filter_map(|e| e.split_once('=')))
         .stdin(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(pidfd) = enter {
-        let raw = pidfd.as_raw_fd();
-        // SAFETY: the closure only calls setns (async-signal-safe) between fork and exec.
+    let enter = enter.map(|fd| fd.as_raw_fd());
+    if enter.is_some() || as_root {
+        // SAFETY: the closure only calls setns and setres[ug]id (async-signal-safe)
+        // between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setns(raw, libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-                    return Err(std::io::Error::last_os_error());
+                if let Some(raw) = enter {
+                    if libc::setns(raw, libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if as_root {
+                    // EINVAL where 0 is not mapped (single-ID): the hook stays the user.
+                    if libc::setresgid(0, 0, 0) == 0 {
+                        libc::setresuid(0, 0, 0);
+                    }
                 }
                 Ok(())
             });

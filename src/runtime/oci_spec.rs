@@ -183,6 +183,7 @@ pub fn build(
         contain: b.namespaces.pid,
         caps: b.capabilities,
         mpi: None,
+        hook_bundle: Default::default(),
     };
     Ok((spec, notices))
 }

@@ -15,7 +15,7 @@ use super::overlay::{Backend, Choice};
 use super::probe::OverlayProbe;
 use super::process::ExecSpec;
 use super::resolve::{self, Kind};
-use super::spec::{OverlayChoice, RunSpec, Writable};
+use super::spec::{HookBundle, OverlayChoice, RunSpec, Writable};
 use super::{caps, identity, prefetch, readonly, rootfs, squashfuse, sys, userdb};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -97,6 +97,21 @@ pub struct Staged {
     pub daemon: i32,
 }
 
+/// The container's staging directory: a private tmpfs in its mount namespace (the
+/// writable layer, user files; the bundle of its createContainer hooks).
+pub fn staging_dir(spec: &RunSpec) -> PathBuf {
+    let stage = spec.rundir.join("mnt");
+    if spec.join.is_some() {
+        stage.join("j")
+    } else {
+        stage
+    }
+}
+
+/// Called with the container's root just before pivot_root, in the container's user and
+/// mount namespaces: where createContainer hooks run (the OCI runtime spec's order).
+pub type BeforePivot<'a> = &'a mut dyn FnMut(&Path, &mut Log) -> Result<(), SetupError>;
+
 /// Step 1 of set-up, all a holder needs: private mount namespace, staging tmpfs, image.
 pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
     // SAFETY: unshare on the calling process.
@@ -104,11 +119,7 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
         return Err(os_err("new mount namespace"));
     }
     let stage = spec.rundir.join("mnt");
-    let base = if spec.join.is_some() {
-        stage.join("j")
-    } else {
-        stage.clone()
-    };
+    let base = staging_dir(spec);
     let lower = stage.join("l");
     let tmpfs_opts = format!("mode=0700,size={}", spec.tmpfs_size);
     sys::mount(
@@ -192,9 +203,10 @@ pub fn prepare(
     choice: Choice,
     parent: Option<i32>,
     log: &mut Log,
+    before_pivot: BeforePivot,
 ) -> Result<Prepared, SetupError> {
     let staged = stage(spec, log)?;
-    prepare_root(spec, &staged, choice, parent, log)
+    prepare_root(spec, &staged, choice, parent, log, before_pivot)
 }
 
 /// Step 2: writable layer, user files, mounts, pivot_root; returns what to exec. A
@@ -206,9 +218,19 @@ pub fn prepare_root(
     choice: Choice,
     parent: Option<i32>,
     log: &mut Log,
+    before_pivot: BeforePivot,
 ) -> Result<Prepared, SetupError> {
     let mut overlay_daemon = None;
-    prepare_root_inner(spec, staged, choice, parent, log, &mut overlay_daemon).map_err(|e| {
+    let inner = prepare_root_inner(
+        spec,
+        staged,
+        choice,
+        parent,
+        log,
+        &mut overlay_daemon,
+        before_pivot,
+    );
+    inner.map_err(|e| {
         let daemons = [
             (
                 staged.daemon,
@@ -237,6 +259,7 @@ fn prepare_root_inner(
     parent: Option<i32>,
     log: &mut Log,
     overlay_daemon: &mut Option<i32>,
+    before_pivot: BeforePivot,
 ) -> Result<Prepared, SetupError> {
     let (base, lower) = (&staged.base, &staged.lower);
     let (upper, work) = match &spec.writable {
@@ -449,6 +472,8 @@ fn prepare_root_inner(
 
     // Process.
     let exec = exec_spec(spec, uid, gid, &home, cwd, parent)?;
+    hook_bundle(spec, base, &root_dir).map_err(err("the createContainer hooks' bundle"))?;
+    before_pivot(&root_dir, log)?;
     rootfs::pivot(&root).map_err(whole)?;
     drop(root);
     log.mark("pivot");
@@ -456,6 +481,30 @@ fn prepare_root_inner(
         exec,
         prefetch: prefetched,
     })
+}
+
+/// Make the container's root findable through the hooks' bundle (`spec.hook_bundle`).
+fn hook_bundle(spec: &RunSpec, base: &Path, root: &Path) -> std::io::Result<()> {
+    match &spec.hook_bundle {
+        HookBundle::None => Ok(()),
+        HookBundle::Staging => {
+            let config = serde_json::json!({
+                "ociVersion": super::oci_state::OCI_VERSION,
+                "root": {"path": root},
+            });
+            // The staging tmpfs is private to this mount namespace: nobody sees it half
+            // written.
+            std::fs::write(base.join("config.json"), config.to_string())
+        }
+        HookBundle::Root(path) => nix::mount::mount(
+            Some(root),
+            path,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(std::io::Error::from),
+    }
 }
 
 /// The keep-id user's entry in the container's /etc/passwd (`home`: the spec's home as

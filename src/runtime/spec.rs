@@ -100,6 +100,25 @@ pub struct RunSpec {
     /// Host MPI injection: the check of the image's own MPI the set-up runs
     /// (`mpi_inject::check_image`) before anything is bound over the image.
     pub mpi: Option<super::mpi_inject::ImageCheck>,
+    /// How createContainer hooks (run before pivot_root, in the container's mount
+    /// namespace, as runc runs them) find the container's root through a bundle.
+    pub hook_bundle: HookBundle,
+}
+
+/// What the container's createContainer hooks are given as the bundle: they read
+/// `BUNDLE/config.json` and its `root.path` (NVIDIA's `nvidia-cdi-hook` does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HookBundle {
+    /// No createContainer hooks: nothing to write.
+    #[default]
+    None,
+    /// `warren run` and Slurm tasks: a `config.json` naming the root is written into the
+    /// container's staging directory ([`super::setup::staging_dir`]), the state's bundle.
+    Staging,
+    /// `warren oci`: the bundle is the user's; the container's root is bound over its
+    /// `root.path` (this absolute path) in the container's mount namespace, so the hooks
+    /// see there what the container will see.
+    Root(PathBuf),
 }
 
 /// Exit code when warren could not start the container (bad options, image, set-up).
@@ -331,6 +350,7 @@ pub fn build(
         contain,
         caps: None,
         mpi: None,
+        hook_bundle: Default::default(),
     };
     Ok((spec, notices))
 }
@@ -380,6 +400,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         contain: false,
         caps: None,
         mpi: None,
+        hook_bundle: Default::default(),
     }
 }
 
