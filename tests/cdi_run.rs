@@ -349,8 +349,14 @@ fn the_glibc_guard_refuses_libraries_the_image_cannot_load() {
     let spec = serde_json::json!({
         "cdiVersion": "0.6.0", "kind": "warren.test/lib",
         "devices": [{"name": "new", "containerEdits": {"mounts": [
-            {"hostPath": d.join("libneedsnew.so"), "containerPath": "/usr/lib/libneedsnew.so", "options": ["ro", "bind"]}]}}]
+            {"hostPath": d.join("libneedsnew.so"), "containerPath": "/usr/lib/libneedsnew.so", "options": ["ro", "bind"]}]}},
+            // A library directory: the libraries inside it are checked too.
+            {"name": "dir", "containerEdits": {"mounts": [
+            {"hostPath": d.join("plugins"), "containerPath": "/opt/plugins", "options": ["ro", "bind"]}]}}]
     });
+    std::fs::create_dir_all(d.join("plugins/sub")).unwrap();
+    std::fs::copy(d.join("libneedsnew.so"), d.join("plugins/sub/mca_x.so")).unwrap();
+    std::fs::write(d.join("plugins/README"), "not a library").unwrap();
     std::fs::write(cdi.join("lib.json"), spec.to_string()).unwrap();
     let old = image_with_libc(f, &d, "old", &d.join("libc.so.6"));
     let host_libc = [
@@ -365,9 +371,9 @@ fn the_glibc_guard_refuses_libraries_the_image_cannot_load() {
         return;
     };
     let new = image_with_libc(f, &d, "new", &host_libc);
-    let run_on = |sq: &Path| {
+    let run_dev = |sq: &Path, dev: &str| {
         let mut a = f.run_args_on(sq, &[]);
-        a.extend(["--device", "warren.test/lib=new", "echo", "started"]);
+        a.extend(["--device", dev, "echo", "started"]);
         let cfg = d.join("warren.toml");
         std::fs::write(
             &cfg,
@@ -382,6 +388,7 @@ fn the_glibc_guard_refuses_libraries_the_image_cannot_load() {
             .output()
             .unwrap()
     };
+    let run_on = |sq: &Path| run_dev(sq, "warren.test/lib=new");
     let o = run_on(&old);
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert_eq!(
@@ -392,8 +399,19 @@ fn the_glibc_guard_refuses_libraries_the_image_cannot_load() {
         )
     );
     assert!(o.stdout.is_empty());
+    let o = run_dev(&old, "warren.test/lib=dir");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!(
+            "warren: host library {}/plugins/sub/mca_x.so needs glibc 2.34 but the image has glibc 2.17",
+            d.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
     // The host's own libc (2.34 or newer) in the image: it starts.
     assert_eq!(ok(&run_on(&new)), "started\n");
+    assert_eq!(ok(&run_dev(&new, "warren.test/lib=dir")), "started\n");
     // No glibc at all (the static busybox image).
     let o = run_on(&f.sqfs);
     assert_eq!(o.status.code(), Some(125));

@@ -174,6 +174,54 @@ fn hooks_run_in_order_with_the_state_and_drop_ins_apply() {
     assert_eq!(st[4].2, 0);
 }
 
+/// `--annotation KEY=VALUE` (podman's): hooks.d's `when.annotations` match it and the
+/// state JSON carries it; a malformed one is a one-line error.
+#[test]
+fn annotations_select_hooks_and_reach_their_state() {
+    let Some(f) = fixture() else { return };
+    let s = Site::new(f, "hooks-annotations");
+    let log = s.path("out/log");
+    let record = s.script("record", &format!("cat >> {log}; echo >> {log}"));
+    s.hook(
+        "10-gpu",
+        serde_json::json!({"version": "1.0.0", "hook": {"path": record},
+            "when": {"annotations": {"^com\\.example\\.site/gpu$": "^(yes|all)$"}}, "stages": ["prestart"]}),
+    );
+    assert_eq!(ok(&s.run(f, &["echo", "plain"])), "plain\n");
+    assert_eq!(s.read("out/log"), "", "ran without the annotation");
+    let o = s.run(
+        f,
+        &["--annotation", "com.example.site/gpu=no", "echo", "no"],
+    );
+    assert_eq!(ok(&o), "no\n");
+    assert_eq!(s.read("out/log"), "", "ran for a value that does not match");
+    let o = s.run(
+        f,
+        &[
+            "--annotation",
+            "com.example.site/gpu=yes",
+            "--annotation",
+            "other=1=2",
+            "echo",
+            "yes",
+        ],
+    );
+    assert_eq!(ok(&o), "yes\n");
+    let text = s.read("out/log");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        v["annotations"],
+        serde_json::json!({"com.example.site/gpu": "yes", "other": "1=2"}),
+        "{text}"
+    );
+    let o = s.run(f, &["--annotation", "=x", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "warren: --annotation \"=x\": expected KEY=VALUE with a non-empty KEY\n"
+    );
+}
+
 #[test]
 fn a_failing_hook_aborts_the_start_and_shows_its_stderr() {
     let Some(f) = fixture() else { return };

@@ -255,11 +255,15 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         &config.cdi,
         &config.hooks,
         &devices.requests,
-        t.argv.first().map(String::as_str).unwrap_or_default(),
-        !spec.binds.is_empty() || spec.home.is_some(),
+        &inject::Container {
+            argv0: t.argv.first().map(String::as_str).unwrap_or_default(),
+            annotations: &[],
+            has_bind_mounts: !spec.binds.is_empty() || spec.home.is_some(),
+        },
     )
     .map_err(|e| format!("warren: {e:#}"))?;
     spec.binds.extend(inj.binds.iter().cloned());
+    spec.guard_libs.extend(inj.guard_libs.iter().cloned());
     if !inj.hooks.create_container.is_empty() {
         spec.hook_bundle = spec::HookBundle::Staging;
     }

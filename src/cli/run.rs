@@ -54,6 +54,10 @@ pub struct Args {
     /// docs/devices.md).
     #[arg(long = "device", value_name = "VENDOR/CLASS=NAME|/dev/X[:/dev/Y]")]
     pub device: Vec<String>,
+    /// An annotation of the container (repeatable, podman's): in its hooks' state JSON,
+    /// and matched by hooks.d files' `when.annotations` (docs/hooks.md).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
     /// Set K=V (or pass K from the host) after the image env and the host allowlist.
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -341,18 +345,22 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         i.apply(&mut spec);
     }
     // CDI devices and the site's drop-ins and hooks (a holder runs no command: none).
+    let annotations = args
+        .annotation
+        .iter()
+        .map(|a| inject::parse_annotation(a))
+        .collect::<Result<Vec<_>>>()?;
     let inj = if spec.mode == Mode::Container {
-        let argv0 = spec.argv.first().map(String::as_str).unwrap_or_default();
-        let has_binds = !spec.binds.is_empty() || spec.home.is_some();
-        inject::gather(
-            &ctx.config.cdi,
-            &ctx.config.hooks,
-            &args.device,
-            argv0,
-            has_binds,
-        )?
-    } else if !args.device.is_empty() {
-        bail!("--device: a holder runs no command; give --device to the runs that join it");
+        let container = inject::Container {
+            argv0: spec.argv.first().map(String::as_str).unwrap_or_default(),
+            annotations: &annotations,
+            has_bind_mounts: !spec.binds.is_empty() || spec.home.is_some(),
+        };
+        inject::gather(&ctx.config.cdi, &ctx.config.hooks, &args.device, &container)?
+    } else if !args.device.is_empty() || !annotations.is_empty() {
+        bail!(
+            "--device, --annotation: a holder runs no command; give them to the runs that join it"
+        );
     } else {
         inject::Injection::default()
     };
@@ -389,7 +397,7 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         }
     }
     let code = if inj.has_hooks() {
-        super::run_hooks::run(cfg, &spec, &inj.hooks, t_start)?
+        super::run_hooks::run(cfg, &spec, &inj.hooks, &annotations, t_start)?
     } else {
         super::supervisor::run(cfg, &spec, t_start)?
     };

@@ -18,16 +18,22 @@ use std::os::fd::AsRawFd;
 
 /// The state JSON hooks read on stdin. `bundle` is the container's staging directory,
 /// where a `config.json` names its root for the createContainer hooks (docs/hooks.md).
-fn state(id: &str, status: Status, pid: i32, bundle: &std::path::Path) -> Vec<u8> {
+fn state(id: &str, status: Status, pid: i32, c: &Common) -> Vec<u8> {
     let st = State {
         oci_version: oci_state::OCI_VERSION.into(),
         id: id.to_string(),
         status,
         pid,
-        bundle: bundle.to_path_buf(),
-        annotations: Default::default(),
+        bundle: c.bundle.clone(),
+        annotations: c.annotations.clone(),
     };
     serde_json::to_vec(&st).unwrap_or_default()
+}
+
+/// What every state of one container says.
+struct Common {
+    bundle: std::path::PathBuf,
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Failures of poststart/poststop hooks are told, not fatal.
@@ -43,13 +49,22 @@ fn warn(phase: &'static str, hs: &[crate::runtime::bundle::Hook], st: &[u8], qui
 }
 
 /// Run the container of `spec` with `h`'s hooks; returns its exit code.
-pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result<i32> {
+pub fn run(
+    cfg: &RunConfig,
+    spec: &RunSpec,
+    h: &HookSet,
+    annotations: &[(String, String)],
+    t_start: u64,
+) -> Result<i32> {
     let mut spec = spec.clone();
     if !h.create_container.is_empty() {
         spec.hook_bundle = HookBundle::Staging;
     }
     let spec = &spec;
-    let bundle = setup::staging_dir(spec);
+    let common = Common {
+        bundle: setup::staging_dir(spec),
+        annotations: annotations.iter().cloned().collect(),
+    };
     let id = spec
         .name
         .clone()
@@ -57,7 +72,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result
     let (gate_r, gate_w) = sys::pipe().context("start gate")?;
     let quiet = spec.quiet;
     let before_exec = |_msg: &[u8]| -> Result<(), String> {
-        let st = state(&id, Status::Created, std::process::id() as i32, &bundle);
+        let st = state(&id, Status::Created, std::process::id() as i32, &common);
         hooks::run_all("startContainer", &h.start_container, &st, None).map_err(|e| {
             if e.stderr.is_empty() {
                 e.to_string()
@@ -67,7 +82,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result
         })
     };
     let mut created = |pid: i32| -> Result<()> {
-        let st = state(&id, Status::Created, pid, &bundle);
+        let st = state(&id, Status::Created, pid, &common);
         hooks::run_all("prestart", &h.prestart, &st, None)?;
         hooks::run_all("createRuntime", &h.create_runtime, &st, None)?;
         if !h.create_container.is_empty() {
@@ -78,7 +93,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result
         warn(
             "poststart",
             &h.poststart,
-            &state(&id, Status::Running, pid, &bundle),
+            &state(&id, Status::Running, pid, &common),
             quiet,
         );
         Ok(())
@@ -99,7 +114,7 @@ pub fn run(cfg: &RunConfig, spec: &RunSpec, h: &HookSet, t_start: u64) -> Result
     warn(
         "poststop",
         &h.poststop,
-        &state(&id, Status::Stopped, 0, &bundle),
+        &state(&id, Status::Stopped, 0, &common),
         quiet,
     );
     res

@@ -11,11 +11,13 @@ use super::bundle::{Hook, HookSet};
 use super::cdi::{self, Stage};
 use super::cdi_registry::Registry;
 use super::mounts::Bind;
-use super::site_hooks::{self, Container};
+use super::site_hooks;
+pub use super::site_hooks::Container;
 use super::spec::{RunOptions, RunSpec};
-use super::{dropins, env};
+use super::{dropins, env, libguard};
 use crate::config::{CdiConfig, HooksConfig};
 use anyhow::{Context, Result};
+use std::path::PathBuf;
 
 /// Everything to add.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +28,9 @@ pub struct Injection {
     pub hooks: HookSet,
     /// Told to the user (what a CDI spec asks for that cannot be done rootless).
     pub notices: Vec<String>,
+    /// The libraries inside CDI's directory mounts, for the glibc guard
+    /// (`RunSpec::guard_libs`).
+    pub guard_libs: Vec<PathBuf>,
 }
 
 impl Injection {
@@ -57,14 +62,13 @@ fn push(set: &mut HookSet, stage: Stage, mut h: Hook, default_timeout: u32) {
     }
 }
 
-/// Gather the injection for a container with first argument `argv0` and (whether it has)
-/// user bind mounts, asking for the CDI `devices` (`vendor/class=name`).
+/// Gather the injection for `container` (its first argument, annotations, whether it
+/// has user bind mounts), asking for the CDI `devices` (`vendor/class=name`).
 pub fn gather(
     cdi_cfg: &CdiConfig,
     hooks_cfg: &HooksConfig,
     devices: &[String],
-    argv0: &str,
-    has_bind_mounts: bool,
+    container: &Container,
 ) -> Result<Injection> {
     let mut inj = Injection::default();
     // Drop-ins.
@@ -100,13 +104,8 @@ pub fn gather(
         }
     }
     // Site hooks.
-    let container = Container {
-        argv0,
-        annotations: &[],
-        has_bind_mounts,
-    };
     for h in site_hooks::load(&hooks_cfg.dirs)? {
-        if h.applies(&container) {
+        if h.applies(container) {
             for s in &h.stages {
                 push(&mut inj.hooks, *s, h.hook.clone(), hooks_cfg.timeout_secs);
             }
@@ -126,6 +125,9 @@ pub fn gather(
         let edits = Registry::load(&cdi_cfg.spec_dirs).resolve(&requests)?;
         inj.env.extend(edits.env);
         for m in edits.mounts {
+            if m.host_path.is_dir() {
+                libguard::library_files(&m.host_path, &mut inj.guard_libs);
+            }
             inj.binds.push(Bind {
                 source: m.host_path,
                 dest: m.container_path,
@@ -185,10 +187,21 @@ fn device_path(spec: &str) -> Result<Bind> {
     })
 }
 
+/// `--annotation KEY=VALUE` (podman's): the pair, or why not.
+pub fn parse_annotation(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => anyhow::bail!("--annotation {s:?}: expected KEY=VALUE with a non-empty KEY"),
+    }
+}
+
 /// Add `inj`'s binds and environment to `spec`; `opts` are the caller's options, whose
 /// `--env-file` and `-e` entries keep the last word.
 pub fn apply(spec: &mut RunSpec, inj: &Injection, opts: &RunOptions) -> Result<()> {
     spec.binds.extend(inj.binds.iter().cloned());
+    spec.guard_libs.extend(inj.guard_libs.iter().cloned());
     let host = spec.user.env.clone();
     let lookup = |k: &str| host.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     for e in &inj.env {
@@ -205,4 +218,31 @@ pub fn apply(spec: &mut RunSpec, inj: &Injection, opts: &RunOptions) -> Result<(
         spec.env.set_spec(s, "-e", lookup)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn annotations() {
+        let p = |s: &str| parse_annotation(s).map_err(|e| e.to_string());
+        assert_eq!(p("a=b").unwrap(), ("a".into(), "b".into()));
+        assert_eq!(p("a=").unwrap(), ("a".into(), String::new()));
+        assert_eq!(p("k=v=w").unwrap(), ("k".into(), "v=w".into()));
+        for bad in ["", "=v", "novalue", "a\0=b", "a=b\0"] {
+            assert!(p(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_annotation_never_panics_and_round_trips(s in ".{0,64}") {
+            if let Ok((k, v)) = parse_annotation(&s) {
+                prop_assert_eq!(format!("{k}={v}"), s);
+                prop_assert!(!k.is_empty());
+            }
+        }
+    }
 }

@@ -142,6 +142,32 @@ pub fn is_library_name(p: &Path) -> bool {
         .is_some_and(|n| n.ends_with(".so") || n.contains(".so."))
 }
 
+/// Bound on the library files [`library_files`] collects.
+pub const MAX_LIBRARY_FILES: usize = 8192;
+
+/// The shared objects (`*.so`, `*.so.*`) under the host directory `dir`, a few levels
+/// deep, at most [`MAX_LIBRARY_FILES`] in `out`; links are not followed.
+pub fn library_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    walk(dir, 0, out)
+}
+
+fn walk(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if out.len() >= MAX_LIBRARY_FILES {
+            return;
+        }
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() && depth < 6 {
+            walk(&e.path(), depth + 1, out);
+        } else if t.is_file() && is_library_name(Path::new(&e.file_name())) {
+            out.push(e.path());
+        }
+    }
+}
+
 /// Check the host libraries `host_libs` (files; others are skipped) against the image
 /// whose root is `image_root`. The image's libc is read only when some library needs a
 /// glibc version at all.

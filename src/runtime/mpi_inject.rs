@@ -62,7 +62,7 @@ pub enum InjectError {
         path: String,
         what: &'static str,
     },
-    #[error("mpi.libraries and mpi.directories: more than {MAX_LIBRARIES} dependencies or {MAX_ELF_FILES} ELF files")]
+    #[error("mpi.libraries and mpi.directories: more than {MAX_LIBRARIES} dependencies or {max} ELF files", max = super::libguard::MAX_LIBRARY_FILES)]
     TooMany,
     #[error("the image's MPI, {image} in {dir}, is not ABI-compatible with the host MPI to inject, {host}: {why}; use an image built against the host's MPI, --mpi-inject=off to run the image's own MPI, or --mpi-inject=force to inject anyway")]
     Incompatible {
@@ -75,29 +75,6 @@ pub enum InjectError {
 
 /// Bound on the injected dependencies.
 pub const MAX_LIBRARIES: usize = 512;
-/// Bound on the ELF files looked at (libraries, plugins in the directories, dependencies).
-pub const MAX_ELF_FILES: usize = 8192;
-
-/// The shared objects (`*.so`, `*.so.*`) under `dir`, a few levels deep, bounded; links
-/// are not followed into other directories.
-fn elf_files(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if out.len() >= MAX_ELF_FILES {
-            return;
-        }
-        let Ok(t) = e.file_type() else { continue };
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if t.is_dir() && depth < 6 {
-            elf_files(&e.path(), depth + 1, out);
-        } else if t.is_file() && (name.ends_with(".so") || name.contains(".so.")) {
-            out.push(e.path());
-        }
-    }
-}
 
 /// glibc's own libraries: they must stay the image's (its loader and libc go together;
 /// injected libraries needing a newer glibc are the glibc guard's business).
@@ -193,6 +170,9 @@ pub struct Injection {
     pub host_abi: Option<Abi>,
     /// Host paths of the injected library files.
     pub libraries: Vec<PathBuf>,
+    /// The libraries inside the injected directories (MCA plugins): the glibc guard
+    /// checks them too.
+    pub plugins: Vec<PathBuf>,
 }
 
 fn host_err<'a>(key: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> InjectError + 'a {
@@ -255,11 +235,11 @@ pub fn plan(cfg: &MpiConfig, mode: Mode) -> Result<Option<Injection>, InjectErro
     // The ELF files in the directories (MCA plugins) need their dependencies too.
     let mut plugins = Vec::new();
     for d in &cfg.directories {
-        elf_files(d, 0, &mut plugins);
+        super::libguard::library_files(d, &mut plugins);
     }
     let listed = libs.len();
     let mut queue: Vec<PathBuf> = libs.iter().map(|(_, p)| p.clone()).collect();
-    queue.extend(plugins);
+    queue.extend(plugins.iter().cloned());
     let mut i = 0;
     while i < queue.len() {
         for n in needed(&queue[i]).unwrap_or_default() {
@@ -274,7 +254,7 @@ pub fn plan(cfg: &MpiConfig, mode: Mode) -> Result<Option<Injection>, InjectErro
                 queue.push(real);
             }
         }
-        if libs.len() - listed > MAX_LIBRARIES || queue.len() > MAX_ELF_FILES {
+        if libs.len() - listed > MAX_LIBRARIES || queue.len() > super::libguard::MAX_LIBRARY_FILES {
             return Err(InjectError::TooMany);
         }
         i += 1;
@@ -343,6 +323,7 @@ pub fn plan(cfg: &MpiConfig, mode: Mode) -> Result<Option<Injection>, InjectErro
         lib_dir: (!libs.is_empty()).then(|| cfg.lib_dir.clone()),
         host_abi,
         libraries: libs.into_iter().map(|(_, p)| p).collect(),
+        plugins,
     }))
 }
 
@@ -383,6 +364,7 @@ impl Injection {
         let image_ld = spec.env.get("LD_LIBRARY_PATH").map(str::to_string);
         spec.mpi = Some(self.image_check(image_ld.as_deref()));
         spec.binds.extend(self.binds.iter().cloned());
+        spec.guard_libs.extend(self.plugins.iter().cloned());
         // Devices are binds at the same path that keep device access (as CDI's).
         spec.binds.extend(self.devices.iter().map(|d| Bind {
             source: d.clone(),

@@ -184,6 +184,7 @@ pub fn build(
         caps: b.capabilities,
         mpi: None,
         hook_bundle: Default::default(),
+        guard_libs: vec![],
     };
     Ok((spec, notices))
 }

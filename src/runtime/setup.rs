@@ -444,12 +444,13 @@ fn prepare_root_inner(
             }
         }
     }
-    // Host libraries bound in (CDI, -v): refused now if the image's glibc cannot load them.
+    // Host libraries bound in (CDI, MPI, -v; those in injected directories): refused now if the image's glibc cannot load them.
     let libs: Vec<PathBuf> = spec
         .binds
         .iter()
         .filter(|b| !b.device && super::libguard::is_library_name(&b.source))
         .map(|b| b.source.clone())
+        .chain(spec.guard_libs.iter().cloned())
         .collect();
     if !libs.is_empty() {
         super::libguard::check(&root, &libs).map_err(|e| SetupError::new(e.to_string()))?;

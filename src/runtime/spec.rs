@@ -103,6 +103,9 @@ pub struct RunSpec {
     /// How createContainer hooks (run before pivot_root, in the container's mount
     /// namespace, as runc runs them) find the container's root through a bundle.
     pub hook_bundle: HookBundle,
+    /// Host libraries inside injected directories (MPI plugins, CDI library
+    /// directories): the glibc guard checks them with the bound library files.
+    pub guard_libs: Vec<PathBuf>,
 }
 
 /// What the container's createContainer hooks are given as the bundle: they read
@@ -351,6 +354,7 @@ pub fn build(
         caps: None,
         mpi: None,
         hook_bundle: Default::default(),
+        guard_libs: vec![],
     };
     Ok((spec, notices))
 }
@@ -401,6 +405,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         caps: None,
         mpi: None,
         hook_bundle: Default::default(),
+        guard_libs: vec![],
     }
 }
 
