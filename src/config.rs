@@ -401,7 +401,7 @@ pub struct RegistryConfig {
 
 /// Sections that `WARREN_<SECTION>_<KEY>` variables set (others, like `WARREN_TIMING`,
 /// belong to the commands).
-const ENV_SECTIONS: [&str; 4] = ["store", "pull", "run", "mpi"];
+const ENV_SECTIONS: [&str; 6] = ["store", "pull", "run", "mpi", "cdi", "hooks"];
 
 impl Config {
     /// Load from the standard locations and the process environment.
@@ -637,8 +637,8 @@ fn parse_file(name: &str, text: &str) -> Result<toml::Table, ConfigError> {
 
 /// `WARREN_PULL_PARALLEL=8` → `[pull] parallel = 8`, checked alone so that an error
 /// names the variable. Values parse as TOML when they can (numbers, booleans, arrays),
-/// else, or when the key wants a string, they are strings. `WARREN_STORE_SHARED` takes a
-/// colon-separated list like PATH. `None` for variables that are not configuration.
+/// else, or when the key wants a string, they are strings. Lists (`WARREN_STORE_SHARED`,
+/// `WARREN_CDI_SPEC_DIRS`, `WARREN_HOOKS_DIRS`…) are colon-separated like PATH. `None` for variables that are not configuration.
 fn env_table(name: &OsString, value: &OsString) -> Result<Option<toml::Table>, ConfigError> {
     let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("WARREN_")) else {
         return Ok(None);
@@ -675,17 +675,32 @@ fn env_table(name: &OsString, value: &OsString) -> Result<Option<toml::Table>, C
                 .collect(),
         )]
     } else {
-        vec![parse_scalar(value), toml::Value::String(value.to_string())]
+        // A list of paths (`cdi.spec_dirs`, `hooks.dirs`, `mpi.libraries`…) is
+        // colon-separated, like PATH.
+        let paths = toml::Value::Array(
+            value
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.into())
+                .collect(),
+        );
+        vec![
+            parse_scalar(value),
+            toml::Value::String(value.to_string()),
+            paths,
+        ]
     };
-    let mut last = String::new();
-    for v in candidates {
+    // The error told is the scalar's or the string's (what most keys want).
+    let mut told = String::new();
+    for (i, v) in candidates.into_iter().enumerate() {
         let t = one(v);
         match check(&t) {
             Ok(()) => return Ok(Some(t)),
-            Err(m) => last = m,
+            Err(m) if i < 2 => told = m,
+            Err(_) => {}
         }
     }
-    Err(ConfigError::invalid(&origin, last))
+    Err(ConfigError::invalid(&origin, told))
 }
 
 /// `$VAR` if set and absolute, else `$HOME/FALLBACK`.
@@ -836,6 +851,33 @@ mod tests {
         );
         assert_eq!(c.run.overlay, "fuse");
         assert_eq!(c.run.tmpfs_size, "4096");
+        // [cdi] and [hooks]: lists colon-separated.
+        let c = load(
+            "",
+            &[
+                ("WARREN_CDI_SPEC_DIRS", "/etc/cdi:/site/cdi"),
+                ("WARREN_HOOKS_DIRS", "/site/hooks.d"),
+                ("WARREN_HOOKS_MOUNTS_DIRS", ""),
+                ("WARREN_HOOKS_TIMEOUT_SECS", "5"),
+                ("WARREN_MPI_LIBRARIES", "/opt/mpi/lib/libmpi.so.40"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.cdi.spec_dirs,
+            vec![PathBuf::from("/etc/cdi"), PathBuf::from("/site/cdi")]
+        );
+        assert_eq!(c.hooks.dirs, vec![PathBuf::from("/site/hooks.d")]);
+        assert!(c.hooks.mounts_dirs.is_empty());
+        assert_eq!(c.hooks.timeout_secs, 5);
+        assert_eq!(
+            c.mpi.libraries,
+            vec![PathBuf::from("/opt/mpi/lib/libmpi.so.40")]
+        );
+        let e = load("", &[("WARREN_HOOKS_TIMEOUT_SECS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WARREN_HOOKS_TIMEOUT_SECS"), "{e}");
     }
 
     #[test]
