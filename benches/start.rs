@@ -203,7 +203,7 @@ struct Batch {
 }
 
 /// Start all of `cmds` at once; the wall time until all exited, in ms.
-fn batch_once(cmds: Vec<Command>, watch: Option<&str>) -> Result<(f64, usize), String> {
+fn batch_once(cmds: Vec<Command>, watch: Option<(&str, &str)>) -> Result<(f64, usize), String> {
     let t = Instant::now();
     let mut kids = Vec::new();
     for mut c in cmds {
@@ -212,12 +212,13 @@ fn batch_once(cmds: Vec<Command>, watch: Option<&str>) -> Result<(f64, usize), S
             .stderr(Stdio::null());
         kids.push(c.spawn().map_err(|e| e.to_string())?);
     }
-    // Image daemons serving `watch`, sampled while the batch runs (one per mount).
+    // Image daemons serving `watch` (image, squashfs), sampled while the batch runs (one
+    // per mount).
     let mut max_mounts = 0;
     let mut ok = true;
     for mut k in kids {
-        if let Some(path) = watch {
-            max_mounts = max_mounts.max(daemons_of(path));
+        if let Some((img, sqfs)) = watch {
+            max_mounts = max_mounts.max(daemons_of(img, sqfs));
         }
         ok &= k.wait().is_ok_and(|s| s.success());
     }
@@ -228,17 +229,23 @@ fn batch_once(cmds: Vec<Command>, watch: Option<&str>) -> Result<(f64, usize), S
     Ok((ms, max_mounts))
 }
 
-/// `squashfuse_ll` processes whose command line names `path`.
-fn daemons_of(path: &str) -> usize {
+/// Image servers of image `img` (one per mount): `squashfuse_ll` naming its squashfs
+/// `sqfs`, or warren's own `warren-sqfs`, a fork of the process that mounted it, whose
+/// command line names `img` (it is not dumpable: its descriptors are not readable).
+fn daemons_of(img: &str, sqfs: &str) -> usize {
     std::fs::read_dir("/proc")
         .map(|rd| {
             rd.flatten()
                 .filter(|e| {
                     let p = e.path();
-                    std::fs::read_to_string(p.join("comm"))
-                        .is_ok_and(|c| c.trim() == "squashfuse_ll")
-                        && std::fs::read(p.join("cmdline"))
-                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(path))
+                    let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+                    let want = match comm.trim() {
+                        "squashfuse_ll" => sqfs,
+                        "warren-sqfs" => img,
+                        _ => return false,
+                    };
+                    std::fs::read(p.join("cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(want))
                 })
                 .count()
         })
@@ -267,7 +274,7 @@ fn concurrent(w: &str, img: &str, sqfs: &str, rounds: usize) -> Result<Batch, St
                 c
             })
             .collect();
-        let (ms, mounts) = batch_once(runs, Some(sqfs))?;
+        let (ms, mounts) = batch_once(runs, Some((img, sqfs)))?;
         warrens.push(ms);
         max_mounts = max_mounts.max(mounts);
         remove_holders(w);

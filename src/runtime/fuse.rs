@@ -37,7 +37,7 @@ fn device_error(e: io::Error) -> io::Error {
 /// the set-up: a dead daemon shows as "Transport endpoint is not connected"); None while
 /// it runs. Waits (at most a second) only when `failure` looks like a lost connection.
 /// Reaps the daemon when it is dead.
-pub fn daemon_death(pid: i32, what: &str, prog: &Path, failure: &str) -> Option<String> {
+pub fn daemon_death(pid: i32, what: &str, prog: Option<&Path>, failure: &str) -> Option<String> {
     if pid <= 0 {
         return None;
     }
@@ -72,10 +72,16 @@ pub fn daemon_death(pid: i32, what: &str, prog: &Path, failure: &str) -> Option<
     } else {
         return None;
     };
-    Some(format!(
-        "{what} ({}) {how} before answering: check that it is a working {what} for FUSE 3 (libfuse 3.3 or later, which accepts /dev/fd/N), e.g. run it by hand; see warren doctor",
-        prog.display()
-    ))
+    Some(match prog {
+        Some(prog) => format!(
+            "{what} ({}) {how} before answering: check that it is a working {what} for FUSE 3 (libfuse 3.3 or later, which accepts /dev/fd/N), e.g. run it by hand; see warren doctor",
+            prog.display()
+        ),
+        // warren's own server (a fork of warren): no program to check.
+        None => format!(
+            "{what} {how} before answering: check the image with `warren verify`, or try run.image_server = \"squashfuse\""
+        ),
+    })
 }
 
 /// Open `/dev/fuse` and mount a FUSE file system of type `fuse.SUBTYPE` on `target`

@@ -165,16 +165,21 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
 pub fn check_image(spec: &RunSpec, staged: &Staged) -> Result<(), SetupError> {
     let r = std::fs::metadata(&staged.lower).map_err(err("the image root"));
     r.map(|_| ()).map_err(|e| {
-        let why = super::fuse::daemon_death(
-            staged.daemon,
-            "squashfuse",
-            spec.squashfuse_configured.as_path(),
-            &e.msg,
-        );
+        let why = image_daemon_death(spec, staged.daemon, &e.msg);
         why.map_or(e.clone(), |w| {
             SetupError::new(format!("{w} (then: {})", e.msg))
         })
     })
+}
+
+/// Why the image's server `pid` is gone, if it is: warren's own, or squashfuse.
+fn image_daemon_death(spec: &RunSpec, pid: i32, failure: &str) -> Option<String> {
+    if spec.builtin_server {
+        super::fuse::daemon_death(pid, "warren's image server", None, failure)
+    } else {
+        let prog = Some(spec.squashfuse_configured.as_path());
+        super::fuse::daemon_death(pid, "squashfuse", prog, failure)
+    }
 }
 
 /// Bind the directory `dir` read-only (recursively) onto `lower`.
@@ -231,24 +236,18 @@ pub fn prepare_root(
         before_pivot,
     );
     inner.map_err(|e| {
-        let daemons = [
-            (
-                staged.daemon,
-                "squashfuse",
-                spec.squashfuse_configured.as_path(),
-            ),
-            (
+        let why = image_daemon_death(spec, staged.daemon, &e.msg).or_else(|| {
+            super::fuse::daemon_death(
                 overlay_daemon.unwrap_or(0),
                 "fuse-overlayfs",
-                spec.fuse_overlayfs.as_path(),
-            ),
-        ];
-        for (pid, what, prog) in daemons {
-            if let Some(why) = super::fuse::daemon_death(pid, what, prog, &e.msg) {
-                return SetupError::new(format!("{why} (then: {})", e.msg));
-            }
+                Some(&spec.fuse_overlayfs),
+                &e.msg,
+            )
+        });
+        match why {
+            Some(why) => SetupError::new(format!("{why} (then: {})", e.msg)),
+            None => e,
         }
-        e
     })
 }
 
