@@ -78,9 +78,15 @@ pub fn native_overlay_for(cfg: &Config, rundir: &Path, uid: u32, gid: u32) -> Re
     if !img.exists() {
         make_probe_image(&img)?;
     }
-    let squashfuse = crate::util::which(&cfg.run.squashfuse)
-        .with_context(|| format!("{} not found (install squashfuse)", cfg.run.squashfuse))?;
-    let p = probe_with(&rundir, &img, &squashfuse, uid, gid)?;
+    // The lower is served as the containers' will be: warren's own server by default
+    // (squashfuse only if it cannot serve the image).
+    let builtin = cfg.run.image_server == "builtin";
+    let squashfuse = match crate::util::which(&cfg.run.squashfuse) {
+        Some(p) => p,
+        None if builtin => PathBuf::from(&cfg.run.squashfuse),
+        None => bail!("{} not found (install squashfuse)", cfg.run.squashfuse),
+    };
+    let p = probe_with(&rundir, &img, &squashfuse, builtin, uid, gid)?;
     record(&rundir, &p);
     Ok(p)
 }
@@ -105,12 +111,14 @@ fn make_probe_image(img: &Path) -> Result<()> {
     std::fs::rename(&tmp, img).with_context(|| format!("rename to {}", img.display()))
 }
 
-/// Fork a child that builds a single-ID user namespace, mounts a tmpfs and `img` with
-/// squashfuse, and tries a userxattr overlay over them.
+/// Fork a child that builds a single-ID user namespace, mounts a tmpfs and `img` (with
+/// warren's own server when `builtin`, else `squashfuse`), and tries a userxattr overlay
+/// over them.
 fn probe_with(
     rundir: &Path,
     img: &Path,
     squashfuse: &Path,
+    builtin: bool,
     uid: u32,
     gid: u32,
 ) -> Result<OverlayProbe> {
@@ -138,7 +146,7 @@ fn probe_with(
             for d in ["l", "u", "w", "r"] {
                 std::fs::create_dir(d)?;
             }
-            let daemon = squashfuse::mount(squashfuse, squashfuse, img, Path::new("l"), false)?;
+            let daemon = squashfuse::mount(squashfuse, squashfuse, img, Path::new("l"), builtin)?;
             let r = overlay::mount_native(
                 &[Path::new("l")],
                 Path::new("u"),

@@ -68,7 +68,7 @@ pub fn judge(f: &Facts) -> Vec<Check> {
         Some(_) => Check::ok("kernel", format!("kernel {}", f.release)),
     });
     out.push(match &f.overlay {
-        Ok(OverlayProbe::Native) => Check::ok("overlay", "kernel overlayfs with userxattr works over squashfuse in a user namespace"),
+        Ok(OverlayProbe::Native) => Check::ok("overlay", "kernel overlayfs with userxattr works over a FUSE image mount in a user namespace"),
         Ok(OverlayProbe::Unsupported(why)) => Check::warn("overlay", format!("native overlay unavailable ({why}); fuse-overlayfs will be used (~120 ms more per start)"), "use kernel 5.11+ with overlayfs userxattr support, or keep fuse-overlayfs installed"),
         Err(e) => Check::warn("overlay", format!("could not probe: {e}"), "run `warren doctor` again as the user; fuse-overlayfs is used when the probe fails"),
     });
