@@ -11,7 +11,7 @@ PKGS=(uidmap squashfuse fuse3 fuse-overlayfs squashfs-tools squashfs-tools-ng
       runc podman charliecloud python3-lark hyperfine procps psmisc util-linux
       curl jq ca-certificates iproute2 libcap2-bin pkg-config python3 zstd attr
       slurm-wlm slurmctld slurmd munge libslurm-dev libpmix-dev
-      openmpi-bin libopenmpi-dev)
+      openmpi-bin libopenmpi-dev gcc libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 //! A read-only squashfs 4.0 reader for warren's own image server (`sqfs_serve`): the
-//! superblock, metadata blocks, inodes, directory listings, file data and fragments of
-//! the images warren's squash code writes (zstd or gzip; see `image/squash.rs`).
+//! superblock, metadata blocks, inodes, directory listings, extended attributes, file
+//! data and fragments of the images warren's squash code writes (zstd or gzip; see
+//! `image/squash.rs`).
 //!
 //! The image file is external input (a store can hold a corrupt or hostile file): every
 //! offset, size and count is checked before use, allocations are bounded by what was
@@ -250,8 +251,15 @@ pub struct Inode {
     pub size: u64,
     /// Device number as Linux encodes it (`new_encode_dev`), for devices.
     pub rdev: u32,
+    /// Index into the xattr ID table ([`NO_XATTR`]: none).
+    pub xattr: u32,
     pub body: Body,
 }
+
+/// An inode without extended attributes.
+pub const NO_XATTR: u32 = u32::MAX;
+/// Largest attribute value Linux takes (`XATTR_SIZE_MAX`).
+const XATTR_VALUE_MAX: u32 = 64 << 10;
 
 /// The type-specific part of an inode.
 #[derive(Debug, Clone)]
@@ -312,6 +320,10 @@ pub struct Image {
     src: Box<dyn Source>,
     pub sb: Super,
     ids: Vec<u32>,
+    /// The xattr ID table: (key/value list reference, count, size) per index, and where
+    /// the key/value metadata blocks start.
+    xattr_ids: Vec<(u64, u32, u32)>,
+    xattr_start: u64,
     cache: Mutex<Caches>,
 }
 
@@ -390,6 +402,8 @@ impl Image {
             src,
             sb,
             ids: Vec::new(),
+            xattr_ids: Vec::new(),
+            xattr_start: 0,
             cache: Mutex::new(Caches::default()),
         };
         img.ids = img
@@ -397,6 +411,9 @@ impl Image {
             .chunks_exact(4)
             .map(|c| le32(c, 0))
             .collect();
+        if img.sb.has_xattrs() {
+            img.read_xattr_table()?;
+        }
         Ok(img)
     }
 
@@ -422,6 +439,82 @@ impl Image {
             out.extend_from_slice(&m.data[..want]);
         }
         Ok(out)
+    }
+
+    /// The xattr ID table's header (where the key/value blocks start, how many IDs)
+    /// and its entries.
+    fn read_xattr_table(&mut self) -> Result<()> {
+        let at = self.sb.xattr_table;
+        if at.checked_add(16).is_none_or(|e| e > self.sb.bytes_used) {
+            return corrupt(format!("xattr table at {at} outside the image"));
+        }
+        let mut h = [0u8; 16];
+        read_exact(self.src.as_ref(), &mut h, at)?;
+        let (start, count) = (le64(&h, 0), le32(&h, 8) as usize);
+        // Each ID is 16 bytes of the image: more than the image holds is corrupt, and
+        // the allocation below stays bounded by the image's size.
+        if start >= at || count as u64 * 16 > self.sb.bytes_used {
+            return corrupt(format!("xattr table: start {start}, {count} IDs"));
+        }
+        self.xattr_start = start;
+        self.xattr_ids = self
+            .read_table(at + 16, count, 16)?
+            .chunks_exact(16)
+            .map(|c| (le64(c, 0), le32(c, 8), le32(c, 12)))
+            .collect();
+        Ok(())
+    }
+
+    /// The extended attributes of `i` (full names such as `security.capability`, and
+    /// values), in the image's order.
+    pub fn xattrs(&self, i: &Inode) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if i.xattr == NO_XATTR {
+            return Ok(Vec::new());
+        }
+        let &(r, count, size) = self
+            .xattr_ids
+            .get(i.xattr as usize)
+            .ok_or_else(|| Error::Corrupt(format!("inode {}: xattr index {}", i.ino, i.xattr)))?;
+        // `size` is the bytes of the whole list: a count it cannot hold is corrupt (each
+        // pair takes at least 8 bytes), which also bounds the loop.
+        if count as u64 * 8 > size as u64 {
+            return corrupt(format!("inode {}: {count} xattrs in {size} bytes", i.ino));
+        }
+        let mut c = self.cursor(self.xattr_start, r >> 16, (r & 0xffff) as u16)?;
+        let mut out = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let t = c.u16()?;
+            let prefix: &[u8] = match t & 0xff {
+                0 => b"user.",
+                1 => b"trusted.",
+                2 => b"security.",
+                p => return corrupt(format!("inode {}: xattr prefix {p}", i.ino)),
+            };
+            let n = c.u16()? as usize;
+            let mut name = prefix.to_vec();
+            name.extend_from_slice(&c.bytes(n)?);
+            let value = if t & 0x100 != 0 {
+                // Out of line: the value is elsewhere, referenced by 8 bytes.
+                if c.u32()? != 8 {
+                    return corrupt(format!("inode {}: out-of-line xattr reference", i.ino));
+                }
+                let vr = c.u64()?;
+                let mut v = self.cursor(self.xattr_start, vr >> 16, (vr & 0xffff) as u16)?;
+                Self::xattr_value(&mut v, i.ino)?
+            } else {
+                Self::xattr_value(&mut c, i.ino)?
+            };
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    fn xattr_value(c: &mut Cursor, ino: u32) -> Result<Vec<u8>> {
+        let n = c.u32()?;
+        if n > XATTR_VALUE_MAX {
+            return corrupt(format!("inode {ino}: xattr value of {n} bytes"));
+        }
+        c.bytes(n as usize)
     }
 
     /// The decoded metadata block at absolute offset `pos`.
@@ -530,6 +623,7 @@ impl Image {
             nlink: 1,
             size: 0,
             rdev: 0,
+            xattr: NO_XATTR,
             body: Body::Other,
         };
         match (kind, ext) {
@@ -549,7 +643,7 @@ impl Image {
                 let _parent = c.u32()?;
                 let _index_count = c.u16()?;
                 let offset = c.u16()?;
-                let _xattr = c.u32()?;
+                i.xattr = c.u32()?;
                 i.body = dir_body(start, offset, size)?;
                 i.size = size as u64;
             }
@@ -561,7 +655,7 @@ impl Image {
                     i.nlink = c.u32()?;
                     let frag = c.u32()?;
                     let off = c.u32()?;
-                    let _xattr = c.u32()?;
+                    i.xattr = c.u32()?;
                     (start, frag, off, size)
                 } else {
                     let start = c.u32()? as u64;
@@ -606,13 +700,22 @@ impl Image {
                 let target = c.bytes(n as usize)?;
                 i.size = n as u64;
                 i.body = Body::Symlink(target);
+                if ext {
+                    i.xattr = c.u32()?;
+                }
             }
             (Kind::BlockDev | Kind::CharDev, _) => {
                 i.nlink = c.u32()?;
                 i.rdev = c.u32()?;
+                if ext {
+                    i.xattr = c.u32()?;
+                }
             }
             (Kind::Fifo | Kind::Socket, _) => {
                 i.nlink = c.u32()?;
+                if ext {
+                    i.xattr = c.u32()?;
+                }
             }
         }
         Ok(i)

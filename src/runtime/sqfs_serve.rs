@@ -2,7 +2,8 @@
 //! that `fuse` mounted, with several threads, attributes and entries (negative ones too)
 //! valid for a year (the image is immutable), no OPEN/RELEASE or OPENDIR/RELEASEDIR
 //! round trips (`FUSE_NO_OPEN(DIR)_SUPPORT`: the kernel then keeps files' page cache
-//! across opens), READDIRPLUS (a directory's entries and attributes in one reply). Chosen over `squashfuse_ll` by
+//! across opens), READDIRPLUS (a directory's entries and attributes in one reply),
+//! extended attributes from the image's table. Chosen over `squashfuse_ll` by
 //! measurement (docs/performance.md, "Image I/O").
 //!
 //! Speaks the kernel's FUSE protocol directly (7.31 subset, read-only); requests come
@@ -308,9 +309,40 @@ fn handle(img: &Image, op: u32, node: u64, arg: &[u8]) -> Result<Vec<u8>, i32> {
             o[48..52].copy_from_slice(&blksize.to_le_bytes());
             Ok(o)
         }
-        // Images with extended attributes are served by squashfuse_ll instead. ENOSYS
-        // once: the kernel stops asking (overlay probes every directory otherwise).
-        GETXATTR | LISTXATTR => Err(libc::ENOSYS),
+        // An image without extended attributes: ENOSYS once and the kernel stops asking
+        // (overlay probes every directory, exec asks for security.capability).
+        GETXATTR | LISTXATTR if !img.sb.has_xattrs() => Err(libc::ENOSYS),
+        GETXATTR | LISTXATTR => {
+            // fuse_getxattr_in: the caller's buffer size (0: asks for the size), padding;
+            // GETXATTR's name follows.
+            let size = le32(arg, 0) as usize;
+            let attrs = img.xattrs(&*get(r)?).map_err(|e| errno(&e))?;
+            let value = if op == GETXATTR {
+                let want = name(arg.get(8..).ok_or(libc::EINVAL)?)?;
+                match attrs.into_iter().find(|(n, _)| n == want) {
+                    Some((_, v)) => v,
+                    None => return Err(libc::ENODATA),
+                }
+            } else {
+                attrs
+                    .into_iter()
+                    .flat_map(|(mut n, _)| {
+                        n.push(0);
+                        n
+                    })
+                    .collect()
+            };
+            if size == 0 {
+                // fuse_getxattr_out: the size, padding.
+                let mut o = (value.len() as u32).to_le_bytes().to_vec();
+                o.extend_from_slice(&[0u8; 4]);
+                Ok(o)
+            } else if value.len() > size {
+                Err(libc::ERANGE)
+            } else {
+                Ok(value)
+            }
+        }
         IOCTL => Err(libc::ENOTTY),
         ACCESS | FLUSH => Err(libc::ENOSYS),
         _ => Err(if is_write(op) {

@@ -1,6 +1,6 @@
 //! Mounting the image's squashfs (never unpacking it): served by warren's own server
 //! (`sqfs_serve`, in a forked child) or by `squashfuse_ll`, the fallback for images the
-//! server does not read (xz/lz4/lzo, extended attributes) and for callers with threads.
+//! server does not read (xz/lz4/lzo) and for callers with threads.
 
 use super::{fuse, sqfs, sqfs_serve};
 use anyhow::{Context, Result};
@@ -47,8 +47,8 @@ fn mount_builtin(image: &Path, target: &Path) -> Result<Option<i32>> {
     let keep = unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) };
     // Checked here, before mounting: the superblock and ID table; the rest on demand.
     let img = match sqfs::Image::open_file(file) {
-        Ok(i) if !i.sb.has_xattrs() => i,
-        Ok(_) | Err(sqfs::Error::Unsupported(_)) => return Ok(None),
+        Ok(i) => i,
+        Err(sqfs::Error::Unsupported(_)) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("image {}", image.display())),
     };
     let threads = server_threads();
