@@ -7,6 +7,7 @@
 //! - ranks of a node share /dev/shm, System V IPC and cross-memory attach
 //!   (`mpi-nodeshare` fails if `process_vm_readv` on the peer fails); a 2-rank
 //!   ping-pong over Open MPI's shared-memory transport with CMA.
+//! - the step's PMIx client directory is a bind mount in the container.
 //! - host MPI injection: the host-built program in an image without MPI with
 //!   `--container-mpi-inject=on`; an MPICH image refused in one line; `force` overrides.
 mod mpi_support;
@@ -72,6 +73,32 @@ fn pmix_wires_up_six_ranks_on_three_nodes() {
     }
     assert_eq!(ranks, (0..6).collect(), "{out}");
     assert_eq!(nodes, ["n1", "n2", "n3"].map(String::from).into(), "{out}");
+}
+
+/// The step's PMIx client directory (`PMIxCliTmpDirBase/spmix_appdir_UID_JOB.STEP`,
+/// made by slurmstepd) is bound at its path: a mount point in the container.
+#[test]
+fn pmix_client_directory_is_the_steps() {
+    let c = need!(cluster(&[OPENMPI]));
+    let img = format!("--container-image={OPENMPI}");
+    let o = srun(
+        c,
+        "self,tcp",
+        &[
+            "-N",
+            "1",
+            "-n",
+            "1",
+            "--mpi=pmix",
+            &img,
+            "sh",
+            "-c",
+            "d=/tmp/pmix-$SLURMD_NODENAME/spmix_appdir_$(id -u)_$SLURM_JOB_ID.$SLURM_STEP_ID; \
+             test -d $d && awk -v d=$d '$5 == d {n++} END {print n+0}' /proc/self/mountinfo",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "1\n", "{}", stderr(&o));
 }
 
 /// `--mpi=pmi2`: the server's socket (`PMI_FD`, above 2) reaches the task open, and a

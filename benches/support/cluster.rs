@@ -96,7 +96,8 @@ pub fn install_plugin(root: &Path, state: &Path, warren: &Path, extra: &str) -> 
     let before = std::fs::read_to_string(conf).unwrap_or_default();
     sh(&format!(
         "cd {r} && bash scripts/install-plugin.sh --no-binary warren={w} \
-         store={s}/slurm-store/%u runtime_path=/run/warren shared_store={s}/slurm-shared {extra}",
+         store={s}/slurm-store/%u runtime_path=/run/warren shared_store={s}/slurm-shared \
+         pmix_appdir_base=/tmp/pmix-%n {extra}",
         r = root.display(),
         w = warren.display(),
         s = state.display()

@@ -28,6 +28,7 @@ mod tests {
             "shared_root",
             "cdi_gpus",
             "mpi_inject",
+            "pmix_appdir_base",
         ] {
             assert!(
                 args.iter().any(|a| a.starts_with(&format!("{key}="))),

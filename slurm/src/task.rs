@@ -201,6 +201,24 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     for d in warren::runtime::pmix::dirs(&t.env) {
         binds.push(format!("{d}:{d}:rw"));
     }
+    // The PMIx clients' directory of the step, where slurmstepd made it (as enroot's
+    // and Sarus's PMIx hooks bind it): the ranks of a node share it as on bare metal.
+    let env = |k: &str| t.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if env("PMIX_SERVER_TMPDIR").is_some() {
+        let (job, step) = (env("SLURM_JOB_ID"), env("SLURM_STEP_ID"));
+        let node = env("SLURMD_NODENAME").unwrap_or_default();
+        for d in warren::runtime::pmix::client_dirs(
+            &t.cfg.pmix_appdir_base,
+            node,
+            t.job.uid,
+            job.unwrap_or_default(),
+            step.unwrap_or_default(),
+        ) {
+            if Path::new(&d).is_dir() {
+                binds.push(format!("{d}:{d}:rw"));
+            }
+        }
+    }
     // Host MPI injection: the option, else the plugstack's default, else the nodes'
     // warren.toml (`mpi.inject`).
     let inject_mode = match t.args.mpi_inject.or(t.cfg.mpi_inject) {

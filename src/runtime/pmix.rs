@@ -40,12 +40,82 @@ pub fn dirs(env: &[(String, String)]) -> Vec<String> {
     dirs
 }
 
+/// Pure: where Slurm's mpi/pmix makes the PMIx clients' directory of a step (passed to
+/// the clients as PMIx job data, not in the environment; Open MPI keeps its session
+/// directory there): `BASE/spmix_appdir_UID_JOB.STEP` (Slurm 22.05 and later) and
+/// `BASE/spmix_appdir_JOB.STEP` (earlier), `BASE` being `base` with `%n` replaced by the
+/// node's name. None when a part is not what Slurm writes (decimal job and step, a
+/// clean absolute base, a plain node name). The caller binds those that exist.
+pub fn client_dirs(base: &str, node: &str, uid: u32, job: &str, step: &str) -> Vec<String> {
+    let decimal = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+    let plain_node = !node.is_empty()
+        && node.len() <= 64
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && node != "."
+        && node != "..";
+    if !decimal(job) || !decimal(step) || (base.contains("%n") && !plain_node) {
+        return vec![];
+    }
+    let base = base.replace("%n", node);
+    let clean = base.starts_with('/')
+        && !base.contains(':')
+        && !base.chars().any(|c| c.is_control() || c == '%')
+        && !base.split('/').any(|c| c == ".." || c == ".");
+    if !clean {
+        return vec![];
+    }
+    let base = base.trim_end_matches('/');
+    vec![
+        format!("{base}/spmix_appdir_{uid}_{job}.{step}"),
+        format!("{base}/spmix_appdir_{job}.{step}"),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn client_dirs_as_slurm_names_them() {
+        assert_eq!(
+            client_dirs("/tmp/pmix-%n", "n1", 1001, "1782", "0"),
+            [
+                "/tmp/pmix-n1/spmix_appdir_1001_1782.0",
+                "/tmp/pmix-n1/spmix_appdir_1782.0"
+            ]
+        );
+        assert_eq!(
+            client_dirs("/tmp/", "n1", 5, "7", "2")[1],
+            "/tmp/spmix_appdir_7.2"
+        );
+        for (base, node, job, step) in [
+            ("/tmp", "n1", "12a", "0"),
+            ("/tmp", "n1", "1", ""),
+            ("tmp", "n1", "1", "0"),
+            ("/tmp/%n", "../x", "1", "0"),
+            ("/a:b", "n1", "1", "0"),
+            ("/t/../u", "n1", "1", "0"),
+        ] {
+            assert!(
+                client_dirs(base, node, 1, job, step).is_empty(),
+                "{base} {node}"
+            );
+        }
+    }
+
     proptest! {
+        /// Any input: absolute, clean, bindable paths or none.
+        #[test]
+        fn any_client_dir_input(base in "[/a-z%n.:]{0,16}", node in "[a-z0-9./%-]{0,8}", job in "[0-9a-z]{0,4}", step in "[0-9]{0,3}") {
+            for d in client_dirs(&base, &node, 1001, &job, &step) {
+                prop_assert!(d.starts_with('/') && !d.contains(':') && !d.contains('%'));
+                prop_assert!(!d.split('/').any(|c| c == ".." || c == "."));
+            }
+        }
+
         /// Whatever the environment says: absolute, clean, bindable, none nested.
         #[test]
         fn any_environment(v in proptest::collection::vec(("PMIX_(SERVER_TMPDIR|DSTORE_[0-9A-Z]{1,3}_BASE_PATH|RANK)", "[/a-z.:]{0,24}"), 0..6)) {

@@ -79,6 +79,8 @@ fn setup(kernel_mount: bool, shared_root: bool) -> Result<Cluster, String> {
         .arg(format!("store={}/%u", store_base.display()))
         .arg(format!("runtime_path={RUNTIME}"))
         .arg(format!("shared_store={}", shared.display()))
+        // scripts/slurm.sh gives each simulated node its own PMIxCliTmpDirBase.
+        .arg("pmix_appdir_base=/tmp/pmix-%n")
         .arg(format!(
             "kernel_mount={}",
             if kernel_mount { "yes" } else { "no" }

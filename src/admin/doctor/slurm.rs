@@ -271,6 +271,10 @@ pub mod plugstack {
         /// Default of `--container-mpi-inject`: `off`, `on` or `force` (docs/mpi.md).
         /// `None`: the nodes' `mpi.inject` (/etc/warren/warren.toml).
         pub mpi_inject: Option<crate::runtime::mpi_inject::Mode>,
+        /// Where Slurm's mpi/pmix makes the PMIx clients' directory
+        /// (`spmix_appdir_[UID_]JOB.STEP`): `PMIxCliTmpDirBase` of mpi.conf, else
+        /// `TmpFS` of slurm.conf; `%n` is the node's name. Default `/tmp`.
+        pub pmix_appdir_base: String,
     }
 
     impl Default for Config {
@@ -289,6 +293,7 @@ pub mod plugstack {
                 shared_root: false,
                 cdi_gpus: None,
                 mpi_inject: None,
+                pmix_appdir_base: "/tmp".into(),
             }
         }
     }
@@ -363,6 +368,10 @@ pub mod plugstack {
                             .map_err(|_| bad("expected off, on or force"))?,
                     )
                 }
+                "pmix_appdir_base" => {
+                    abs_path(a, v)?;
+                    c.pmix_appdir_base = v.to_string();
+                }
                 _ => return Err(bad("unknown key (see warren's slurm/plugstack.conf)")),
             }
         }
@@ -390,6 +399,7 @@ pub mod plugstack {
                 "kernel_mount=y",
                 "shared_root=true",
                 "mpi_inject=force",
+                "pmix_appdir_base=/tmp/pmix-%n",
                 "store=/scratch/%u/warren",
                 "warren=/opt/warren/bin/warren",
             ])
@@ -397,6 +407,7 @@ pub mod plugstack {
             assert_eq!(c.runtime_path, PathBuf::from("/run/w"));
             assert!(c.remap_root && !c.sbatch_support && c.kernel_mount && c.shared_root);
             assert_eq!(c.mpi_inject, Some(crate::runtime::mpi_inject::Mode::Force));
+            assert_eq!(c.pmix_appdir_base, "/tmp/pmix-%n");
             assert_eq!(
                 expand_store(c.store.as_deref().unwrap(), "ann", 7),
                 "/scratch/ann/warren"
@@ -409,6 +420,7 @@ pub mod plugstack {
                 "shared_store=/a:b",
                 "cdi_gpus=gpu",
                 "mpi_inject=yes",
+                "pmix_appdir_base=tmp",
             ] {
                 let e = parse(&[bad]).unwrap_err();
                 assert_eq!(e.arg, bad);
