@@ -205,14 +205,12 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
     // and Sarus's PMIx hooks bind it): the ranks of a node share it as on bare metal.
     let env = |k: &str| t.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if env("PMIX_SERVER_TMPDIR").is_some() {
-        let (job, step) = (env("SLURM_JOB_ID"), env("SLURM_STEP_ID"));
-        let node = env("SLURMD_NODENAME").unwrap_or_default();
         for d in warren::runtime::pmix::client_dirs(
             &t.cfg.pmix_appdir_base,
-            node,
+            &t.job.node,
             t.job.uid,
-            job.unwrap_or_default(),
-            step.unwrap_or_default(),
+            &t.job.job_id.to_string(),
+            env("SLURM_STEP_ID").unwrap_or_default(),
         ) {
             if Path::new(&d).is_dir() {
                 binds.push(format!("{d}:{d}:rw"));
