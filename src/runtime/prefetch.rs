@@ -116,20 +116,65 @@ pub fn dependencies(root: &OwnedFd, exe: &OwnedFd) -> Vec<OwnedFd> {
 }
 
 /// True when the first, middle and last bytes are in the page cache (reads that must
-/// not wait: `RWF_NOWAIT` fails with EAGAIN otherwise).
+/// not wait: `RWF_NOWAIT` fails with EAGAIN otherwise). Overlayfs refuses `RWF_NOWAIT`
+/// (EOPNOTSUPP): there the pages of a mapping, which overlayfs maps from the lower file,
+/// are asked with `mincore` instead.
 fn cached(file: &OwnedFd, size: u64) -> bool {
     if size == 0 {
         return true;
     }
-    [0, size / 2, size - 1].iter().all(|&off| {
+    let probes = [0, size / 2, size - 1];
+    let mut refused = false;
+    let all = probes.iter().all(|&off| {
         let mut b = 0u8;
         let iov = libc::iovec {
             iov_base: (&mut b as *mut u8).cast(),
             iov_len: 1,
         };
         // SAFETY: one valid iovec of one byte; the fd is ours.
-        unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off as i64, libc::RWF_NOWAIT) == 1 }
-    })
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off as i64, libc::RWF_NOWAIT) };
+        refused = n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP);
+        n == 1
+    });
+    if refused {
+        return resident(file, size, &probes);
+    }
+    all
+}
+
+/// `mincore` of the pages holding `offsets` in a read-only mapping of `file`.
+fn resident(file: &OwnedFd, size: u64, offsets: &[u64]) -> bool {
+    let Ok(len) = usize::try_from(size) else {
+        return false;
+    };
+    // SAFETY: a new private read-only mapping of our own fd; nothing else refers to it,
+    // and it is unmapped below before it could be used for anything but mincore.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return false;
+    }
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let all = offsets.iter().all(|&off| {
+        let mut vec = 0u8;
+        let at = (off / page * page) as usize;
+        // SAFETY: `at` is a page-aligned offset inside the mapping (off < size), one
+        // page asked, one status byte written to `vec`.
+        let r = unsafe { libc::mincore(map.cast::<u8>().add(at).cast(), 1, &mut vec) };
+        r == 0 && vec & 1 == 1
+    });
+    // SAFETY: unmapping exactly the mapping made above.
+    unsafe { libc::munmap(map, len) };
+    all
 }
 
 fn open_regular(root: &OwnedFd, p: &Path) -> Option<OwnedFd> {
@@ -149,6 +194,24 @@ fn open_regular(root: &OwnedFd, p: &Path) -> Option<OwnedFd> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn residency_follows_the_page_cache() {
+        // On a disk file system (not tmpfs, whose pages cannot be dropped).
+        let d = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, vec![7u8; 300_000]).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        f.sync_all().unwrap();
+        let fd = OwnedFd::from(f);
+        assert!(resident(&fd, 300_000, &[0, 150_000, 299_999]));
+        // SAFETY: advice on our own clean file.
+        unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert!(!resident(&fd, 300_000, &[0, 150_000, 299_999]));
+        assert!(!cached(&fd, 300_000));
+        std::fs::read(&p).unwrap();
+        assert!(cached(&fd, 300_000) && resident(&fd, 300_000, &[299_999]));
+    }
 
     #[test]
     fn finds_what_exec_would_run() {

@@ -331,7 +331,6 @@ fn prepare_root_inner(
     let skel = base.join("k");
     let skel_made =
         std::fs::create_dir(&skel).is_ok() && super::skeleton::build(&image, &skel, &wanted);
-    drop(image);
     let layers: Vec<&Path> = if skel_made {
         vec![&skel, lower]
     } else {
@@ -400,14 +399,24 @@ fn prepare_root_inner(
     if spec.contain {
         super::pidns::private_ipc().map_err(err("--contain"))?;
     }
-    let root = readonly::open_dir(&root_dir).map_err(err("open the container root"))?;
     let cwd = spec
         .workdir
         .clone()
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
-    // Start reading the command's executable now; the mounts below take as long.
-    let prefetched = prefetch_command(spec, &root, &cwd);
+    // Start reading the command's executable now; the mounts below take as long. Under
+    // fuse-overlayfs, first from the image itself, while fuse-overlayfs starts: the image
+    // server decompresses the blocks in parallel into the image mount's page cache; then
+    // through fuse-overlayfs, whose page cache is its own, which now copies them from
+    // there (not one block at a time through two FUSE hops when the command faults them
+    // in: busybox's `true` ran 3 ms instead of 0.4).
+    let mut prefetched = Vec::new();
+    if overlay_daemon.is_some() {
+        prefetched = prefetch_command(spec, &image, &cwd);
+    }
+    drop(image);
+    let root = readonly::open_dir(&root_dir).map_err(err("open the container root"))?;
+    prefetched.extend(prefetch_command(spec, &root, &cwd));
     log.mark("prefetch");
 
     // Users, mounts.
