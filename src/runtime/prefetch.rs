@@ -137,9 +137,34 @@ fn cached(file: &OwnedFd, size: u64) -> bool {
         n == 1
     });
     if refused {
-        return resident(file, size, &probes);
+        return may_ask_residency(file) && resident(file, size, &probes);
     }
     all
+}
+
+/// Whether `mincore` tells the truth about `file`'s pages: the kernel answers "all
+/// resident" (a side channel closed) for a mapping of a file the caller neither owns
+/// (nor has CAP_FOWNER over) nor could open for writing, as the image's files owned
+/// by unmapped IDs in the single-ID mode.
+fn may_ask_residency(file: &OwnedFd) -> bool {
+    // SAFETY: faccessat2 on our own fd with an empty path; no memory is written.
+    let writable = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::W_OK,
+            libc::AT_EMPTY_PATH | libc::AT_EACCESS,
+        )
+    } == 0;
+    writable || {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat fills `st` on success; we read it only then; geteuid cannot fail.
+        unsafe {
+            libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) == 0
+                && st.assume_init().st_uid == libc::geteuid()
+        }
+    }
 }
 
 /// `mincore` of the pages holding `offsets` in a read-only mapping of `file`.

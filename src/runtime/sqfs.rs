@@ -66,6 +66,10 @@ const FLAG_NO_XATTRS: u16 = 0x200;
 const META_CACHE_BYTES: usize = 64 << 20;
 /// Decoded fragment blocks kept at most.
 const FRAG_CACHE_BYTES: usize = 32 << 20;
+/// Recently decoded data blocks kept: the kernel asks for a block in pieces while its
+/// readahead window grows (4, 16, 32 KiB… of one 128 KiB block), each of which would
+/// otherwise decompress the whole block again.
+const DATA_CACHE_BLOCKS: usize = 32;
 /// Bytes one [`Image::read`] returns at most (FUSE asks for 128 KiB).
 pub const MAX_READ: u32 = 4 << 20;
 /// Parsed inodes kept at most.
@@ -313,6 +317,8 @@ struct Caches {
     inodes: HashMap<u64, Arc<Inode>>,
     dirs: HashMap<u64, Arc<Vec<Entry>>>,
     dir_entries: usize,
+    /// (position in the image, decoded block), oldest first.
+    data: std::collections::VecDeque<(u64, Arc<Vec<u8>>)>,
 }
 
 /// An open image: thread-safe, caches shared.
@@ -837,14 +843,38 @@ impl Image {
         if stored == 0 {
             return Ok(Arc::new(vec![0; len]));
         }
-        let data = self.raw_block(at, w)?;
+        let cached = |c: &Caches| {
+            c.data
+                .iter()
+                .find(|(p, _)| *p == at)
+                .map(|(_, d)| d.clone())
+        };
+        // (The guard must be dropped before decoding: a match on `cached(&self.lock())`
+        // would hold it through the arm.)
+        let hit = cached(&self.lock());
+        let data = match hit {
+            Some(d) => d,
+            None => {
+                let d = Arc::new(self.raw_block(at, w)?);
+                let mut c = self.lock();
+                if cached(&c).is_none() {
+                    if c.data.len() >= DATA_CACHE_BLOCKS {
+                        c.data.pop_front();
+                    }
+                    c.data.push_back((at, d.clone()));
+                }
+                d
+            }
+        };
+        // Checked on every use: a block shared by files of different sizes (the
+        // deduplicated tail of one is not the block of another) must still fit each.
         if data.len() != len {
             return corrupt(format!(
                 "data block at {at}: {} bytes, {len} expected",
                 data.len()
             ));
         }
-        Ok(Arc::new(data))
+        Ok(data)
     }
 
     /// The block at `at` with size word `w`, decompressed (up to a block size).
