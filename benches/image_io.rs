@@ -58,18 +58,30 @@ fn user(name: &str) -> Result<User, String> {
 struct Cmd {
     argv: Vec<String>,
     env: Vec<(String, String)>,
+    /// Run as this user instead of the bench's.
+    user: Option<User>,
 }
 
 fn cmd(argv: &[&str]) -> Cmd {
     Cmd {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: Vec::new(),
+        user: None,
     }
 }
 
 impl Cmd {
     fn with(mut self, k: &str, v: &str) -> Cmd {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    /// As `u`, with its own store and runtime directory under the bench dir.
+    fn by(mut self, u: &User, dir: &Path) -> Cmd {
+        let own = |what: &str| dir.join(format!("{what}-{}", u.name)).display().to_string();
+        self = self
+            .with("WARREN_STORE_PATH", &own("store"))
+            .with("WARREN_RUN_RUNTIME_DIR", &own("run"));
+        self.user = Some(u.clone());
         self
     }
     fn shown(&self) -> String {
@@ -97,16 +109,17 @@ struct Bench {
 
 impl Bench {
     fn command(&self, c: &Cmd) -> Command {
+        let u = c.user.as_ref().unwrap_or(&self.u);
         let mut k = Command::new(&c.argv[0]);
         k.args(&c.argv[1..])
-            .uid(self.u.uid)
-            .gid(self.u.gid)
+            .uid(u.uid)
+            .gid(u.gid)
             .current_dir(&self.dir)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .env("HOME", &self.u.home)
-            .env("USER", &self.u.name)
-            .env("XDG_RUNTIME_DIR", format!("/run/user/{}", self.u.uid))
+            .env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("XDG_RUNTIME_DIR", format!("/run/user/{}", u.uid))
             .env("WARREN_CONFIG", "/dev/null")
             .env("WARREN_STORE_PATH", self.dir.join("store"))
             .env("WARREN_RUN_RUNTIME_DIR", self.dir.join("run"))
@@ -227,6 +240,46 @@ fn have(p: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// ch-run and warren's first start as warren-nosub (no subordinate IDs), each on its own
+/// pull of the image.
+fn single_id_rows(b: &Bench, dir: &Path) -> Result<Vec<(String, Cmd)>, String> {
+    if !have("ch-run") {
+        return Err("no ch-run".into());
+    }
+    let u = user("warren-nosub")?;
+    for what in ["store", "run", "ch-mnt"] {
+        let d = dir.join(format!("{what}-{}", u.name));
+        std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+        std::os::unix::fs::chown(&d, Some(u.uid), Some(u.gid)).map_err(|e| e.to_string())?;
+    }
+    let w = b.w.as_str();
+    b.run_ok(&cmd(&[w, "pull", "-q", IMAGE]).by(&u, dir))?;
+    let sqfs = b
+        .run_ok(&cmd(&[w, "inspect", IMAGE]).by(&u, dir))
+        .ok()
+        .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+        .and_then(|v| v["squashfs"].as_str().map(String::from))
+        .ok_or("warren inspect gives no squashfs")?;
+    let mnt = format!(
+        "--mount={}",
+        dir.join(format!("ch-mnt-{}", u.name)).display()
+    );
+    Ok(vec![
+        (
+            "true, ch-run on the same squashfs".to_string(),
+            cmd(&["ch-run", &mnt, &sqfs, "--", "true"]).by(&u, dir),
+        ),
+        (
+            "true, warren first container (kernel overlay)".to_string(),
+            cmd(&[w, "run", "--no-join", IMAGE, "true"]).by(&u, dir),
+        ),
+        (
+            "true, warren first container, --read-only (as ch-run: no writable layer)".to_string(),
+            cmd(&[w, "run", "--no-join", "--read-only", IMAGE, "true"]).by(&u, dir),
+        ),
+    ])
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
@@ -316,6 +369,7 @@ fn main() {
         let c = |v: Vec<String>| Cmd {
             argv: v,
             env: Vec::new(),
+            user: None,
         };
         let mut rows = vec![
             (
@@ -388,6 +442,21 @@ fn main() {
     ];
     let res = rounds(&b, &ov, 30, 2, false);
     table("first start by overlay back end (30 runs)", &ov, &res, 0);
+
+    // ch-run maps one ID and needs no newuidmap/newgidmap: at its settings, warren is run
+    // by a user without subordinate IDs (its single-ID map), from its own store.
+    match single_id_rows(&b, &dir) {
+        Ok(rows) => {
+            let res = rounds(&b, &rows, 30, 2, false);
+            table(
+                "first start at ch-run's settings: one ID mapped (warren-nosub, 30 runs)",
+                &rows,
+                &res,
+                0,
+            );
+        }
+        Err(e) => println!("\n(single-ID rows skipped: {e})"),
+    }
 
     if holder {
         let _ = b.run_ok(&cmd(&[w, "rm", "bench-io"]));

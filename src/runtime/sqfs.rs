@@ -75,6 +75,11 @@ pub const MAX_READ: u32 = 4 << 20;
 /// Parsed inodes kept at most.
 const INODE_CACHE: usize = 1 << 18;
 
+thread_local! {
+    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// The decompressors the server reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -98,9 +103,20 @@ impl Codec {
     /// `src` decompressed; more than `max` bytes is corruption.
     fn decompress(self, src: &[u8], max: usize) -> Result<Vec<u8>> {
         match self {
-            Codec::Zstd => {
-                zstd::bulk::decompress(src, max).or_else(|e| corrupt(format!("zstd block: {e}")))
-            }
+            Codec::Zstd => ZSTD.with(|slot| {
+                // One decompression context per server thread, reused: a new one per
+                // block (`zstd::bulk::decompress`) allocated and set up ~100 KiB of
+                // context for every 128 KiB decoded.
+                let mut slot = slot.borrow_mut();
+                let mut d = match slot.take() {
+                    Some(d) => d,
+                    None => zstd::bulk::Decompressor::new()
+                        .or_else(|e| corrupt(format!("zstd context: {e}")))?,
+                };
+                let out = d.decompress(src, max);
+                *slot = Some(d);
+                out.or_else(|e| corrupt(format!("zstd block: {e}")))
+            }),
             Codec::Gzip => {
                 let mut d = flate2::Decompress::new(true);
                 let mut out = Vec::with_capacity(max);
