@@ -44,14 +44,11 @@ const STEP: u64 = 128 << 10;
 /// asynchronously).
 /// Returns whether reads were queued.
 pub fn start(file: &OwnedFd) -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat fills `st` on success; we read it only then.
-    if unsafe { libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+    let Ok(st) = nix::sys::stat::fstat(file) else {
         return false;
-    }
-    // SAFETY: fstat succeeded.
-    let size = unsafe { st.assume_init() }.st_size as u64;
-    if size > MAX_BYTES || cached(file, size) {
+    };
+    let size = st.st_size as u64;
+    if size > MAX_BYTES || cached(file, &st) {
         return false;
     }
     let mut off = 0;
@@ -115,55 +112,61 @@ pub fn dependencies(root: &OwnedFd, exe: &OwnedFd) -> Vec<OwnedFd> {
     out
 }
 
-/// True when the first, middle and last bytes are in the page cache (reads that must
-/// not wait: `RWF_NOWAIT` fails with EAGAIN otherwise). Overlayfs refuses `RWF_NOWAIT`
-/// (EOPNOTSUPP): there the pages of a mapping, which overlayfs maps from the lower file,
-/// are asked with `mincore` instead.
-fn cached(file: &OwnedFd, size: u64) -> bool {
+/// True when the first, middle and last bytes of `file` (`st`: its status) are in the
+/// page cache (reads that must not wait: `RWF_NOWAIT` fails with EAGAIN otherwise).
+/// Overlayfs refuses `RWF_NOWAIT` (EOPNOTSUPP): there the pages of a mapping, which
+/// overlayfs maps from the lower file, are asked with `mincore` instead.
+fn cached(file: &OwnedFd, st: &libc::stat) -> bool {
+    let size = st.st_size as u64;
     if size == 0 {
         return true;
     }
     let probes = [0, size / 2, size - 1];
-    let mut refused = false;
-    let all = probes.iter().all(|&off| {
-        let mut b = 0u8;
-        let iov = libc::iovec {
-            iov_base: (&mut b as *mut u8).cast(),
-            iov_len: 1,
-        };
-        // SAFETY: one valid iovec of one byte; the fd is ours.
-        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off as i64, libc::RWF_NOWAIT) };
-        refused = n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP);
-        n == 1
-    });
-    if refused {
-        return may_ask_residency(file) && resident(file, size, &probes);
+    match read_without_waiting(file, probes[0]) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            may_ask_residency(file, st) && resident(file, size, &probes)
+        }
+        first => {
+            matches!(first, Ok(true))
+                && probes[1..]
+                    .iter()
+                    .all(|&off| matches!(read_without_waiting(file, off), Ok(true)))
+        }
     }
-    all
+}
+
+/// Whether the byte at `off` could be read from the page cache (`RWF_NOWAIT`).
+fn read_without_waiting(file: &OwnedFd, off: u64) -> std::io::Result<bool> {
+    let mut b = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&mut b as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one valid iovec of one byte; the fd is ours.
+    match unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off as i64, libc::RWF_NOWAIT) } {
+        n if n < 0 => Err(std::io::Error::last_os_error()),
+        n => Ok(n == 1),
+    }
 }
 
 /// Whether `mincore` tells the truth about `file`'s pages: the kernel answers "all
 /// resident" (a side channel closed) for a mapping of a file the caller neither owns
 /// (nor has CAP_FOWNER over) nor could open for writing, as the image's files owned
 /// by unmapped IDs in the single-ID mode.
-fn may_ask_residency(file: &OwnedFd) -> bool {
-    // SAFETY: faccessat2 on our own fd with an empty path; no memory is written.
-    let writable = unsafe {
-        libc::syscall(
-            libc::SYS_faccessat2,
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::W_OK,
-            libc::AT_EMPTY_PATH | libc::AT_EACCESS,
-        )
-    } == 0;
-    writable || {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: fstat fills `st` on success; we read it only then; geteuid cannot fail.
-        unsafe {
-            libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) == 0
-                && st.assume_init().st_uid == libc::geteuid()
-        }
+fn may_ask_residency(file: &OwnedFd, st: &libc::stat) -> bool {
+    // SAFETY: geteuid cannot fail.
+    st.st_uid == unsafe { libc::geteuid() } || {
+        // SAFETY: faccessat2 on our own fd with an empty path; no memory is written.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_faccessat2,
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::W_OK,
+                libc::AT_EMPTY_PATH | libc::AT_EACCESS,
+            )
+        };
+        r == 0
     }
 }
 
@@ -233,9 +236,10 @@ mod tests {
         // SAFETY: advice on our own clean file.
         unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert!(!resident(&fd, 300_000, &[0, 150_000, 299_999]));
-        assert!(!cached(&fd, 300_000));
+        let st = nix::sys::stat::fstat(&fd).unwrap();
+        assert!(!cached(&fd, &st));
         std::fs::read(&p).unwrap();
-        assert!(cached(&fd, 300_000) && resident(&fd, 300_000, &[299_999]));
+        assert!(cached(&fd, &st) && resident(&fd, 300_000, &[299_999]));
     }
 
     #[test]
