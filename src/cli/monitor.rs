@@ -80,42 +80,60 @@ pub fn run(
     let me_fd = sys::pidfd_open(me).map_err(|e| fail("pidfd_open", e))?;
     let Prepared { mut exec, prefetch } = prepared;
     let rep = rep.take();
-    // SAFETY: this process is single-threaded; the child continues below and never
-    // returns into the caller's frames (it execs or exits).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let e = fail("fork the command", std::io::Error::last_os_error());
-        report(&rep, e.code, &e.msg);
-        return Err(e);
-    }
-    if pid == 0 {
-        // SAFETY: PDEATHSIG on ourselves; then a poll of our parent's pidfd.
-        unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            )
-        };
-        if exited(&me_fd) {
-            // SAFETY: leave the forked child at once.
-            unsafe { libc::_exit(137) };
+    let started = if contain {
+        // SAFETY: this process is single-threaded; the child continues below and never
+        // returns into the caller's frames (it execs or exits).
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => {
+                armed_or_exit(&me_fd);
+                drop(me_fd);
+                init(&mut exec, rep, &set, &old_mask, prefetch)
+            }
+            pid => Ok(pid),
         }
-        drop(me_fd);
-        if contain {
-            init(&mut exec, rep, &set, &old_mask, prefetch)
-        } else {
+    } else {
+        // The command's process shares our memory until its exec: a fork would copy the
+        // set-up's address space only for the exec to tear it down (~0.15 ms a start).
+        // What it runs only reads ours, allocates its own, and execs or exits.
+        sys::spawn_sharing_memory(&mut || {
+            armed_or_exit(&me_fd);
             command(&mut exec, &rep, &old_mask, false)
+        })
+    };
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => {
+            let e = fail("start the command", e);
+            report(&rep, e.code, &e.msg);
+            return Err(e);
         }
-    }
+    };
     drop((rep, prefetch, me_fd));
     ignore_terminal_stops();
     let code = supervise(pid, &set, Some(parent));
     reap_descendants();
     // SAFETY: leave the set-up process with the command's code.
     unsafe { libc::_exit(code) };
+}
+
+/// In the command's (or init's) new process: the death signal armed, then a check that
+/// the monitor had not already gone before it was (its pidfd `me` is readable then).
+fn armed_or_exit(me: &OwnedFd) {
+    // SAFETY: PDEATHSIG on ourselves.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if exited(me) {
+        // SAFETY: leave the new process at once.
+        unsafe { libc::_exit(137) };
+    }
 }
 
 /// A monitor in the terminal's foreground group must not stop or dump on the terminal's

@@ -262,3 +262,108 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// Run `child` in a new process that shares this one's memory until it execs or exits,
+/// this thread waiting meanwhile (`clone(CLONE_VM | CLONE_VFORK)`, what posix_spawn
+/// does): no copy of the address space to make, fault in and tear down again at the
+/// exec. Returns the child's PID.
+///
+/// `child` should end in an exec or `_exit` (if it returns, the process exits with 127),
+/// and must not unwind, free or move what the caller owns, nor take locks another
+/// thread could hold: the caller must be single-threaded. Its own allocations are fine
+/// (the caller is suspended).
+pub fn spawn_sharing_memory(child: &mut dyn FnMut()) -> io::Result<i32> {
+    const STACK: usize = 256 << 10;
+    const GUARD: usize = 4096;
+    extern "C" fn start(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` below, alive until we exec or exit
+        // (CLONE_VFORK suspends its owner until then).
+        let f = unsafe { &mut *(arg as *mut &mut dyn FnMut()) };
+        f();
+        // SAFETY: leave the new process; nothing of the caller's is to be cleaned up.
+        unsafe { libc::_exit(127) }
+    }
+    // SAFETY: a fresh private anonymous mapping, ours alone.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the lowest page of our mapping becomes the guard of the child's stack.
+    let r = unsafe { libc::mprotect(stack, GUARD, libc::PROT_NONE) };
+    let pid = if r == 0 {
+        let mut f: &mut dyn FnMut() = child;
+        // SAFETY: the stack is ours and grows down from its end; `start` gets `f`, which
+        // outlives the child's use of it (this thread is suspended until the child has
+        // exec'd or exited, and only then does clone return here).
+        unsafe {
+            libc::clone(
+                start,
+                stack.cast::<u8>().add(STACK).cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&mut f as *mut &mut dyn FnMut()).cast(),
+            )
+        }
+    } else {
+        -1
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: the child no longer runs on it (exec'd or exited), and nothing else does.
+    unsafe { libc::munmap(stack, STACK) };
+    if pid < 0 {
+        Err(err)
+    } else {
+        Ok(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(pid: i32) -> i32 {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn the_new_process_shares_memory_until_it_exits() {
+        // Only async-signal-safe calls in the child: this test's process has threads.
+        let mut seen = 0u32;
+        let pid = spawn_sharing_memory(&mut || {
+            seen = 42;
+            // SAFETY: leave the new process.
+            unsafe { libc::_exit(3) };
+        })
+        .unwrap();
+        // CLONE_VFORK: the child has exited by the time we are back, its write is ours.
+        assert_eq!(seen, 42);
+        assert_eq!(wait(pid), 3);
+    }
+
+    #[test]
+    fn the_new_process_can_exec_and_returning_exits_127() {
+        let (prog, arg, env) = (c"/bin/sh", c"sh", [std::ptr::null::<libc::c_char>()]);
+        let script = c"exit 5";
+        let argv = [arg.as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
+        let pid = spawn_sharing_memory(&mut || {
+            // SAFETY: NULL-terminated arrays of valid C strings.
+            unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), env.as_ptr()) };
+        })
+        .unwrap();
+        assert_eq!(wait(pid), 5);
+        let pid = spawn_sharing_memory(&mut || {}).unwrap();
+        assert_eq!(wait(pid), 127);
+    }
+}
