@@ -14,6 +14,9 @@
 //! Warm: page cache hot (rounds interleaved, medians); cold: `echo 3 >
 //! /proc/sys/vm/drop_caches` before every run. Then `true` with `--overlay native` and
 //! `--overlay fuse` (median and p90, 30 runs each, interleaved).
+//! With WARREN_BENCH_CPUS=LIST (e.g. `0`, or `0,1`), every command runs on those CPUs
+//! only (its image server and holder too, which inherit it): FUSE round trips between
+//! processes on one CPU need no wake-up of another, idle CPU.
 //!   cargo bench --bench image_io [-- ROUNDS]     (warm rounds; cold: a third of them)
 
 use std::os::unix::process::CommandExt;
@@ -101,6 +104,22 @@ impl Cmd {
     }
 }
 
+/// WARREN_BENCH_CPUS as a CPU set (None: unset or unreadable).
+fn bench_cpus() -> Option<libc::cpu_set_t> {
+    let list = std::env::var("WARREN_BENCH_CPUS").ok()?;
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for c in list.split(',') {
+        let n: usize = c.trim().parse().ok()?;
+        if n >= libc::CPU_SETSIZE as usize {
+            return None;
+        }
+        // SAFETY: n is within the set's size.
+        unsafe { libc::CPU_SET(n, &mut set) };
+    }
+    Some(set)
+}
+
 struct Bench {
     u: User,
     w: String,
@@ -126,6 +145,19 @@ impl Bench {
             .stdin(Stdio::null());
         for (a, b) in &c.env {
             k.env(a, b);
+        }
+        if let Some(cpus) = bench_cpus() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: sched_setaffinity on the child between fork and exec, with a set
+            // built before the fork; no allocation, no lock.
+            unsafe {
+                k.pre_exec(move || {
+                    if libc::sched_setaffinity(0, std::mem::size_of_val(&cpus), &cpus) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         k
     }
@@ -403,9 +435,13 @@ fn main() {
     let mut meta = workload("py", &["python3", "-c", PY]);
     meta.extend(workload("find", &["sh", "-c", FIND]));
     println!(
-        "image_io bench: {IMAGE}, {} warm rounds, {} cold, as warren-ci",
+        "image_io bench: {IMAGE}, {} warm rounds, {} cold, as warren-ci{}",
         n,
-        n.div_ceil(3)
+        n.div_ceil(3),
+        match std::env::var("WARREN_BENCH_CPUS") {
+            Ok(c) if bench_cpus().is_some() => format!(", every command on CPUs {c} only"),
+            _ => String::new(),
+        }
     );
     let warm = rounds(&b, &meta, n, 2, false);
     let split = meta.len() / 2;

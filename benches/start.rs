@@ -15,6 +15,9 @@
 //! ch-run also start the debootstrap Debian (dynamically linked `true`).
 //! As root it builds the image, then drops to the user `warren-ci` (a subuid range);
 //! otherwise it runs as the calling user. Unavailable peers are skipped with the reason.
+//! With WARREN_BENCH_BASELINE=PATH (another build of warren, e.g. of an earlier commit),
+//! its first container (busybox, Debian) and its join run interleaved with this build's,
+//! on the same store and holder: an A/B of a change in one run.
 //!   cargo bench --bench start [-- ITERATIONS]
 
 use std::path::{Path, PathBuf};
@@ -330,6 +333,12 @@ fn main() {
     let _ = sh(&format!("chmod 755 {}", dir.display()));
     let bin = dir.join("warren");
     std::fs::copy(env!("CARGO_BIN_EXE_warren"), &bin).expect("copy warren");
+    // Copied into the bench dir, which the user of the runs can read.
+    let baseline = std::env::var_os("WARREN_BENCH_BASELINE").map(|b| {
+        let to = dir.join("warren-baseline");
+        std::fs::copy(&b, &to).expect("copy WARREN_BENCH_BASELINE");
+        to.display().to_string()
+    });
     if let Err(e) = build_image(&dir) {
         println!("start bench: SKIP: {e}");
         return;
@@ -382,6 +391,24 @@ fn main() {
         wrun(&["--no-join", "--overlay", "native"]),
         n,
     );
+    // The baseline build's rows: the same command line with the other binary.
+    let on_baseline = |argv: &[String]| -> Option<Vec<String>> {
+        let b = baseline.as_ref()?;
+        Some(
+            argv.iter()
+                .map(|a| if *a == w { b.clone() } else { a.clone() })
+                .collect(),
+        )
+    };
+    if let Some(argv) = on_baseline(&wrun(&["--no-join", "--overlay", "native"])) {
+        measure(
+            &mut rows,
+            &mut plan,
+            "baseline build: first container, native overlay",
+            argv,
+            n,
+        );
+    }
     let mut shared = vec!["WARREN_RUN_SHARED_MOUNT_IDLE=0".to_string()];
     shared.extend(wrun(&["--overlay", "native"]));
     measure(
@@ -429,11 +456,21 @@ fn main() {
     let debian = format!("{DEBIAN_REGISTRY}/test/debian:latest");
     match pull_ref(&w, &debian) {
         Ok((r, sq)) => {
+            let argv = s(&[&w, "run", "--pull=never", "--no-join", &r, "true"]);
+            if let Some(b) = on_baseline(&argv) {
+                measure(
+                    &mut rows,
+                    &mut plan,
+                    "baseline build: Debian (first container)",
+                    b,
+                    n,
+                );
+            }
             measure(
                 &mut rows,
                 &mut plan,
                 "warren run, Debian (first container)",
-                s(&[&w, "run", "--pull=never", "--no-join", &r, "true"]),
+                argv,
                 n,
             );
             if have("ch-run") {
@@ -567,6 +604,15 @@ fn main() {
             wrun(&["--read-only"]),
             n,
         );
+        if let Some(argv) = on_baseline(&wrun(&[])) {
+            measure(
+                &mut rows,
+                &mut join_plan,
+                "baseline build: joins a holder",
+                argv,
+                n,
+            );
+        }
     } else {
         rows.push((
             "warren run (joins a holder)".into(),

@@ -356,7 +356,12 @@ mod tests {
     fn the_new_process_can_exec_and_returning_exits_127() {
         let (prog, arg, env) = (c"/bin/sh", c"sh", [std::ptr::null::<libc::c_char>()]);
         let script = c"exit 5";
-        let argv = [arg.as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
+        let argv = [
+            arg.as_ptr(),
+            c"-c".as_ptr(),
+            script.as_ptr(),
+            std::ptr::null(),
+        ];
         let pid = spawn_sharing_memory(&mut || {
             // SAFETY: NULL-terminated arrays of valid C strings.
             unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), env.as_ptr()) };
