@@ -94,7 +94,7 @@ pub fn run(
         }
     } else {
         // The command's process shares our memory until its exec: a fork would copy the
-        // set-up's address space only for the exec to tear it down (~0.15 ms a start).
+        // set-up's address space only for the exec to tear it down (~0.3 ms a start).
         // What it runs only reads ours, allocates its own, and execs or exits.
         sys::spawn_sharing_memory(&mut || {
             armed_or_exit(&me_fd);
