@@ -159,7 +159,7 @@ fn plugin_path_prepares_in_process_and_leaves_nothing() {
     assert_eq!(
         out,
         format!(
-            "uid={} passwd=true nnp=1 cwd=/tmp busybox=true env=true steps=squashfuse,passwd,overlay,prefetch,mounts,pivot",
+            "uid={} passwd=true nnp=1 cwd=/tmp busybox=true env=true steps=squashfuse,passwd,overlay,prefetch,mounts,prefetch wait,pivot",
             u.uid
         )
     );

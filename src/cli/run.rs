@@ -388,6 +388,7 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
             }
             let mut spec = spec;
             spec.join = Some(u.record.clone());
+            spec.fresh_holder = started;
             let res = super::supervisor::run_joined(cfg, &spec, t_start, &u);
             // The container's exit code stands; ending the mount is the holder's business.
             if let Err(e) = u.finish(&spec.rundir) {

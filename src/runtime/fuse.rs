@@ -221,12 +221,6 @@ pub fn mount_with_daemon(
     Ok(pid)
 }
 
-/// Whether this process runs one thread (then a forked child may allocate and start
-/// threads of its own).
-fn single_threaded() -> bool {
-    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
-}
-
 /// `fd` moved to a descriptor number of at least 3 (close-on-exec).
 pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() >= 3 {
@@ -255,7 +249,7 @@ pub fn mount_with_server(
     keep: BorrowedFd,
     serve: impl FnOnce(OwnedFd) -> i32,
 ) -> io::Result<Option<i32>> {
-    if !single_threaded() {
+    if !sys::single_threaded() {
         return Ok(None);
     }
     let dev = above_stdio(mount_fd(target, subtype, true)?)?;

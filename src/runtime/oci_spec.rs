@@ -178,6 +178,7 @@ pub fn build(
         mode: Mode::Container,
         scope: Scope::User,
         join: None,
+        fresh_holder: false,
         // A pid namespace is warren's contain mode: the monitor forks a PID-namespace
         // init (which also makes IPC private and hides the host's /dev/pts).
         contain: b.namespaces.pid,

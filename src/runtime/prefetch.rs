@@ -60,6 +60,72 @@ pub fn start(file: &OwnedFd) -> bool {
     true
 }
 
+/// Warm the page cache with the command `argv0` (resolved as [`executable`] does) and,
+/// unless it was skipped (too big, or already cached by a warm holder), its loader and
+/// libraries. The files stay open in the result: their inodes, and so their pages, stay
+/// in the kernel until the caller drops them.
+pub fn command(root: &OwnedFd, argv0: &str, path: &str, cwd: &str) -> Vec<OwnedFd> {
+    let Some(exe) = executable(root, argv0, path, cwd) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    if start(&exe) {
+        files = dependencies(root, &exe);
+        for f in &files {
+            start(f);
+        }
+    }
+    files.push(exe);
+    files
+}
+
+/// [`command`] run beside the caller, in a child process: on a fresh image mount every
+/// name it resolves and every header it reads is a FUSE round trip (Debian's `true`:
+/// ~3 ms), which the caller's own set-up can overlap. A process, not a thread: the
+/// set-up calls `unshare(CLONE_NEWNS)` after this, which a process with threads cannot.
+pub struct Background(i32);
+
+impl Background {
+    /// Fork the child; None (nothing started) when this process has threads, since a
+    /// forked child could then not safely allocate, or when the fork fails. The child
+    /// dies with this process (SIGKILL as its parent-death signal).
+    pub fn start(root: &OwnedFd, argv0: &str, path: &str, cwd: &str) -> Option<Background> {
+        if !super::sys::single_threaded() {
+            return None;
+        }
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() };
+        // SAFETY: this process is single-threaded (checked above): the child may do
+        // anything it could, and leaves only through _exit.
+        match unsafe { libc::fork() } {
+            -1 => None,
+            0 => {
+                if super::sys::die_with_parent(libc::SIGKILL, me).is_ok() {
+                    drop(command(root, argv0, path, cwd));
+                }
+                // SAFETY: leave the child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            pid => Some(Background(pid)),
+        }
+    }
+
+    /// Wait for the child to be done (its reads are queued; the kernel completes them).
+    pub fn wait(self) {
+        drop(self)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let mut status = 0;
+        // SAFETY: waiting for our own child, retried on EINTR.
+        while unsafe { libc::waitpid(self.0, &mut status, 0) } < 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+    }
+}
+
 /// Directories searched for a `DT_NEEDED` library (the loader's defaults; the image's
 /// ld.so.cache is not read): multiarch first, as Debian and Ubuntu lay them out.
 fn lib_dirs() -> Vec<String> {
@@ -240,6 +306,44 @@ mod tests {
         assert!(!cached(&fd, &st));
         std::fs::read(&p).unwrap();
         assert!(cached(&fd, &st) && resident(&fd, 300_000, &[299_999]));
+    }
+
+    #[test]
+    fn command_queues_reads_of_the_resolved_executable() {
+        // On a disk file system, with the file's pages dropped first.
+        let d = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        let p = r.join("usr/bin/tool");
+        std::fs::write(&p, vec![7u8; 300_000]).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        f.sync_all().unwrap();
+        let fd = OwnedFd::from(f);
+        // SAFETY: advice on our own clean file.
+        unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert!(!resident(&fd, 300_000, &[0, 299_999]));
+        let root = crate::runtime::userdb::open_root(r).unwrap();
+        let files = command(&root, "tool", "/none:/usr/bin", "/");
+        assert_eq!(files.len(), 1, "the executable only: not an ELF file");
+        // readahead(2) returns once the reads are queued: wait for the disk.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !resident(&fd, 300_000, &[0, 150_000, 299_999]) {
+            assert!(std::time::Instant::now() < deadline, "never read");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(command(&root, "absent", "/usr/bin", "/").is_empty());
+    }
+
+    #[test]
+    fn no_background_child_from_a_process_with_threads() {
+        // The test harness runs each test on a thread of its own: a child forked here
+        // could deadlock in the allocator, so none is started (the set-up then reads in
+        // line).
+        let d = tempfile::tempdir().unwrap();
+        let root = crate::runtime::userdb::open_root(d.path()).unwrap();
+        assert!(!crate::runtime::sys::single_threaded());
+        assert!(Background::start(&root, "true", "/bin", "/").is_none());
     }
 
     #[test]

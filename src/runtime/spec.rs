@@ -90,6 +90,9 @@ pub struct RunSpec {
     pub scope: Scope,
     /// Holder to join (its record).
     pub join: Option<state::Record>,
+    /// The holder in `join` was started for this run: its image mount has nothing
+    /// cached yet, so the set-up prefetches beside its other work as for a private mount.
+    pub fresh_holder: bool,
     /// Isolation for an untrusted image (`--contain`, docs/security.md): the front end
     /// gives the command its own PID namespace and /proc and private IPC, and passes only
     /// fds 0-2; the plan already left out the home directory and the host environment.
@@ -350,6 +353,7 @@ pub fn build(
         mode: opts.mode.clone(),
         scope: opts.scope.clone(),
         join,
+        fresh_holder: false,
         contain,
         caps: None,
         mpi: None,
@@ -401,6 +405,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         mode: Mode::Container,
         scope: Scope::User,
         join: None,
+        fresh_holder: false,
         contain: false,
         caps: None,
         mpi: None,

@@ -188,6 +188,12 @@ pub fn die_with_parent(sig: libc::c_int, expected_parent: i32) -> io::Result<()>
     Ok(())
 }
 
+/// Whether this process runs one thread (then a forked child may allocate and start
+/// threads of its own).
+pub fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
 /// `pipe2(O_CLOEXEC)` as two owned fds (read, write).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
