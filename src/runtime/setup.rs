@@ -302,9 +302,18 @@ fn prepare_root_inner(
     let fresh = (spec.join.is_none() || spec.fresh_holder)
         && !matches!(spec.writable, Writable::Mounted(_));
     let background = match spec.argv.first() {
-        Some(a0) if fresh && choice.backend == Backend::Native => {
-            let path = spec.env.get("PATH").unwrap_or(DEFAULT_PATH);
-            prefetch::Background::start(&image, a0, path, &cwd)
+        Some(argv0) if fresh && choice.backend == Backend::Native => {
+            let t = prefetch::Target {
+                argv0,
+                path: spec.env.get("PATH").unwrap_or(DEFAULT_PATH),
+                cwd: &cwd,
+                max_bytes: if spec.builtin_server {
+                    prefetch::MAX_BYTES_BESIDE
+                } else {
+                    prefetch::MAX_BYTES
+                },
+            };
+            prefetch::Background::start(&image, &t)
         }
         _ => None,
     };
@@ -554,9 +563,14 @@ pub fn keep_id_user<'a>(spec: &'a RunSpec, home: &'a str) -> userdb::User<'a> {
 /// big, or already cached by a warm holder) its loader and libraries.
 fn prefetch_command(spec: &RunSpec, root: &OwnedFd, cwd: &str) -> Vec<OwnedFd> {
     match spec.argv.first() {
-        Some(a0) => {
-            let path = spec.env.get("PATH").unwrap_or(DEFAULT_PATH);
-            prefetch::command(root, a0, path, cwd)
+        Some(argv0) => {
+            let t = prefetch::Target {
+                argv0,
+                path: spec.env.get("PATH").unwrap_or(DEFAULT_PATH),
+                cwd,
+                max_bytes: prefetch::MAX_BYTES,
+            };
+            prefetch::command(root, &t)
         }
         None => Vec::new(),
     }
