@@ -296,27 +296,20 @@ fn prepare_root_inner(
     // On a fresh image mount (nothing cached), resolving the command and its libraries
     // takes a round trip per name and a decompressed block per header: it runs beside
     // the set-up below, through the image itself, whose page cache kernel overlay reads
-    // (a first Debian `true`: ~3 ms that the passwd, overlay and mount steps now cover).
+    // and fuse-overlayfs copies from (a first Debian `true`: ~3 ms that the passwd,
+    // overlay and mount steps now cover).
     // On a warm (held) mount it is ~0.1 ms, and a bundle's root directory is no image
     // mount: done in line below.
     let fresh = (spec.join.is_none() || spec.fresh_holder)
         && !matches!(spec.writable, Writable::Mounted(_));
-    let background = match spec.argv.first() {
-        Some(argv0) if fresh && choice.backend == Backend::Native => {
-            let t = prefetch::Target {
-                argv0,
-                path: spec.env.get("PATH").unwrap_or(DEFAULT_PATH),
-                cwd: &cwd,
-                max_bytes: if spec.builtin_server {
-                    prefetch::MAX_BYTES_BESIDE
-                } else {
-                    prefetch::MAX_BYTES
-                },
-            };
-            prefetch::Background::start(&image, &t)
-        }
-        _ => None,
+    let cap = if spec.builtin_server {
+        prefetch::MAX_BYTES_BESIDE
+    } else {
+        prefetch::MAX_BYTES
     };
+    let background = prefetch_target(spec, &cwd, cap)
+        .filter(|_| fresh)
+        .and_then(|t| prefetch::Background::start(&image, &t));
     // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
     // upper layer and a full range, written into it before the overlay exists.
     let mut passwd_done = false;
@@ -433,14 +426,17 @@ fn prepare_root_inner(
     // while fuse-overlayfs starts: the image server decompresses the blocks in parallel
     // into the image mount's page cache; then through fuse-overlayfs, whose page cache is
     // its own, which now copies them from there (not one block at a time through two
-    // FUSE hops when the command faults them in: busybox's `true` ran 3 ms instead of 0.4).
+    // FUSE hops when the command faults them in: busybox's `true` ran 3 ms instead of
+    // 0.4). That second pass stays in line: fuse-overlayfs serves one request at a time,
+    // so beside the mounts (which wait for it too) it measured no better.
     let mut prefetched = Vec::new();
-    if overlay_daemon.is_some() && background.is_none() {
+    let beside = background.is_some();
+    if overlay_daemon.is_some() && !beside {
         prefetched = prefetch_command(spec, &image, &cwd);
     }
     drop(image);
     let root = readonly::open_dir(&root_dir).map_err(err("open the container root"))?;
-    if overlay_daemon.is_some() || background.is_none() {
+    if overlay_daemon.is_some() || !beside {
         prefetched.extend(prefetch_command(spec, &root, &cwd));
     }
     log.mark("prefetch");
@@ -562,18 +558,23 @@ pub fn keep_id_user<'a>(spec: &'a RunSpec, home: &'a str) -> userdb::User<'a> {
 /// Warm the page cache with the command's executable and (unless it was skipped: too
 /// big, or already cached by a warm holder) its loader and libraries.
 fn prefetch_command(spec: &RunSpec, root: &OwnedFd, cwd: &str) -> Vec<OwnedFd> {
-    match spec.argv.first() {
-        Some(argv0) => {
-            let t = prefetch::Target {
-                argv0,
-                path: spec.env.get("PATH").unwrap_or(DEFAULT_PATH),
-                cwd,
-                max_bytes: prefetch::MAX_BYTES,
-            };
-            prefetch::command(root, &t)
-        }
-        None => Vec::new(),
-    }
+    prefetch_target(spec, cwd, prefetch::MAX_BYTES)
+        .map(|t| prefetch::command(root, &t))
+        .unwrap_or_default()
+}
+
+/// What the prefetch reads for `spec` (None: no command, as for a holder).
+fn prefetch_target<'a>(
+    spec: &'a RunSpec,
+    cwd: &'a str,
+    max_bytes: u64,
+) -> Option<prefetch::Target<'a>> {
+    spec.argv.first().map(|argv0| prefetch::Target {
+        argv0,
+        path: spec.env.get("PATH").unwrap_or(DEFAULT_PATH),
+        cwd,
+        max_bytes,
+    })
 }
 
 /// The final environment and exec parameters.
