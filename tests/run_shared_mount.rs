@@ -29,12 +29,18 @@ fn run_cmd(f: &Fixture, u: &User, idle: &str, sqfs: &Path, args: &[&str]) -> Com
 
 /// Run (with `--timing`: its lines tell how the image was mounted) and require success.
 fn run(f: &Fixture, u: &User, idle: &str, sqfs: &Path, args: &[&str]) -> String {
+    run_timed(f, u, idle, sqfs, args).0
+}
+
+/// [`run`], also returning its `--timing` lines.
+fn run_timed(f: &Fixture, u: &User, idle: &str, sqfs: &Path, args: &[&str]) -> (String, String) {
     let o = run_cmd(f, u, idle, sqfs, &[&["--timing"], args].concat())
         .output()
         .unwrap();
     let out = ok(&o);
-    eprintln!("{}", stderr(&o).trim());
-    out
+    let timing = stderr(&o);
+    eprintln!("{}", timing.trim());
+    (out, timing)
 }
 
 /// `warren ps --json` records (with `in_use`/`idle_deadline` for holders) of `sqfs`.
@@ -127,11 +133,8 @@ fn second_run_joins_the_first_mount() {
     let img = own_image(f, "join");
     // The first run starts the mount: nothing of it is cached, so the set-up resolves
     // and reads the command beside its other steps (its timing has a "prefetch wait").
-    let o = run_cmd(f, &f.ci, "60", &img, &[&["--timing"], OWN_USERNS].concat())
-        .output()
-        .unwrap();
-    let first = ok(&o);
-    assert!(stderr(&o).contains("prefetch wait"), "{}", stderr(&o));
+    let (first, timing) = run_timed(f, &f.ci, "60", &img, OWN_USERNS);
+    assert!(timing.contains("prefetch wait"), "{timing}");
     let hs = holders(f, &f.ci, &img);
     assert_eq!(hs.len(), 1, "{hs:?}");
     let h = &hs[0];
@@ -142,11 +145,8 @@ fn second_run_joins_the_first_mount() {
     // The first container already ran in the holder's user namespace, the second too.
     assert_eq!(first.trim(), userns(hpid));
     // A later run finds the mount warm: no background prefetch.
-    let o = run_cmd(f, &f.ci, "60", &img, &[&["--timing"], OWN_USERNS].concat())
-        .output()
-        .unwrap();
-    let second = ok(&o);
-    assert!(!stderr(&o).contains("prefetch wait"), "{}", stderr(&o));
+    let (second, timing) = run_timed(f, &f.ci, "60", &img, OWN_USERNS);
+    assert!(!timing.contains("prefetch wait"), "{timing}");
     assert_eq!(second.trim(), userns(hpid));
     let again = holders(f, &f.ci, &img);
     assert_eq!((again.len(), &again[0]["id"]), (1, &h["id"]), "{again:?}");

@@ -56,17 +56,29 @@ pub fn executable(root: &OwnedFd, argv0: &str, path: &str, cwd: &str) -> Option<
 /// FUSE): the file is queued in steps of this size.
 const STEP: u64 = 128 << 10;
 
+/// What [`start`] did with a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Started {
+    /// Reads of all of it were queued.
+    Queued,
+    /// Not cached, but larger than the cap: not read ahead.
+    TooBigCold,
+    /// Already in the page cache (a holder's warm mount), or its status unknown.
+    Nothing,
+}
+
 /// Queue reads of all of `file` unless it is larger than `max_bytes` or already in
-/// the page cache (a holder's warm mount); returns at once on FUSE (the daemon answers
-/// asynchronously).
-/// Returns whether reads were queued.
-pub fn start(file: &OwnedFd, max_bytes: u64) -> bool {
+/// the page cache; returns at once on FUSE (the daemon answers asynchronously).
+pub fn start(file: &OwnedFd, max_bytes: u64) -> Started {
     let Ok(st) = nix::sys::stat::fstat(file) else {
-        return false;
+        return Started::Nothing;
     };
     let size = st.st_size as u64;
-    if size > max_bytes || cached(file, &st) {
-        return false;
+    if cached(file, &st) {
+        return Started::Nothing;
+    }
+    if size > max_bytes {
+        return Started::TooBigCold;
     }
     let mut off = 0;
     while off < size {
@@ -74,7 +86,7 @@ pub fn start(file: &OwnedFd, max_bytes: u64) -> bool {
         unsafe { libc::readahead(file.as_raw_fd(), off as i64, STEP as usize) };
         off += STEP;
     }
-    true
+    Started::Queued
 }
 
 /// Warm the page cache with the command `t.argv0` (resolved as [`executable`] does) and,
@@ -86,7 +98,10 @@ pub fn command(root: &OwnedFd, t: &Target) -> Vec<OwnedFd> {
         return Vec::new();
     };
     let mut files = Vec::new();
-    if start(&exe, t.max_bytes) || too_big_and_cold(&exe, t.max_bytes) {
+    if matches!(
+        start(&exe, t.max_bytes),
+        Started::Queued | Started::TooBigCold
+    ) {
         files = dependencies(root, &exe);
         for f in &files {
             start(f, t.max_bytes);
@@ -94,11 +109,6 @@ pub fn command(root: &OwnedFd, t: &Target) -> Vec<OwnedFd> {
     }
     files.push(exe);
     files
-}
-
-/// Whether `file` is too big for [`start`] and not in the page cache.
-fn too_big_and_cold(file: &OwnedFd, max_bytes: u64) -> bool {
-    nix::sys::stat::fstat(file).is_ok_and(|st| st.st_size as u64 > max_bytes && !cached(file, &st))
 }
 
 /// [`command`] run beside the caller, in a child process: on a fresh image mount every
