@@ -22,6 +22,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Rust to build warren, unless one new enough is there already (rustup's, in ~/.cargo/bin,
+# is used as it is). Debian 12's own rustc (1.63) is older than warren's rust-version;
+# its rustc-web and cargo-web from bookworm-security (1.96 in 2026; bookworm itself has
+# 1.85, too old for the locked dependencies) are not. They bring no rustfmt or clippy:
+# scripts/test.sh then skips those two checks, saying so.
+export PATH="$HOME/.cargo/bin:$PATH"
+want=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+rust_ok() {
+  local have; have=$(rustc --version 2>/dev/null | awk '{print $2}' || true)
+  command -v cargo >/dev/null &&
+    [ "$(printf '%s\n%s\n' "$want" "${have:-0}" | sort -V | head -n1)" = "$want" ]
+}
+if ! rust_ok; then
+  echo "setup-host: installing rustc-web cargo-web (Rust $want or newer needed)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rustc-web cargo-web >/dev/null
+  rust_ok || { echo "setup-host: Debian's rustc-web is $(rustc --version 2>/dev/null | awk '{print $2}' || true), warren needs $want: enable bookworm-security in /etc/apt/sources.list (deb http://security.debian.org/debian-security bookworm-security main), or install Rust with rustup" >&2; exit 1; }
+fi
+
 # FUSE for unprivileged users (0600 on a fresh VM, 0666 on real distributions).
 [ -c /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
 chmod 0666 /dev/fuse

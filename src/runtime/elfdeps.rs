@@ -390,7 +390,7 @@ mod tests {
             f.extend_from_slice(n.as_bytes());
             f.push(0);
         }
-        while f.len() % 8 != 0 {
+        while !f.len().is_multiple_of(8) {
             f.push(0);
         }
         let dyn_off = f.len() as u64;
