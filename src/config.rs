@@ -249,6 +249,10 @@ pub struct RunConfig {
     /// What serves images: "builtin" (warren's own multi-threaded squashfs server,
     /// falling back to `squashfuse` for images it does not read) or "squashfuse".
     pub image_server: String,
+    /// Keep a prefetch list per image (what a fresh mount's first container read) and
+    /// read it ahead on later fresh mounts (docs/run.md, "The prefetch list").
+    #[serde(deserialize_with = "flex_bool")]
+    pub prefetch_list: bool,
     /// Paths of the helper programs (looked up in PATH when relative).
     pub squashfuse: String,
     pub fuse_overlayfs: String,
@@ -295,6 +299,7 @@ impl Default for RunConfig {
             shared_mount: true,
             shared_mount_idle: 60,
             image_server: "builtin".into(),
+            prefetch_list: true,
             squashfuse: "squashfuse_ll".into(),
             fuse_overlayfs: "fuse-overlayfs".into(),
             newuidmap: "newuidmap".into(),

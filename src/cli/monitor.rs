@@ -78,7 +78,11 @@ pub fn run(
     // SAFETY: getpid cannot fail.
     let me = unsafe { libc::getpid() };
     let me_fd = sys::pidfd_open(me).map_err(|e| fail("pidfd_open", e))?;
-    let Prepared { mut exec, prefetch } = prepared;
+    let Prepared {
+        mut exec,
+        prefetch,
+        recorder,
+    } = prepared;
     let rep = rep.take();
     let started = if contain {
         // SAFETY: this process is single-threaded; the child continues below and never
@@ -112,6 +116,9 @@ pub fn run(
     drop((rep, prefetch, me_fd));
     ignore_terminal_stops();
     let code = supervise(pid, &set, Some(parent));
+    if let Some(server) = recorder {
+        crate::runtime::sqfs_record::let_write(server);
+    }
     reap_descendants();
     // SAFETY: leave the set-up process with the command's code.
     unsafe { libc::_exit(code) };

@@ -499,7 +499,7 @@ impl Child<'_> {
             let mut msgs = log_messages(spec, log);
             msgs.push(Message::Ready);
             let rep = &mut self.rep;
-            return holder::serve(spec, staged.daemon, self.idle, || {
+            return holder::serve(spec, staged.daemon, staged.recording, self.idle, || {
                 send(rep, &msgs);
                 // Closing our end of the report pipe tells warren we are ready.
                 *rep = None;

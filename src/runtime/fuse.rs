@@ -237,7 +237,7 @@ pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 
 /// Mount a read-only FUSE file system of type `fuse.SUBTYPE` on `target` served by a
 /// forked copy of this process, named `name`, that runs `serve(connection)` (no exec:
-/// warren's own server). The child keeps only the connection and `keep` (at least 3), drops its capabilities
+/// warren's own server). The child keeps only the connection and `keep` (each at least 3), drops its capabilities
 /// and makes itself non-dumpable before serving (the container cannot open its
 /// `/proc/PID/root` or `/fd`, nor ptrace it; docs/security.md); it is killed when the
 /// caller dies. Returns its PID, or None (nothing mounted) when this process has other
@@ -246,7 +246,7 @@ pub fn mount_with_server(
     target: &Path,
     subtype: &str,
     name: &std::ffi::CStr,
-    keep: BorrowedFd,
+    keep: &[BorrowedFd],
     serve: impl FnOnce(OwnedFd) -> i32,
 ) -> io::Result<Option<i32>> {
     if !sys::single_threaded() {
@@ -257,10 +257,8 @@ pub fn mount_with_server(
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    let (lo, hi) = {
-        let (a, b) = (dev.as_raw_fd(), keep.as_raw_fd());
-        (a.min(b) as u32, a.max(b) as u32)
-    };
+    let mut kept: Vec<i32> = keep.iter().map(|f| f.as_raw_fd()).collect();
+    kept.push(dev.as_raw_fd());
     // SAFETY: getpid cannot fail.
     let me = unsafe { libc::getpid() };
     // SAFETY: this process is single-threaded (checked above), so the child may do
@@ -276,10 +274,11 @@ pub fn mount_with_server(
             for fd in 0..3 {
                 libc::dup2(null.as_raw_fd(), fd);
             }
-            // Everything but the connection and the image is closed.
-            libc::syscall(libc::SYS_close_range, 3, lo - 1, 0);
-            libc::syscall(libc::SYS_close_range, lo + 1, hi - 1, 0);
-            libc::syscall(libc::SYS_close_range, hi + 1, u32::MAX, 0);
+        }
+        // Everything but the connection and `keep` (the image) is closed.
+        sys::close_all_but(&kept);
+        // SAFETY: plain syscalls on this process.
+        unsafe {
             if super::caps::clear().is_err() || libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0
             {
                 libc::_exit(1);

@@ -363,6 +363,7 @@ pub fn stop(pid: i32, secs: u64) -> Result<()> {
 pub fn serve(
     spec: &RunSpec,
     daemon: i32,
+    recording: bool,
     idle: Option<u64>,
     ready: impl FnOnce(),
 ) -> Result<std::convert::Infallible, (i32, String)> {
@@ -410,7 +411,7 @@ pub fn serve(
     ready();
     // It outlives its starter: keep none of the starter's descriptors (a caller waiting
     // for EOF on an inherited pipe would wait for the holder's end), only the record.
-    close_all_but(reg.file.as_raw_fd());
+    sys::close_all_but(&[reg.file.as_raw_fd()]);
     match idle {
         None => {
             let mut sig = 0;
@@ -422,26 +423,16 @@ pub fn serve(
     // Under the write lock when idle (kept until exit): joiners waiting for their use
     // lock see the record unlinked.
     reg.remove();
-    // Stop and reap the daemon ourselves: once we are gone nobody may reap it.
+    // Stop and reap the daemon ourselves: once we are gone nobody may reap it. One
+    // that records the image's prefetch list writes it first.
+    if recording {
+        super::sqfs_record::let_write(daemon);
+    }
     // SAFETY: daemon is our child; then exit without running destructors.
     unsafe {
         libc::kill(daemon, libc::SIGKILL);
         libc::waitpid(daemon, std::ptr::null_mut(), 0);
         libc::_exit(0)
-    }
-}
-
-/// Close every descriptor from 3 up except `keep` (this process never returns to the
-/// frames owning the others: it exits with `_exit`).
-fn close_all_but(keep: RawFd) {
-    let keep = keep.max(3) as u32;
-    // SAFETY: close_range on ranges of this process's own descriptors; the objects that
-    // owned them are never used again (see above).
-    unsafe {
-        if keep > 3 {
-            libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
-        }
-        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
     }
 }
 

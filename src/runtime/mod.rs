@@ -13,7 +13,10 @@
 //!   (with warren's own image server: `sqfs` reads squashfs, `sqfs_serve` speaks FUSE),
 //!   `overlay`, `probe` (does kernel overlayfs work, cached per boot), `rootfs` (standard
 //!   mounts, pivot_root), `resolve` (in-root path work with openat2), `passwd`/`userdb`
-//!   (the user's passwd/group inside), `prefetch`/`elfdeps` (warm the page cache).
+//!   (the user's passwd/group inside), `prefetch`/`elfdeps` (warm the page cache),
+//!   `prefetch_list`/`sqfs_record`/`prefetch_replay` (an image's prefetch list: what a
+//!   fresh mount's first container read, recorded by the image server, read ahead by the
+//!   next fresh mount).
 //! * MPI: `pmix` (pure: the launcher's PMIx directories a task must see); host MPI
 //!   injection: `mpi_inject` (site `[mpi]` config → binds, devices, env; the
 //!   image's MPI checked in the set-up), `mpi_abi` (pure: a libmpi's ABI and whether the
@@ -58,6 +61,8 @@ pub mod passwd;
 pub mod pidns;
 pub mod pmix;
 pub mod prefetch;
+pub mod prefetch_list;
+pub mod prefetch_replay;
 pub mod probe;
 pub mod process;
 pub mod readonly;
@@ -69,6 +74,7 @@ pub mod site_hooks;
 pub mod skeleton;
 pub mod spec;
 pub mod sqfs;
+pub mod sqfs_record;
 pub mod sqfs_serve;
 pub mod squashfuse;
 pub mod state;

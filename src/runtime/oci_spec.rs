@@ -179,6 +179,8 @@ pub fn build(
         scope: Scope::User,
         join: None,
         fresh_holder: false,
+        // A bundle's root is a directory: no image server, nothing to read ahead.
+        prefetch_list: None,
         // A pid namespace is warren's contain mode: the monitor forks a PID-namespace
         // init (which also makes IPC private and hides the host's /dev/pts).
         contain: b.namespaces.pid,

@@ -146,7 +146,8 @@ fn probe_with(
             for d in ["l", "u", "w", "r"] {
                 std::fs::create_dir(d)?;
             }
-            let daemon = squashfuse::mount(squashfuse, squashfuse, img, Path::new("l"), builtin)?;
+            let daemon =
+                squashfuse::mount(squashfuse, squashfuse, img, Path::new("l"), builtin, None)?.pid;
             let r = overlay::mount_native(
                 &[Path::new("l")],
                 Path::new("u"),

@@ -95,6 +95,8 @@ pub struct Staged {
     pub lower: PathBuf,
     /// PID of this process's squashfuse daemon (0 when joining a holder's image).
     pub daemon: i32,
+    /// The daemon is warren's image server recording the image's prefetch list.
+    pub recording: bool,
 }
 
 /// The container's staging directory: a private tmpfs in its mount namespace (the
@@ -135,6 +137,7 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
         std::fs::create_dir(d).map_err(err("staging directory"))?;
     }
     let mut daemon = 0;
+    let mut recording = false;
     if spec.join.is_none() {
         std::fs::create_dir(&lower).map_err(err("staging directory"))?;
         if spec.squashfs.is_dir() {
@@ -142,14 +145,16 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
             bind_lower(&spec.squashfs, &lower).map_err(err("bind the root file system"))?;
             log.mark("bind");
         } else {
-            daemon = squashfuse::mount(
+            let served = squashfuse::mount(
                 &spec.squashfuse,
                 &spec.squashfuse_configured,
                 &spec.squashfs,
                 &lower,
                 spec.builtin_server,
+                record_target(spec),
             )
             .map_err(|e| SetupError::new(format!("{e:#}")))?;
+            (daemon, recording) = (served.pid, served.recording);
             log.mark("squashfuse");
         }
     }
@@ -157,7 +162,61 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
         base,
         lower,
         daemon,
+        recording,
     })
+}
+
+/// Where warren's image server is to record the image's prefetch list: only when the
+/// user has none for it yet (a list is made once; a replayed mount would record its own
+/// replay). Best effort: no place for it, no list.
+fn record_target(spec: &RunSpec) -> Option<super::sqfs_record::Target> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = spec
+        .prefetch_list
+        .as_ref()
+        .filter(|_| spec.builtin_server)?;
+    if path.symlink_metadata().is_ok() {
+        return None;
+    }
+    let (dir, name) = (path.parent()?, path.file_name()?.to_str()?);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ok()?;
+    let fd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    Some(super::sqfs_record::Target {
+        dir: super::fuse::above_stdio(fd).ok()?,
+        name: name.to_string(),
+    })
+}
+
+/// The image's prefetch list read ahead beside the set-up and the command
+/// (`prefetch_replay`) on a fresh mount. A list that does not parse is removed (it is a
+/// cache: the next fresh mount makes it again), with a notice.
+fn replay_list(spec: &RunSpec, image: &OwnedFd, log: &mut Log) {
+    let Some(path) = &spec.prefetch_list else {
+        return;
+    };
+    match super::prefetch_list::load(path) {
+        Ok(Some(list)) => {
+            if super::prefetch_replay::start(image, list).is_some() {
+                log.mark("replay");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            log.notices.push(format!(
+                "prefetch list {e}: removed (the next first start makes it again)"
+            ));
+        }
+    }
 }
 
 /// A holder's last step before it is ready: its image answers (the first FUSE request
@@ -199,6 +258,10 @@ fn bind_lower(dir: &Path, lower: &Path) -> std::io::Result<()> {
 pub struct Prepared {
     pub exec: ExecSpec,
     pub prefetch: Vec<OwnedFd>,
+    /// PID of this container's own image server when it records the image's prefetch
+    /// list: at the command's end the front end asks it to write the list
+    /// (`sqfs_record::write_signal`) before it ends what is left.
+    pub recorder: Option<i32>,
 }
 
 /// The whole set-up: [`stage`], then the root. `parent` is the PID whose death must kill
@@ -310,6 +373,9 @@ fn prepare_root_inner(
     let background = prefetch_target(spec, &cwd, cap)
         .filter(|_| fresh)
         .and_then(|t| prefetch::Background::start(&image, &t));
+    if fresh {
+        replay_list(spec, &image, log);
+    }
     // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
     // upper layer and a full range, written into it before the overlay exists.
     let mut passwd_done = false;
@@ -515,6 +581,7 @@ fn prepare_root_inner(
     Ok(Prepared {
         exec,
         prefetch: prefetched,
+        recorder: (staged.recording && spec.join.is_none()).then_some(staged.daemon),
     })
 }
 

@@ -93,6 +93,10 @@ pub struct RunSpec {
     /// The holder in `join` was started for this run: its image mount has nothing
     /// cached yet, so the set-up prefetches beside its other work as for a private mount.
     pub fresh_holder: bool,
+    /// This user's prefetch list of the image (`prefetch_list`): read ahead on a fresh
+    /// image mount when it exists, recorded by warren's image server when it does not.
+    /// None: neither (`run.prefetch_list = false`, or no place for it).
+    pub prefetch_list: Option<PathBuf>,
     /// Isolation for an untrusted image (`--contain`, docs/security.md): the front end
     /// gives the command its own PID namespace and /proc and private IPC, and passes only
     /// fds 0-2; the plan already left out the home directory and the host environment.
@@ -316,6 +320,11 @@ pub fn build(
     }
     let squashfuse_configured = helper(&cfg.squashfuse, "mounting images")?;
     let squashfuse = hardened_squashfuse(&squashfuse_configured, &rundir, user.uid, &mut notices);
+    // A container's own (a holder started by `--holder` runs no command of its own: its
+    // containers' starts are not known to it).
+    let prefetch_list = (cfg.prefetch_list && opts.mode == Mode::Container)
+        .then(|| prefetch_list_path(&user, &digest, argv.first()?))
+        .flatten();
     let spec = RunSpec {
         squashfs: entry.squashfs.clone(),
         image,
@@ -354,6 +363,7 @@ pub fn build(
         scope: opts.scope.clone(),
         join,
         fresh_holder: false,
+        prefetch_list,
         contain,
         caps: None,
         mpi: None,
@@ -361,6 +371,37 @@ pub fn build(
         guard_libs: vec![],
     };
     Ok((spec, notices))
+}
+
+/// Where `user`'s prefetch list of the image `digest` started with the command
+/// `argv0` is kept: a cache, shared by the user's nodes where home directories are
+/// (`$XDG_CACHE_HOME/warren/prefetch/HEX.NAME`, `~/.cache/…` by default; NAME is the
+/// command's file name: a Python start and a `find` read different files). None without
+/// a usable place or a plain command name.
+pub fn prefetch_list_path(user: &Caller, digest: &str, argv0: &str) -> Option<PathBuf> {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let name = argv0.rsplit('/').next().unwrap_or_default();
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"._+-".contains(&b);
+    if name.is_empty() || name.len() > 64 || name.starts_with('.') || !name.bytes().all(plain) {
+        return None;
+    }
+    let cache = user
+        .env_var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            (user.home.is_absolute() && user.home != Path::new("/"))
+                .then(|| user.home.join(".cache"))
+        })?;
+    Some(
+        cache
+            .join("warren")
+            .join("prefetch")
+            .join(format!("{hex}.{name}")),
+    )
 }
 
 /// A plain spec for unit tests: user 1001 with a subordinate range, keep-id, tmpfs layer.
@@ -406,6 +447,7 @@ pub(crate) fn sample(identity: Identity) -> RunSpec {
         scope: Scope::User,
         join: None,
         fresh_holder: false,
+        prefetch_list: None,
         contain: false,
         caps: None,
         mpi: None,
@@ -447,5 +489,40 @@ mod tests {
         assert_eq!(container_record(&s, 1).holder.as_deref(), Some("h1"));
         s.join.as_mut().unwrap().name = None;
         assert_eq!(container_record(&s, 1).holder, Some(r.id));
+    }
+
+    #[test]
+    fn prefetch_lists_live_in_the_cache_per_image_and_command() {
+        let mut u = sample(Identity::KeepId).user;
+        let d = "sha256:99e5d1f9";
+        let p = |u: &Caller, a: &str| prefetch_list_path(u, d, a).map(|p| p.display().to_string());
+        assert_eq!(
+            p(&u, "/usr/bin/python3").as_deref(),
+            Some("/home/a/.cache/warren/prefetch/99e5d1f9.python3")
+        );
+        u.env = vec![("XDG_CACHE_HOME".into(), "/scratch/c".into())];
+        assert_eq!(
+            p(&u, "find").as_deref(),
+            Some("/scratch/c/warren/prefetch/99e5d1f9.find")
+        );
+        u.env = vec![("XDG_CACHE_HOME".into(), "relative".into())];
+        assert_eq!(
+            p(&u, "g++").as_deref(),
+            Some("/home/a/.cache/warren/prefetch/99e5d1f9.g++")
+        );
+        for bad in [
+            "",
+            "/usr/bin/",
+            "..",
+            ".hidden",
+            "a b",
+            "x\n",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(p(&u, bad), None, "{bad:?}");
+        }
+        assert_eq!(prefetch_list_path(&u, "sha256:../x", "sh"), None);
+        u.home = "/".into();
+        assert_eq!(p(&u, "sh"), None, "no home, no XDG_CACHE_HOME: no list");
     }
 }

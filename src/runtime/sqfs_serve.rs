@@ -10,6 +10,7 @@
 //! from the kernel, replies are built from checked image data (`sqfs`).
 
 use super::sqfs::{Body, Entry, Error, Image, Inode, Kind};
+use super::sqfs_record::Recorder;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -81,8 +82,25 @@ fn errno(e: &Error) -> i32 {
 }
 
 /// Serve `img` on the FUSE connection `dev` until it is unmounted: the INIT handshake,
-/// then `threads` threads answering requests. Returns when the mount is gone.
-pub fn serve(img: Image, dev: OwnedFd, threads: usize) -> io::Result<()> {
+/// then `threads` threads answering requests. With `record`, what is read is recorded
+/// (the image's prefetch list, `sqfs_record`). Returns when the mount is gone.
+pub fn serve(
+    img: Image,
+    dev: OwnedFd,
+    threads: usize,
+    record: Option<super::sqfs_record::Target>,
+) -> io::Result<()> {
+    let rec = record.map(|t| {
+        Arc::new(Recorder::new(
+            t,
+            node_of(&img, img.root()),
+            super::sqfs_record::WINDOW,
+        ))
+    });
+    let watcher = match &rec {
+        Some(r) => Some(super::sqfs_record::Watcher::start(r.clone())?),
+        None => None,
+    };
     let img = Arc::new(img);
     let dev = Arc::new(dev);
     let mut buf = vec![0u8; BUF];
@@ -101,12 +119,20 @@ pub fn serve(img: Image, dev: OwnedFd, threads: usize) -> io::Result<()> {
     }
     let mut handles = Vec::new();
     for _ in 1..threads.max(1) {
-        let (img, dev) = (img.clone(), dev.clone());
-        handles.push(std::thread::spawn(move || worker(&img, &dev)));
+        let (img, dev, rec) = (img.clone(), dev.clone(), rec.clone());
+        handles.push(std::thread::spawn(move || {
+            worker(&img, &dev, rec.as_deref())
+        }));
     }
-    let r = worker(&img, &dev);
+    let r = worker(&img, &dev, rec.as_deref());
     for h in handles {
         let _ = h.join();
+    }
+    if let Some(rec) = rec {
+        rec.finish();
+    }
+    if let Some(w) = watcher {
+        w.stop();
     }
     r
 }
@@ -132,7 +158,7 @@ fn read_req(dev: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
-fn worker(img: &Image, dev: &OwnedFd) -> io::Result<()> {
+fn worker(img: &Image, dev: &OwnedFd, rec: Option<&Recorder>) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     while let Some(n) = read_req(dev, &mut buf)? {
         let req = &buf[..n];
@@ -144,7 +170,7 @@ fn worker(img: &Image, dev: &OwnedFd) -> io::Result<()> {
                 reply(dev, unique, 0, &[]);
                 return Ok(());
             }
-            _ => match handle(img, op, node, arg) {
+            _ => match handle(img, op, node, arg, rec) {
                 Ok(out) => reply(dev, unique, 0, &out),
                 Err(e) => reply(dev, unique, e, &[]),
             },
@@ -245,7 +271,13 @@ fn name(arg: &[u8]) -> Result<&[u8], i32> {
     Ok(&arg[..end])
 }
 
-fn handle(img: &Image, op: u32, node: u64, arg: &[u8]) -> Result<Vec<u8>, i32> {
+fn handle(
+    img: &Image,
+    op: u32,
+    node: u64,
+    arg: &[u8],
+    rec: Option<&Recorder>,
+) -> Result<Vec<u8>, i32> {
     let r = ref_of(img, node);
     let blksize = img.sb.block_size;
     let get = |r: u64| img.inode(r).map_err(|e| errno(&e));
@@ -255,10 +287,15 @@ fn handle(img: &Image, op: u32, node: u64, arg: &[u8]) -> Result<Vec<u8>, i32> {
             if dir.kind != Kind::Dir {
                 return Err(libc::ENOTDIR);
             }
-            match img.lookup(r, &dir, name(arg)?).map_err(|e| errno(&e))? {
+            let nm = name(arg)?;
+            match img.lookup(r, &dir, nm).map_err(|e| errno(&e))? {
                 Some(e) => {
                     let i = get(e.inode)?;
-                    Ok(entry_out(node_of(img, e.inode), Some(&i), blksize))
+                    let child = node_of(img, e.inode);
+                    if let Some(rec) = rec {
+                        rec.named(node, nm, child);
+                    }
+                    Ok(entry_out(child, Some(&i), blksize))
                 }
                 None => Ok(entry_out(0, None, blksize)),
             }
@@ -289,7 +326,13 @@ fn handle(img: &Image, op: u32, node: u64, arg: &[u8]) -> Result<Vec<u8>, i32> {
             if i.kind != Kind::File {
                 return Err(libc::EISDIR);
             }
-            img.read(&i, off, size.min(1 << 20)).map_err(|e| errno(&e))
+            let out = img
+                .read(&i, off, size.min(1 << 20))
+                .map_err(|e| errno(&e))?;
+            if let Some(rec) = rec {
+                rec.read(node, off.saturating_add(out.len() as u64));
+            }
+            Ok(out)
         }
         READDIR | READDIRPLUS => {
             let (off, size) = (le64(arg, 8), le32(arg, 16).min(1 << 20) as usize);
@@ -298,7 +341,18 @@ fn handle(img: &Image, op: u32, node: u64, arg: &[u8]) -> Result<Vec<u8>, i32> {
                 return Err(libc::ENOTDIR);
             }
             let entries = img.read_dir(r, &dir).map_err(|e| errno(&e))?;
-            readdir(img, node, &entries, off, size, op == READDIRPLUS, blksize)
+            if let (Some(rec), 0) = (rec, off) {
+                rec.listed(node);
+            }
+            let plus = op == READDIRPLUS;
+            let out = readdir(img, node, &entries, off, size, plus, blksize);
+            if let Some(rec) = rec {
+                // The names the reply gave (the kernel's next requests use their nodes).
+                let from = off.saturating_sub(2) as usize;
+                let names = entries.iter().skip(from);
+                rec.named_in(node, names.map(|e| (&e.name[..], node_of(img, e.inode))));
+            }
+            out
         }
         STATFS => {
             let mut o = vec![0u8; 80];

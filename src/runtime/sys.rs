@@ -188,6 +188,26 @@ pub fn die_with_parent(sig: libc::c_int, expected_parent: i32) -> io::Result<()>
     Ok(())
 }
 
+/// Close every descriptor of this process from 3 on but those in `keep` (a forked
+/// child's first step: nothing of its parent's stays open in it by accident).
+pub fn close_all_but(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&f| f >= 3)
+        .map(|&f| f as u32)
+        .collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for k in keep.into_iter().chain([u32::MAX]) {
+        if k > from {
+            // SAFETY: closing a range of this process's descriptors; none is in use by
+            // Rust objects the caller still uses (it keeps those in `keep`).
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+        }
+        from = k.saturating_add(1);
+    }
+}
+
 /// Whether this process runs one thread (then a forked child may allocate and start
 /// threads of its own).
 pub fn single_threaded() -> bool {
