@@ -8,7 +8,8 @@
 //!   py    `python3 -c 'import email, json, http.client, xml.dom.minidom, asyncio,
 //!          unittest, argparse, logging'`
 //!   find  `sh -c 'find / -xdev | wc -l'`
-//! through: warren's own image server (first container: a fresh mount), squashfuse_ll
+//! through: warren's own image server (first container: a fresh mount; without and with
+//! the image's prefetch list, which the row's first run makes), squashfuse_ll
 //! (`run.image_server = squashfuse`), a container joining a holder of the image (warm
 //! mount, built-in server), the local directory (`unshare -r chroot DIR`), ch-run.
 //! Warm: page cache hot (rounds interleaved, medians); cold: `echo 3 >
@@ -142,6 +143,9 @@ impl Bench {
             .env("WARREN_CONFIG", "/dev/null")
             .env("WARREN_STORE_PATH", self.dir.join("store"))
             .env("WARREN_RUN_RUNTIME_DIR", self.dir.join("run"))
+            // Prefetch lists (docs/run.md) in the bench's directory: the first run of a
+            // row that keeps them makes its list, the later ones read it ahead.
+            .env("XDG_CACHE_HOME", self.dir.join("cache"))
             .stdin(Stdio::null());
         for (a, b) in &c.env {
             k.env(a, b);
@@ -405,13 +409,18 @@ fn main() {
         };
         let mut rows = vec![
             (
-                format!("{what}: warren, first container (own server)"),
+                format!("{what}: warren, first container (own server, no prefetch list)"),
+                c(with(&[w, "run", "--no-join", IMAGE])).with("WARREN_RUN_PREFETCH_LIST", "0"),
+            ),
+            (
+                format!("{what}: warren, first container (own server, prefetch list)"),
                 c(with(&[w, "run", "--no-join", IMAGE])),
             ),
             (
-                format!("{what}: warren, first container (squashfuse_ll)"),
+                format!("{what}: warren, first container (squashfuse_ll, no list)"),
                 c(with(&[w, "run", "--no-join", IMAGE]))
-                    .with("WARREN_RUN_IMAGE_SERVER", "squashfuse"),
+                    .with("WARREN_RUN_IMAGE_SERVER", "squashfuse")
+                    .with("WARREN_RUN_PREFETCH_LIST", "0"),
             ),
             (
                 format!("{what}: local directory"),
@@ -432,6 +441,8 @@ fn main() {
         }
         rows
     };
+    // The row the ratios are to: the local directory (fourth of each workload's rows).
+    const LOCAL: usize = 3;
     let mut meta = workload("py", &["python3", "-c", PY]);
     meta.extend(workload("find", &["sh", "-c", FIND]));
     println!(
@@ -449,17 +460,17 @@ fn main() {
         "metadata-heavy start, warm (page cache hot)",
         &meta[..split],
         &warm[..split],
-        2,
+        LOCAL,
     );
-    table("metadata walk, warm", &meta[split..], &warm[split..], 2);
+    table("metadata walk, warm", &meta[split..], &warm[split..], LOCAL);
     let cold = rounds(&b, &meta, n.div_ceil(3), 0, true);
     table(
         "metadata-heavy start, cold (drop_caches before each run)",
         &meta[..split],
         &cold[..split],
-        2,
+        LOCAL,
     );
-    table("metadata walk, cold", &meta[split..], &cold[split..], 2);
+    table("metadata walk, cold", &meta[split..], &cold[split..], LOCAL);
 
     let ov = vec![
         (

@@ -417,6 +417,7 @@ fn contain_keeps_the_terminal_but_not_the_hosts_other_terminals() {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("TERM", "vt100")
         .env("WARREN_CONFIG", "/dev/null")
+        .env("XDG_CACHE_HOME", f.dir.join(format!("cache-{}", f.ci.uid)))
         .env("WARREN_RUN_RUNTIME_DIR", f.rundir(&f.ci))
         .output()
         .unwrap();

@@ -444,6 +444,7 @@ fn a_host_terminal_passes_through() {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("TERM", "vt100")
         .env("WARREN_CONFIG", "/dev/null")
+        .env("XDG_CACHE_HOME", f.dir.join(format!("cache-{}", f.ci.uid)))
         .output()
         .unwrap();
     let out = ok(&o);

@@ -195,3 +195,36 @@ fn the_setting_turns_it_off() {
     assert!(!cache.join("warren").exists());
     nothing_left(&f.ci, &img);
 }
+
+#[test]
+fn a_join_reads_the_list_ahead_once_the_caches_were_dropped() {
+    let Some(f) = fixture() else { return };
+    let img = own_image(f, "dropped");
+    let cache = f.user_dir(&f.ci, "plist-cache-dropped");
+    run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
+    let held = |args: &[&str]| {
+        let mut c = run_cmd(f, &f.ci, &cache, &img, args);
+        c.env("WARREN_RUN_SHARED_MOUNT_IDLE", "60");
+        let o = c.output().unwrap();
+        ok(&o);
+        stderr(&o)
+    };
+    // The shared mount's first run: fresh, read ahead. A join: warm, nothing to do.
+    assert!(held(WALK).contains("replay"));
+    let t = held(WALK);
+    assert!(t.contains("join") && !t.contains("replay"), "{t}");
+    // With the kernel's caches dropped the held mount is cold again.
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    let t = held(WALK);
+    assert!(t.contains("join") && t.contains("replay"), "{t}");
+    // End this image's shared mount (only its: other tests' holders are theirs).
+    let ps = ok(&f.cmd(&f.ci, &["ps", "--json"]).output().unwrap());
+    let all: Vec<serde_json::Value> = serde_json::from_str(&ps).unwrap();
+    for r in all.iter().filter(|r| r["image"] == img.to_str().unwrap()) {
+        ok(&f
+            .cmd(&f.ci, &["rm", r["id"].as_str().unwrap()])
+            .output()
+            .unwrap());
+    }
+    nothing_left(&f.ci, &img);
+}

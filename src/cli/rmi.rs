@@ -48,6 +48,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         if store.image(&e.digest).is_some() {
             let _l = Lock::exclusive(&store.lock_file("image", &e.digest))?;
             gc::remove_image_dir(&store, &e.digest)?;
+            forget_prefetch_lists(&e.digest.to_string());
             println!("deleted {}", e.digest);
         }
     }
@@ -58,7 +59,24 @@ fn untag(store: &Store, name: &str) -> Result<()> {
     let gone = gc::rmi(store, name)?;
     println!("untagged {name}");
     for d in gone {
+        forget_prefetch_lists(&d.to_string());
         println!("deleted {d}");
     }
     Ok(())
+}
+
+/// The user's prefetch lists of a deleted image (docs/run.md, "The prefetch list"): a
+/// cache of it, gone with it. Best effort.
+fn forget_prefetch_lists(digest: &str) {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let Some(dir) = crate::config::xdg_dir("XDG_CACHE_HOME", ".cache") else {
+        return;
+    };
+    let dir = dir.join("warren").join("prefetch");
+    let prefix = format!("{hex}.");
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

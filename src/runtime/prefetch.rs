@@ -233,6 +233,25 @@ fn cached(file: &OwnedFd, st: &libc::stat) -> bool {
     }
 }
 
+/// True only when `file`'s first page is known not to be in the page cache: a warm
+/// mount whose caches were dropped since (memory pressure, `drop_caches`). Unknown
+/// (the kernel cannot be asked) is not cold.
+pub fn known_cold(file: &OwnedFd) -> bool {
+    let Ok(st) = nix::sys::stat::fstat(file) else {
+        return false;
+    };
+    if st.st_size == 0 {
+        return false;
+    }
+    match read_without_waiting(file, 0) {
+        Ok(r) => !r,
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            may_ask_residency(file, &st) && !resident(file, st.st_size as u64, &[0])
+        }
+        Err(_) => false,
+    }
+}
+
 /// Whether the byte at `off` could be read from the page cache (`RWF_NOWAIT`).
 fn read_without_waiting(file: &OwnedFd, off: u64) -> std::io::Result<bool> {
     let mut b = 0u8;

@@ -197,24 +197,27 @@ fn record_target(spec: &RunSpec) -> Option<super::sqfs_record::Target> {
 }
 
 /// The image's prefetch list read ahead beside the set-up and the command
-/// (`prefetch_replay`) on a fresh mount. A list that does not parse is removed (it is a
-/// cache: the next fresh mount makes it again), with a notice.
-fn replay_list(spec: &RunSpec, image: &OwnedFd, log: &mut Log) {
+/// (`prefetch_replay`); whether it started. A list that does not parse is removed (it is
+/// a cache: the next fresh mount makes it again), with a notice.
+fn replay_list(spec: &RunSpec, image: &OwnedFd, log: &mut Log) -> bool {
     let Some(path) = &spec.prefetch_list else {
-        return;
+        return false;
     };
     match super::prefetch_list::load(path) {
         Ok(Some(list)) => {
-            if super::prefetch_replay::start(image, list).is_some() {
+            let started = super::prefetch_replay::start(image, list).is_some();
+            if started {
                 log.mark("replay");
             }
+            started
         }
-        Ok(None) => {}
+        Ok(None) => false,
         Err(e) => {
             let _ = std::fs::remove_file(path);
             log.notices.push(format!(
                 "prefetch list {e}: removed (the next first start makes it again)"
             ));
+            false
         }
     }
 }
@@ -500,9 +503,26 @@ fn prepare_root_inner(
     if overlay_daemon.is_some() && !beside {
         prefetched = prefetch_command(spec, &image, &cwd);
     }
-    drop(image);
     let root = readonly::open_dir(&root_dir).map_err(err("open the container root"))?;
-    if overlay_daemon.is_some() || !beside {
+    // The prefetch list on a held mount whose caches were dropped since it was made
+    // warm (memory pressure on a long-idle mount, `drop_caches`): the command's first
+    // page is not cached, and the start would pay a fresh mount's round trips. Asked
+    // through the kernel overlay (which maps the image's own pages; the image mount
+    // itself does not answer for files the set-up may not write), not through a
+    // container's own fuse-overlayfs, whose cache is always new.
+    let dropped = || {
+        overlay_daemon.is_none()
+            && spec.prefetch_list.is_some()
+            && !matches!(spec.writable, Writable::Mounted(_))
+            && prefetch_target(spec, &cwd, cap)
+                .and_then(|t| prefetch::executable(&root, t.argv0, t.path, t.cwd))
+                .is_some_and(|f| prefetch::known_cold(&f))
+    };
+    // The list begins with what the command's own prefetch would read: that one is left
+    // out (its reads would queue behind the list's).
+    let replayed = !fresh && dropped() && replay_list(spec, &image, log);
+    drop(image);
+    if (overlay_daemon.is_some() || !beside) && !replayed {
         prefetched.extend(prefetch_command(spec, &root, &cwd));
     }
     log.mark("prefetch");

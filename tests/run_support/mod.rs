@@ -138,10 +138,13 @@ fn build() -> Result<Fixture, String> {
     // A runtime dir per user and test process: records, staging and caches of other
     // warren runs on the machine (another test suite, a benchmark) are not ours to count.
     for u in [&ci, &nosub] {
-        let rt = dir.join(format!("rt-{}", u.uid));
-        std::fs::create_dir(&rt).unwrap();
-        std::os::unix::fs::chown(&rt, Some(u.uid), Some(u.gid)).unwrap();
-        std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // The runtime dir, and the cache (prefetch lists, docs/run.md): the fixture's.
+        for d in [format!("rt-{}", u.uid), format!("cache-{}", u.uid)] {
+            let d = dir.join(d);
+            std::fs::create_dir(&d).unwrap();
+            std::os::unix::fs::chown(&d, Some(u.uid), Some(u.gid)).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
     }
     // A private copy of the binary: the shared target dir may be rebuilt meanwhile.
     let bin = dir.join("warren");
@@ -217,6 +220,10 @@ impl Fixture {
             .env("XDG_RUNTIME_DIR", format!("/run/user/{}", user.uid))
             .env("WARREN_CONFIG", "/dev/null")
             .env("WARREN_RUN_RUNTIME_DIR", self.rundir(user))
+            .env(
+                "XDG_CACHE_HOME",
+                self.dir.join(format!("cache-{}", user.uid)),
+            )
             // Shared image mounts (the default) end with their last container, so that
             // a run leaves nothing once it returned; tests of the idle time set it.
             .env("WARREN_RUN_SHARED_MOUNT_IDLE", "0")
