@@ -32,8 +32,9 @@ const STEP: u64 = 128 << 10;
 
 /// Start reading `list` ahead through the image root `root`, in a child process; returns
 /// its PID, or None when nothing was started (an empty list, this process has threads,
-/// or the fork failed). The caller does not wait for it.
-pub fn start(root: &OwnedFd, list: Vec<Entry>) -> Option<i32> {
+/// or the fork failed). The caller does not wait for it. `lock`: a descriptor the child
+/// keeps open until it is done (the caller's lock on this list, see `setup`).
+pub fn start(root: &OwnedFd, list: Vec<Entry>, lock: Option<&OwnedFd>) -> Option<i32> {
     if list.is_empty() || !sys::single_threaded() {
         return None;
     }
@@ -47,7 +48,9 @@ pub fn start(root: &OwnedFd, list: Vec<Entry>) -> Option<i32> {
             // SAFETY: prctl on this process.
             let hidden = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0;
             if hidden && sys::die_with_parent(libc::SIGKILL, me).is_ok() {
-                sys::close_all_but(&[root.as_raw_fd()]);
+                let mut keep = vec![root.as_raw_fd()];
+                keep.extend(lock.map(|l| l.as_raw_fd()));
+                sys::close_all_but(&keep);
                 // SAFETY: the standard descriptors are this process's own; nothing of
                 // it writes there (warren must see EOF on what it passed the set-up).
                 unsafe {

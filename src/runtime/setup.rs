@@ -205,7 +205,12 @@ fn replay_list(spec: &RunSpec, image: &OwnedFd, log: &mut Log) -> bool {
     };
     match super::prefetch_list::load(path) {
         Ok(Some(list)) => {
-            let started = super::prefetch_replay::start(image, list).is_some();
+            // One reader of a list per node at a time: the tasks of a Slurm step, or
+            // containers joining one cold mount at once, would each read it all again.
+            let Some(lock) = replay_lock(spec, path) else {
+                return false;
+            };
+            let started = super::prefetch_replay::start(image, list, Some(&lock)).is_some();
             if started {
                 log.mark("replay");
             }
@@ -220,6 +225,30 @@ fn replay_list(spec: &RunSpec, image: &OwnedFd, log: &mut Log) -> bool {
             false
         }
     }
+}
+
+/// The node-local lock of the prefetch list `path` (`RUNDIR/prefetch/NAME.lock`, taken
+/// without waiting): None when another container is reading that list ahead. The
+/// runtime directory is the node's own (a lock on the list itself, in a shared home,
+/// would exclude the other nodes); with no lock file to be had, the list is read.
+fn replay_lock(spec: &RunSpec, path: &Path) -> Option<OwnedFd> {
+    let name = path.file_name()?.to_str()?;
+    let dir = spec.rundir.join("prefetch");
+    let _ = std::fs::create_dir(&dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{name}.lock")));
+    let Ok(file) = file else {
+        // Nowhere to lock: read it all the same (a descriptor nobody else locks).
+        return std::fs::File::open("/dev/null").ok().map(OwnedFd::from);
+    };
+    // Not nix's Flock: its drop unlocks, and the lock must stay with the reader child
+    // (it shares this open file) after this process closes its descriptor.
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (r == 0).then(|| OwnedFd::from(file))
 }
 
 /// A holder's last step before it is ready: its image answers (the first FUSE request
