@@ -772,6 +772,27 @@ mod tests {
     }
 
     #[test]
+    fn one_reader_of_a_list_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = crate::runtime::spec::sample(Identity::KeepId);
+        s.rundir = d.path().to_path_buf();
+        let list = Path::new("/home/a/.cache/warren/prefetch/abc.python3");
+        let first = replay_lock(&s, list).expect("free");
+        assert!(replay_lock(&s, list).is_none(), "taken");
+        let other = Path::new("/home/a/.cache/warren/prefetch/abc.find");
+        assert!(
+            replay_lock(&s, other).is_some(),
+            "another list's is its own"
+        );
+        // The lock goes with the last descriptor of it (the reader child's).
+        let child_copy = first.try_clone().unwrap();
+        drop(first);
+        assert!(replay_lock(&s, list).is_none(), "still held by the copy");
+        drop(child_copy);
+        assert!(replay_lock(&s, list).is_some());
+    }
+
+    #[test]
     fn errors_carry_their_exit_code() {
         let e = SetupError::new("x");
         assert_eq!((e.code, e.to_string()), (125, "x".to_string()));
