@@ -1,7 +1,8 @@
 //! An image's prefetch list (docs/run.md, "The prefetch list"): the first start of an
 //! image on a fresh mount has warren's image server record what it read, and the next
 //! fresh mount reads that ahead ("replay" in `--timing`); a list that does not parse is
-//! removed with a notice and made again; a holder killed with `kill -9` still leaves its
+//! removed with a notice and made again; a list of fewer than 8 entries is not read
+//! ahead (the command prefetch covers it); a holder killed with `kill -9` still leaves its
 //! list (and nothing else); `run.prefetch_list = false` keeps none.
 //!
 //! Each test runs an image file of its own and a cache directory of its own.
@@ -17,6 +18,13 @@ fn own_image(f: &Fixture, name: &str) -> PathBuf {
     let p = f.dir.join(format!("plist-{name}.sqfs"));
     std::fs::copy(&f.sqfs, &p).unwrap();
     p
+}
+
+/// The fixture, an image file and a cache directory of the test `name`'s own.
+fn own(name: &str) -> Option<(&'static Fixture, PathBuf, PathBuf)> {
+    let f = fixture()?;
+    let cache = f.user_dir(&f.ci, &format!("plist-cache-{name}"));
+    Some((f, own_image(f, name), cache))
 }
 
 /// `warren run --timing … IMG ARGS` as `u`, with `cache` as `XDG_CACHE_HOME`.
@@ -93,14 +101,14 @@ fn nothing_left(u: &User, img: &Path) {
 const WALK: &[&str] = &[
     "sh",
     "-c",
-    "ls /work >/dev/null && cat /data48/f >/dev/null",
+    "ls /work /bin /etc /tmp /root /u1 /u65534 /data48 >/dev/null && cat /data48/f >/dev/null",
 ];
 
 #[test]
 fn a_first_start_records_and_the_next_fresh_mount_reads_it_ahead() {
-    let Some(f) = fixture() else { return };
-    let img = own_image(f, "replay");
-    let cache = f.user_dir(&f.ci, "plist-cache-replay");
+    let Some((f, img, cache)) = own("replay") else {
+        return;
+    };
     let t = run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
     assert!(!t.contains("replay"), "nothing to read ahead yet: {t}");
     let names = lists(&cache);
@@ -125,17 +133,20 @@ fn a_first_start_records_and_the_next_fresh_mount_reads_it_ahead() {
     let t = run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
     assert!(t.contains("replay"), "{t}");
     assert_eq!(entries(&cache), e);
-    // Another command of the image gets its own list.
+    // Another command of the image gets its own list; one of a few files (what the
+    // command's own prefetch reads) is not read ahead.
     run(f, &f.ci, &cache, &img, &["--no-join", "cat", "/etc/group"]);
     assert_eq!(lists(&cache).len(), 2, "{:?}", lists(&cache));
+    let t = run(f, &f.ci, &cache, &img, &["--no-join", "cat", "/etc/group"]);
+    assert!(!t.contains("replay"), "{t}");
     nothing_left(&f.ci, &img);
 }
 
 #[test]
 fn a_list_that_does_not_parse_is_removed_and_made_again() {
-    let Some(f) = fixture() else { return };
-    let img = own_image(f, "bad");
-    let cache = f.user_dir(&f.ci, "plist-cache-bad");
+    let Some((f, img, cache)) = own("bad") else {
+        return;
+    };
     run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
     let path = cache.join("warren/prefetch").join(&lists(&cache)[0]);
     std::fs::write(&path, b"warren-prefetch-list 1\nf12 ../../etc/shadow\0").unwrap();
@@ -154,9 +165,9 @@ fn a_list_that_does_not_parse_is_removed_and_made_again() {
 
 #[test]
 fn kill_9_of_a_recording_holder_leaves_its_list_and_nothing_else() {
-    let Some(f) = fixture() else { return };
-    let img = own_image(f, "kill");
-    let cache = f.user_dir(&f.ci, "plist-cache-kill");
+    let Some((f, img, cache)) = own("kill") else {
+        return;
+    };
     let mut c = run_cmd(f, &f.ci, &cache, &img, WALK);
     c.env("WARREN_RUN_SHARED_MOUNT_IDLE", "60");
     ok(&c.output().unwrap());
@@ -186,9 +197,9 @@ fn kill_9_of_a_recording_holder_leaves_its_list_and_nothing_else() {
 
 #[test]
 fn the_setting_turns_it_off() {
-    let Some(f) = fixture() else { return };
-    let img = own_image(f, "off");
-    let cache = f.user_dir(&f.ci, "plist-cache-off");
+    let Some((f, img, cache)) = own("off") else {
+        return;
+    };
     let mut c = run_cmd(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
     c.env("WARREN_RUN_PREFETCH_LIST", "false");
     ok(&c.output().unwrap());
@@ -198,9 +209,9 @@ fn the_setting_turns_it_off() {
 
 #[test]
 fn a_join_reads_the_list_ahead_once_the_caches_were_dropped() {
-    let Some(f) = fixture() else { return };
-    let img = own_image(f, "dropped");
-    let cache = f.user_dir(&f.ci, "plist-cache-dropped");
+    let Some((f, img, cache)) = own("dropped") else {
+        return;
+    };
     run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
     let held = |args: &[&str]| {
         let mut c = run_cmd(f, &f.ci, &cache, &img, args);

@@ -27,15 +27,20 @@ const THREADS: usize = 4;
 const MAX_FILE: u64 = 64 << 20;
 /// And all files together.
 const MAX_TOTAL: u64 = 512 << 20;
+/// A shorter list is left alone: a few files are what the command's own prefetch reads
+/// (its executable, loader and libraries), and a child process to read them again
+/// costs more than it saves (a first `true` under fuse-overlayfs, which is CPU-bound:
+/// ~0.8 ms).
+pub const MIN_ENTRIES: usize = 8;
 /// One `readahead(2)` is capped at FUSE's readahead window.
 const STEP: u64 = 128 << 10;
 
 /// Start reading `list` ahead through the image root `root`, in a child process; returns
-/// its PID, or None when nothing was started (an empty list, this process has threads,
-/// or the fork failed). The caller does not wait for it. `lock`: a descriptor the child
+/// its PID, or None when nothing was started (a list shorter than [`MIN_ENTRIES`], this
+/// process has threads, or the fork failed). The caller does not wait for it. `lock`: a descriptor the child
 /// keeps open until it is done (the caller's lock on this list, see `setup`).
 pub fn start(root: &OwnedFd, list: Vec<Entry>, lock: Option<&OwnedFd>) -> Option<i32> {
-    if list.is_empty() || !sys::single_threaded() {
+    if list.len() < MIN_ENTRIES || !sys::single_threaded() {
         return None;
     }
     // SAFETY: getpid cannot fail.
