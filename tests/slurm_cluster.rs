@@ -907,3 +907,53 @@ fn a_sigkilled_slurmstepd_leaves_nothing_after_job_end() {
     }
     assert_eq!(container_tasks_of_job(job), vec![]);
 }
+
+#[test]
+fn a_step_records_its_commands_prefetch_list() {
+    // docs/run.md, "The prefetch list": a step's holder is started with the tasks'
+    // command; on its fresh mount it records what they read, under that command's name,
+    // in the user's cache, and writes it when the step ends. `tac` names it: no other
+    // test runs it.
+    let c = need!(cluster());
+    let dir = c.user.home.join(".cache/warren/prefetch");
+    let tac_lists = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "tac"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for p in tac_lists() {
+        std::fs::remove_file(p).unwrap();
+    }
+    let out = c.srun(&[
+        "-N1",
+        &format!("--container-image={DEBIAN}"),
+        "tac",
+        "/etc/os-release",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("PRETTY_NAME"), "{}", stdout(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tac_lists().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no list of `tac` in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lists = tac_lists();
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    let text = String::from_utf8_lossy(&std::fs::read(&lists[0]).unwrap()).into_owned();
+    assert!(text.starts_with("warren-prefetch-list 1\n"), "{text:?}");
+    assert!(
+        text.contains("/usr/bin/tac") && text.contains("os-release"),
+        "{text:?}"
+    );
+    let md = std::fs::metadata(&lists[0]).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), c.user.uid);
+}

@@ -394,7 +394,7 @@ pub extern "C" fn slurm_spank_init_post_opt(
                     .or_else(|| job_getenv(sp, "PWD"))
                     .filter(|d| d.starts_with('/'))
                     .map(PathBuf::from);
-                start(&cfg, &st.args, &job, step, cwd).map(|s| (job, s))
+                start(&cfg, &st.args, &job, step, cwd, &job_argv(sp)).map(|s| (job, s))
             });
         match result {
             Ok((job, started)) => {
@@ -593,6 +593,7 @@ fn start(
     job: &Job,
     step: u32,
     cwd: Option<PathBuf>,
+    command: &[String],
 ) -> Result<Started, String> {
     let scope = match &args.name {
         Some((n, _)) => Scope::Named(n.clone()),
@@ -685,6 +686,19 @@ fn start(
         identity,
     ];
     argv.extend(image_args.iter().map(String::as_str));
+    // The tasks' command (pyxis semantics: no entrypoint), which names the image's
+    // prefetch list the holder records or reads ahead (docs/run.md, "The prefetch list").
+    let cmd_args: Vec<String> = match image {
+        Image::Registry(_) => command.to_vec(),
+        Image::Squashfs(_) => ["--".to_string()]
+            .into_iter()
+            .chain(command.iter().cloned())
+            .collect(),
+    };
+    if !command.is_empty() {
+        argv.insert(1, "--entrypoint=");
+        argv.extend(cmd_args.iter().map(String::as_str));
+    }
     node::run_warren(cfg, job, &dir, "start the holder", &argv).map_err(|e| e.to_string())?;
     match node::kernel_mount(cfg, job, &dir) {
         Ok(true) => verbose("warren: image mounted with the kernel's squashfs driver"),

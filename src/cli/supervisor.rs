@@ -496,14 +496,22 @@ impl Child<'_> {
         let staged = setup::stage(spec, log)?;
         if holder {
             setup::check_image(spec, &staged)?;
+            let reader = setup::read_list_ahead(spec, &staged);
             let mut msgs = log_messages(spec, log);
             msgs.push(Message::Ready);
             let rep = &mut self.rep;
-            return holder::serve(spec, staged.daemon, staged.recording, self.idle, || {
-                send(rep, &msgs);
-                // Closing our end of the report pipe tells warren we are ready.
-                *rep = None;
-            })
+            return holder::serve(
+                spec,
+                staged.daemon,
+                staged.recording,
+                reader,
+                self.idle,
+                || {
+                    send(rep, &msgs);
+                    // Closing our end of the report pipe tells warren we are ready.
+                    *rep = None;
+                },
+            )
             .map_err(|(code, msg)| SetupError { code, msg });
         }
         // An OCI-style start (warren oci, warren run with hooks) waits at its gate after

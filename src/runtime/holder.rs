@@ -364,6 +364,7 @@ pub fn serve(
     spec: &RunSpec,
     daemon: i32,
     recording: bool,
+    reader: Option<i32>,
     idle: Option<u64>,
     ready: impl FnOnce(),
 ) -> Result<std::convert::Infallible, (i32, String)> {
@@ -398,12 +399,16 @@ pub fn serve(
         }
         libc::chdir(c"/".as_ptr());
     }
-    // SAFETY: block SIGTERM/SIGINT/SIGHUP (in this process only) to wait for them below.
+    // SAFETY: block SIGTERM/SIGINT/SIGHUP (in this process only) to wait for them below;
+    // SIGCHLD too while the prefetch list's reader (`reader`) runs: it is reaped.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             libc::sigaddset(&mut set, s);
+        }
+        if reader.is_some() {
+            libc::sigaddset(&mut set, libc::SIGCHLD);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
@@ -412,13 +417,24 @@ pub fn serve(
     // It outlives its starter: keep none of the starter's descriptors (a caller waiting
     // for EOF on an inherited pipe would wait for the holder's end), only the record.
     sys::close_all_but(&[reg.file.as_raw_fd()]);
+    let reap = || {
+        if let Some(pid) = reader {
+            // SAFETY: reaping our own child (only it: the daemon is killed and reaped
+            // below, by its PID).
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+    };
     match idle {
-        None => {
+        None => loop {
             let mut sig = 0;
             // SAFETY: waiting for a blocked signal of the set.
             unsafe { libc::sigwait(&set, &mut sig) };
-        }
-        Some(idle) => wait_idle(&reg.file, rec.started, idle, &set),
+            if sig != libc::SIGCHLD {
+                break;
+            }
+            reap();
+        },
+        Some(idle) => wait_idle(&reg.file, rec.started, idle, &set, &reap),
     }
     // Under the write lock when idle (kept until exit): joiners waiting for their use
     // lock see the record unlinked.
@@ -445,7 +461,7 @@ pub fn next_check(now_ms: u64, deadline_ms: u64) -> u64 {
 /// Return once the holder should end: a termination signal of `set` arrived, or nobody
 /// used it for `idle` seconds (its record's mtime is the last use; the write lock on
 /// `rec` is taken for that check and kept when it ends).
-fn wait_idle(rec: &File, started: u64, idle: u64, set: &libc::sigset_t) {
+fn wait_idle(rec: &File, started: u64, idle: u64, set: &libc::sigset_t, reap: &dyn Fn()) {
     let now_ms = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -469,7 +485,9 @@ fn wait_idle(rec: &File, started: u64, idle: u64, set: &libc::sigset_t) {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             libc::sigtimedwait(set, &mut info, &ts)
         };
-        if sig > 0 {
+        if sig == libc::SIGCHLD {
+            reap();
+        } else if sig > 0 {
             return;
         }
         match ofd_lock(rec.as_raw_fd(), libc::F_OFD_SETLK, libc::F_WRLCK) {

@@ -197,32 +197,28 @@ fn record_target(spec: &RunSpec) -> Option<super::sqfs_record::Target> {
 }
 
 /// The image's prefetch list read ahead beside the set-up and the command
-/// (`prefetch_replay`); whether it started. A list that does not parse is removed (it is
+/// (`prefetch_replay`); its reader's PID when one started. A list that does not parse is removed (it is
 /// a cache: the next fresh mount makes it again), with a notice.
-fn replay_list(spec: &RunSpec, image: &OwnedFd, log: &mut Log) -> bool {
-    let Some(path) = &spec.prefetch_list else {
-        return false;
-    };
+fn replay_list(spec: &RunSpec, image: &OwnedFd, log: &mut Log) -> Option<i32> {
+    let path = spec.prefetch_list.as_ref()?;
     match super::prefetch_list::load(path) {
         Ok(Some(list)) => {
             // One reader of a list per node at a time: the tasks of a Slurm step, or
             // containers joining one cold mount at once, would each read it all again.
-            let Some(lock) = replay_lock(spec, path) else {
-                return false;
-            };
-            let started = super::prefetch_replay::start(image, list, Some(&lock)).is_some();
-            if started {
+            let lock = replay_lock(spec, path)?;
+            let started = super::prefetch_replay::start(image, list, Some(&lock));
+            if started.is_some() {
                 log.mark("replay");
             }
             started
         }
-        Ok(None) => false,
+        Ok(None) => None,
         Err(e) => {
             let _ = std::fs::remove_file(path);
             log.notices.push(format!(
                 "prefetch list {e}: removed (the next first start makes it again)"
             ));
-            false
+            None
         }
     }
 }
@@ -249,6 +245,15 @@ fn replay_lock(spec: &RunSpec, path: &Path) -> Option<OwnedFd> {
     // SAFETY: flock on a descriptor we own.
     let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     (r == 0).then(|| OwnedFd::from(file))
+}
+
+/// A holder's image mount is fresh: read its prefetch list ahead from now on (beside the
+/// containers that join it at once: a Slurm step's tasks, a shared mount's first run,
+/// which then leave the list to it). Best effort; the reader's PID, for the holder to
+/// reap.
+pub fn read_list_ahead(spec: &RunSpec, staged: &Staged) -> Option<i32> {
+    let image = readonly::open_dir(&staged.lower).ok()?;
+    replay_list(spec, &image, &mut Log::default())
 }
 
 /// A holder's last step before it is ready: its image answers (the first FUSE request
@@ -549,7 +554,7 @@ fn prepare_root_inner(
     };
     // The list begins with what the command's own prefetch would read: that one is left
     // out (its reads would queue behind the list's).
-    let replayed = !fresh && dropped() && replay_list(spec, &image, log);
+    let replayed = !fresh && dropped() && replay_list(spec, &image, log).is_some();
     drop(image);
     if (overlay_daemon.is_some() || !beside) && !replayed {
         prefetched.extend(prefetch_command(spec, &root, &cwd));

@@ -320,9 +320,10 @@ pub fn build(
     }
     let squashfuse_configured = helper(&cfg.squashfuse, "mounting images")?;
     let squashfuse = hardened_squashfuse(&squashfuse_configured, &rundir, user.uid, &mut notices);
-    // A container's own (a holder started by `--holder` runs no command of its own: its
-    // containers' starts are not known to it).
-    let prefetch_list = (cfg.prefetch_list && opts.mode == Mode::Container)
+    // A container's own; a holder's when it was given the command its containers will
+    // run (a Slurm step's), else none (a holder runs no command of its own).
+    let named = opts.mode == Mode::Container || !opts.command.is_empty();
+    let prefetch_list = (cfg.prefetch_list && named)
         .then(|| prefetch_list_path(&user, &digest, argv.first()?))
         .flatten();
     let spec = RunSpec {
