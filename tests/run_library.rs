@@ -69,6 +69,7 @@ fn as_task(
         },
         join: true,
         contain: None,
+        prefetch_for: None,
     };
     let (spec, _notices) = spec::build(&cfg.run, "lib-test".into(), entry, &opts, &caller)
         .map_err(|x| format!("build: {x:#}"))?;

@@ -2,7 +2,7 @@
 //! registry into a private store per test (`WARREN_STORE_PATH`), then run as the
 //! unprivileged users: pull policies, a debootstrap Debian (apt/dpkg owners, `id`,
 //! `whoami`, `$HOME`, package tools as container root) and the torture image's owners with
-//! and without a subordinate range.
+//! and without a subordinate range; `rmi` deletes the user's prefetch lists of an image.
 //!
 //! Skips (prints why) unless the run fixture's prerequisites hold and the registry serves
 //! the image (scripts/registry.sh start; scripts/test-images.sh busybox|torture|debian).
@@ -165,4 +165,30 @@ fn torture_owners_with_and_without_a_range() {
         assert!(line.starts_with("65534:65534 "), "{out}");
     }
     assert_eq!(out.lines().count(), 7, "{out}");
+}
+
+#[test]
+fn rmi_forgets_the_images_prefetch_lists() {
+    let Some(f) = fixture() else { return };
+    need_image!("busybox");
+    let img = image_ref("busybox");
+    let st = f.store(&f.ci, "store-rmi-lists");
+    let cache = f.user_dir(&f.ci, "cache-rmi-lists");
+    let warren = |args: &[&str]| {
+        let mut c = f.store_cmd(&f.ci, &st, args);
+        c.env("XDG_CACHE_HOME", &cache);
+        ok(&c.output().unwrap())
+    };
+    // A first start records its list (docs/run.md, "The prefetch list"); deleting the
+    // image deletes the user's lists of it.
+    warren(&["run", "--no-join", &img, "true"]);
+    let lists = || {
+        std::fs::read_dir(cache.join("warren/prefetch"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(lists(), 1);
+    let out = warren(&["rmi", &img]);
+    assert!(out.contains("deleted sha256:"), "{out}");
+    assert_eq!(lists(), 0);
 }

@@ -685,20 +685,12 @@ fn start(
         &job_arg,
         identity,
     ];
+    // The tasks' command (what they run: `srun`'s, no entrypoint), whose prefetch list
+    // the holder records or reads ahead (docs/run.md, "The prefetch list"); only its
+    // name, never as the holder's own command (site hooks match commands).
+    let prefetch_for = command.first().map(|c| format!("--prefetch-for={c}"));
+    argv.extend(prefetch_for.as_deref());
     argv.extend(image_args.iter().map(String::as_str));
-    // The tasks' command (pyxis semantics: no entrypoint), which names the image's
-    // prefetch list the holder records or reads ahead (docs/run.md, "The prefetch list").
-    let cmd_args: Vec<String> = match image {
-        Image::Registry(_) => command.to_vec(),
-        Image::Squashfs(_) => ["--".to_string()]
-            .into_iter()
-            .chain(command.iter().cloned())
-            .collect(),
-    };
-    if !command.is_empty() {
-        argv.insert(1, "--entrypoint=");
-        argv.extend(cmd_args.iter().map(String::as_str));
-    }
     node::run_warren(cfg, job, &dir, "start the holder", &argv).map_err(|e| e.to_string())?;
     match node::kernel_mount(cfg, job, &dir) {
         Ok(true) => verbose("warren: image mounted with the kernel's squashfs driver"),

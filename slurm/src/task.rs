@@ -257,6 +257,7 @@ pub fn enter(t: &TaskInput) -> Result<Vec<(String, String)>, String> {
         // Slurm is the parent of every task and tracks it in the host PID namespace;
         // ranks of a node share one user namespace (MPI's CMA needs host PIDs).
         contain: Some(false),
+        prefetch_for: None,
     };
     let (mut spec, _notices) =
         spec::build(&config.run, holder.image.clone(), &entry, &opts, &caller)

@@ -136,6 +136,10 @@ pub struct Args {
     /// start a shared image mount (default from run.shared_mount; docs/run.md).
     #[arg(long, visible_alias = "no-shared-mount")]
     pub no_join: bool,
+    /// With --holder: the command whose prefetch list the holder records on its fresh
+    /// mount, or reads ahead (docs/run.md, "The prefetch list"); its containers run it.
+    #[arg(long, value_name = "COMMAND", requires = "holder")]
+    pub prefetch_for: Option<String>,
     /// Belong to Slurm job JOB (step STEP): holders started with it serve, and containers
     /// with it join, only that job's (step's) holders; `warren rm --job JOB` stops them.
     #[arg(long, value_name = "JOB[.STEP]", value_parser = parse_job)]
@@ -328,6 +332,7 @@ fn start(ctx: &Ctx, mut args: Args, t_start: u64) -> Result<i32> {
         } else {
             None
         },
+        prefetch_for: args.prefetch_for.clone(),
     };
     let caller = super::caller::current(cfg)?;
     let mut opts = opts;

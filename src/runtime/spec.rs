@@ -219,6 +219,9 @@ pub struct RunOptions {
     pub join: bool,
     /// Isolation for an untrusted image (`None`: `run.contain`).
     pub contain: Option<bool>,
+    /// A holder's: the command its containers will run, whose prefetch list it records
+    /// or reads ahead (a holder runs no command of its own).
+    pub prefetch_for: Option<String>,
 }
 
 /// Build the spec; also returns the notices to show the user (degraded maps, malformed
@@ -320,12 +323,15 @@ pub fn build(
     }
     let squashfuse_configured = helper(&cfg.squashfuse, "mounting images")?;
     let squashfuse = hardened_squashfuse(&squashfuse_configured, &rundir, user.uid, &mut notices);
-    // A container's own; a holder's when it was given the command its containers will
-    // run (a Slurm step's), else none (a holder runs no command of its own).
-    let named = opts.mode == Mode::Container || !opts.command.is_empty();
-    let prefetch_list = (cfg.prefetch_list && named)
-        .then(|| prefetch_list_path(&user, &digest, argv.first()?))
-        .flatten();
+    // A container's command's; a holder's when it was told its containers' (a Slurm
+    // step's), else none.
+    let list_for = match opts.mode {
+        Mode::Container => argv.first().cloned(),
+        Mode::Holder => opts.prefetch_for.clone(),
+    };
+    let prefetch_list = list_for
+        .filter(|_| cfg.prefetch_list)
+        .and_then(|c| prefetch_list_path(&user, &digest, &c));
     let spec = RunSpec {
         squashfs: entry.squashfs.clone(),
         image,
