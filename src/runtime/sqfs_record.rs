@@ -7,8 +7,9 @@
 //! replies that named it (LOOKUP, READDIRPLUS), and turns the nodes read into paths when
 //! it writes the list. It records for a window after the mount (long enough for a
 //! Python import on a fresh mount, short enough that a long job's later reads are left
-//! out), stops early when the list is full, and writes it once: at the window's end, or
-//! when the image is unmounted before.
+//! out), stops early when the list is full, and writes it once: at the window's end, when
+//! the image is unmounted before, or when asked ([`write_signal`]: its parent's death, or
+//! the container's end).
 
 use super::prefetch_list::{self, Entry, Kind};
 use std::collections::HashMap;
