@@ -94,9 +94,11 @@ pub fn start(file: &OwnedFd, max_bytes: u64) -> Started {
 /// libraries. The files stay open in the result: their inodes, and so their pages, stay
 /// in the kernel until the caller drops them.
 pub fn command(root: &OwnedFd, t: &Target) -> Vec<OwnedFd> {
-    let Some(exe) = executable(root, t.argv0, t.path, t.cwd) else {
-        return Vec::new();
-    };
+    executable(root, t.argv0, t.path, t.cwd).map_or_else(Vec::new, |exe| command_of(root, exe, t))
+}
+
+/// [`command`] with its executable `exe` already resolved.
+pub fn command_of(root: &OwnedFd, exe: OwnedFd, t: &Target) -> Vec<OwnedFd> {
     let mut files = Vec::new();
     if matches!(
         start(&exe, t.max_bytes),
@@ -122,24 +124,7 @@ impl Background {
     /// forked child could then not safely allocate, or when the fork fails. The child
     /// dies with this process (SIGKILL as its parent-death signal).
     pub fn start(root: &OwnedFd, t: &Target) -> Option<Background> {
-        if !super::sys::single_threaded() {
-            return None;
-        }
-        // SAFETY: getpid cannot fail.
-        let me = unsafe { libc::getpid() };
-        // SAFETY: this process is single-threaded (checked above): the child may do
-        // anything it could, and leaves only through _exit.
-        match unsafe { libc::fork() } {
-            -1 => None,
-            0 => {
-                if super::sys::die_with_parent(libc::SIGKILL, me).is_ok() {
-                    drop(command(root, t));
-                }
-                // SAFETY: leave the child without running the parent's exit handlers.
-                unsafe { libc::_exit(0) }
-            }
-            pid => Some(Background(pid)),
-        }
+        super::sys::fork_helper(|| drop(command(root, t))).map(Background)
     }
 
     /// Wait for the child to be done (its reads are queued; the kernel completes them).
@@ -216,20 +201,23 @@ pub fn dependencies(root: &OwnedFd, exe: &OwnedFd) -> Vec<OwnedFd> {
 /// overlayfs maps from the lower file, are asked with `mincore` instead.
 fn cached(file: &OwnedFd, st: &libc::stat) -> bool {
     let size = st.st_size as u64;
-    if size == 0 {
-        return true;
-    }
-    let probes = [0, size / 2, size - 1];
+    size == 0 || residency(file, st, &[0, size / 2, size - 1]) == Some(true)
+}
+
+/// Whether the bytes at `probes` (the first one 0) of a non-empty `file` are all in the
+/// page cache; None when the kernel cannot be asked truthfully ([`may_ask_residency`]).
+fn residency(file: &OwnedFd, st: &libc::stat, probes: &[u64]) -> Option<bool> {
     match read_without_waiting(file, probes[0]) {
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            may_ask_residency(file, st) && resident(file, size, &probes)
+            may_ask_residency(file, st).then(|| resident(file, st.st_size as u64, probes))
         }
-        first => {
-            matches!(first, Ok(true))
+        Err(_) => None,
+        Ok(first) => Some(
+            first
                 && probes[1..]
                     .iter()
-                    .all(|&off| matches!(read_without_waiting(file, off), Ok(true)))
-        }
+                    .all(|&off| matches!(read_without_waiting(file, off), Ok(true))),
+        ),
     }
 }
 
@@ -240,16 +228,7 @@ pub fn known_cold(file: &OwnedFd) -> bool {
     let Ok(st) = nix::sys::stat::fstat(file) else {
         return false;
     };
-    if st.st_size == 0 {
-        return false;
-    }
-    match read_without_waiting(file, 0) {
-        Ok(r) => !r,
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            may_ask_residency(file, &st) && !resident(file, st.st_size as u64, &[0])
-        }
-        Err(_) => false,
-    }
+    st.st_size > 0 && residency(file, &st, &[0]) == Some(false)
 }
 
 /// Whether the byte at `off` could be read from the page cache (`RWF_NOWAIT`).

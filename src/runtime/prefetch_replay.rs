@@ -37,39 +37,29 @@ const STEP: u64 = 128 << 10;
 
 /// Start reading `list` ahead through the image root `root`, in a child process; returns
 /// its PID, or None when nothing was started (a list shorter than [`MIN_ENTRIES`], this
-/// process has threads, or the fork failed). The caller does not wait for it. `lock`: a descriptor the child
-/// keeps open until it is done (the caller's lock on this list, see `setup`).
+/// process has threads, or the fork failed). The caller does not wait for it. `lock`: a
+/// descriptor the child keeps open until it is done (the caller's lock on this list).
 pub fn start(root: &OwnedFd, list: Vec<Entry>, lock: Option<&OwnedFd>) -> Option<i32> {
-    if list.len() < MIN_ENTRIES || !sys::single_threaded() {
+    if list.len() < MIN_ENTRIES {
         return None;
     }
-    // SAFETY: getpid cannot fail.
-    let me = unsafe { libc::getpid() };
-    // SAFETY: this process is single-threaded (checked above): the child may allocate
-    // and start threads, and leaves only through _exit.
-    match unsafe { libc::fork() } {
-        -1 => None,
-        0 => {
-            // SAFETY: prctl on this process.
-            let hidden = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0;
-            if hidden && sys::die_with_parent(libc::SIGKILL, me).is_ok() {
-                let mut keep = vec![root.as_raw_fd()];
-                keep.extend(lock.map(|l| l.as_raw_fd()));
-                sys::close_all_but(&keep);
-                // SAFETY: the standard descriptors are this process's own; nothing of
-                // it writes there (warren must see EOF on what it passed the set-up).
-                unsafe {
-                    for fd in 0..3 {
-                        libc::close(fd);
-                    }
-                }
-                run(root, &list);
-            }
-            // SAFETY: leave the child without running the parent's exit handlers.
-            unsafe { libc::_exit(0) }
+    sys::fork_helper(|| {
+        // SAFETY: prctl on this process.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            return;
         }
-        pid => Some(pid),
-    }
+        let mut keep = vec![root.as_raw_fd()];
+        keep.extend(lock.map(|l| l.as_raw_fd()));
+        sys::close_all_but(&keep);
+        // SAFETY: the standard descriptors are this process's own; nothing of it writes
+        // there (warren must see EOF on what it passed the set-up).
+        unsafe {
+            for fd in 0..3 {
+                libc::close(fd);
+            }
+        }
+        run(root, &list);
+    })
 }
 
 /// Read the list ahead on [`THREADS`] threads, each taking the next entry.

@@ -410,7 +410,9 @@ fn prepare_root_inner(
     let background = prefetch_target(spec, &cwd, cap)
         .filter(|_| fresh)
         .and_then(|t| prefetch::Background::start(&image, &t));
-    if fresh {
+    // A fresh shared mount's list is read by its holder from the mount on
+    // (`read_list_ahead`); a private one's here.
+    if fresh && spec.join.is_none() {
         replay_list(spec, &image, log);
     }
     // Users (keep-id): the passwd/group files, cached per image and user; with a fresh
@@ -544,20 +546,24 @@ fn prepare_root_inner(
     // through the kernel overlay (which maps the image's own pages; the image mount
     // itself does not answer for files the set-up may not write), not through a
     // container's own fuse-overlayfs, whose cache is always new.
-    let dropped = || {
-        overlay_daemon.is_none()
-            && spec.prefetch_list.is_some()
-            && !matches!(spec.writable, Writable::Mounted(_))
-            && prefetch_target(spec, &cwd, cap)
-                .and_then(|t| prefetch::executable(&root, t.argv0, t.path, t.cwd))
-                .is_some_and(|f| prefetch::known_cold(&f))
-    };
+    // The command is resolved once, for that check and for its own prefetch.
+    let may_be_dropped = !fresh
+        && overlay_daemon.is_none()
+        && spec.prefetch_list.is_some()
+        && !matches!(spec.writable, Writable::Mounted(_));
+    let in_line = overlay_daemon.is_some() || !beside;
+    let target = prefetch_target(spec, &cwd, prefetch::MAX_BYTES);
+    let exe = target
+        .filter(|_| may_be_dropped || in_line)
+        .and_then(|t| prefetch::executable(&root, t.argv0, t.path, t.cwd));
     // The list begins with what the command's own prefetch would read: that one is left
     // out (its reads would queue behind the list's).
-    let replayed = !fresh && dropped() && replay_list(spec, &image, log).is_some();
+    let replayed = may_be_dropped
+        && exe.as_ref().is_some_and(prefetch::known_cold)
+        && replay_list(spec, &image, log).is_some();
     drop(image);
-    if (overlay_daemon.is_some() || !beside) && !replayed {
-        prefetched.extend(prefetch_command(spec, &root, &cwd));
+    if let (true, false, Some(t), Some(exe)) = (in_line, replayed, target, exe) {
+        prefetched.extend(prefetch::command_of(&root, exe, &t));
     }
     log.mark("prefetch");
 

@@ -208,6 +208,30 @@ pub fn close_all_but(keep: &[RawFd]) {
     }
 }
 
+/// Fork a helper child that runs `body` and exits, and dies with this process (SIGKILL as
+/// its parent-death signal); its PID, or None when this process has threads (a forked
+/// child could then not safely allocate) or the fork failed.
+pub fn fork_helper(body: impl FnOnce()) -> Option<i32> {
+    if !single_threaded() {
+        return None;
+    }
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: this process is single-threaded (checked above): the child may do
+    // anything it could, and leaves only through _exit.
+    match unsafe { libc::fork() } {
+        -1 => None,
+        0 => {
+            if die_with_parent(libc::SIGKILL, me).is_ok() {
+                body();
+            }
+            // SAFETY: leave the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        pid => Some(pid),
+    }
+}
+
 /// Whether this process runs one thread (then a forked child may allocate and start
 /// threads of its own).
 pub fn single_threaded() -> bool {
