@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .into_iter()
             .find(|n| !refs::named(&store, n).is_empty());
         if let Some(n) = by_name {
-            untag(&store, &n)?;
+            untag(ctx, &store, &n)?;
             continue;
         }
         // A digest or digest prefix: every tag naming it, then the image itself.
@@ -43,23 +43,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .into_iter()
             .filter(|r| r.manifest == e.digest)
         {
-            untag(&store, &r.name)?;
+            untag(ctx, &store, &r.name)?;
         }
         if store.image(&e.digest).is_some() {
             let _l = Lock::exclusive(&store.lock_file("image", &e.digest))?;
             gc::remove_image_dir(&store, &e.digest)?;
-            forget_prefetch_lists(&e.digest.to_string());
+            forget_prefetch_lists(ctx, &e.digest.to_string());
             println!("deleted {}", e.digest);
         }
     }
     Ok(0)
 }
 
-fn untag(store: &Store, name: &str) -> Result<()> {
+fn untag(ctx: &Ctx, store: &Store, name: &str) -> Result<()> {
     let gone = gc::rmi(store, name)?;
     println!("untagged {name}");
     for d in gone {
-        forget_prefetch_lists(&d.to_string());
+        forget_prefetch_lists(ctx, &d.to_string());
         println!("deleted {d}");
     }
     Ok(())
@@ -67,12 +67,14 @@ fn untag(store: &Store, name: &str) -> Result<()> {
 
 /// The user's prefetch lists of a deleted image (docs/run.md, "The prefetch list"): a
 /// cache of it, gone with it. Best effort.
-fn forget_prefetch_lists(digest: &str) {
+fn forget_prefetch_lists(ctx: &Ctx, digest: &str) {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    let Some(dir) = crate::config::xdg_dir("XDG_CACHE_HOME", ".cache") else {
+    let Some(dir) = super::caller::current(&ctx.config.run)
+        .ok()
+        .and_then(|c| crate::runtime::spec::prefetch_dir(&c))
+    else {
         return;
     };
-    let dir = dir.join("warren").join("prefetch");
     let prefix = format!("{hex}.");
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with(&prefix) {

@@ -395,6 +395,12 @@ pub fn prefetch_list_path(user: &Caller, digest: &str, argv0: &str) -> Option<Pa
     if name.is_empty() || name.len() > 64 || name.starts_with('.') || !name.bytes().all(plain) {
         return None;
     }
+    Some(prefetch_dir(user)?.join(format!("{hex}.{name}")))
+}
+
+/// The directory of `user`'s prefetch lists (`$XDG_CACHE_HOME/warren/prefetch`,
+/// `~/.cache/…` by default); None without a home or `XDG_CACHE_HOME`.
+pub fn prefetch_dir(user: &Caller) -> Option<PathBuf> {
     let cache = user
         .env_var("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -403,12 +409,7 @@ pub fn prefetch_list_path(user: &Caller, digest: &str, argv0: &str) -> Option<Pa
             (user.home.is_absolute() && user.home != Path::new("/"))
                 .then(|| user.home.join(".cache"))
         })?;
-    Some(
-        cache
-            .join("warren")
-            .join("prefetch")
-            .join(format!("{hex}.{name}")),
-    )
+    Some(cache.join("warren").join("prefetch"))
 }
 
 /// A plain spec for unit tests: user 1001 with a subordinate range, keep-id, tmpfs layer.
