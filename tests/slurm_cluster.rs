@@ -957,3 +957,67 @@ fn a_step_records_its_commands_prefetch_list() {
     let md = std::fs::metadata(&lists[0]).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), c.user.uid);
 }
+
+#[test]
+fn a_fresh_step_holder_reads_the_commands_list_ahead() {
+    // docs/slurm.md: a holder the plugin starts on a fresh image mount records the tasks'
+    // command's prefetch list when there is none yet, and reads it ahead when there is
+    // one (its reader holds `prefetch/LIST.lock` in the holder's runtime dir while the
+    // job runs). `nl` names the list: no other test runs it. A named container's holder
+    // outlives its step, so the batch script can look into its runtime dir.
+    let c = need!(cluster());
+    let dir = c.user.home.join(".cache/warren/prefetch");
+    let nl_lists = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "nl"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for p in nl_lists() {
+        std::fs::remove_file(p).unwrap();
+    }
+    // Files of the image, so that the list is long enough to be read ahead (8 entries).
+    let files = "/etc/os-release /etc/debian_version /etc/issue /etc/shells /etc/login.defs \
+                 /etc/host.conf /etc/nsswitch.conf /etc/profile";
+    let script = format!(
+        "#!/bin/sh\n\
+         srun -N1 --container-image={DEBIAN} --container-name=plist nl {files} >/dev/null \
+         || exit 1\n\
+         echo LOCKS: $(ls /run/warren/$SLURMD_NODENAME/$(id -u)/$SLURM_JOB_ID/name.plist/prefetch \
+         2>/dev/null)\n"
+    );
+    // No list yet: the holder records one (written when the job's holder ends).
+    let (_, text) = c.sbatch(&script);
+    assert!(text.contains("LOCKS:"), "{text}");
+    assert!(
+        !text.contains(".nl.lock"),
+        "nothing to read ahead yet: {text}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nl_lists().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no list of `nl` in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lists = nl_lists();
+    let list = String::from_utf8_lossy(&std::fs::read(&lists[0]).unwrap()).into_owned();
+    assert!(list.matches('\0').count() >= 8, "{list:?}");
+    assert!(
+        list.contains("/usr/bin/nl") && list.contains("/etc/shells"),
+        "{list:?}"
+    );
+    // The next job's fresh holder reads it ahead.
+    let (_, text) = c.sbatch(&script);
+    let name = lists[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        text.contains(&format!("{name}.lock")),
+        "no reader of {name}: {text}"
+    );
+}
