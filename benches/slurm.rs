@@ -9,7 +9,8 @@
 //!   Python imports (`import email, json, http.client, xml.dom.minidom, asyncio, unittest,
 //!     argparse, logging`, timed inside python3, in a fresh holder per step on n1) over
 //!     the same squashfs file: kernel squashfs (shared store, kernel_mount=yes) vs
-//!     squashfuse (a copy of the file, `--container-image=PATH`) vs the tree unpacked in
+//!     warren's image server (a copy of the file, `--container-image=PATH`; a first step
+//!     without the command's prefetch list, later steps with it) vs the tree unpacked in
 //!     a local directory (`unshare -r chroot DIR`, no overlay).
 //! Needs the test images debian and python (scripts/test-images.sh debian python).
 //!   cargo bench --bench slurm [-- ROUNDS]
@@ -170,6 +171,33 @@ fn main() {
             w = warren.display()
         ),
     ]));
+    // warren's image server under a step's fresh holder: the first step of an image and
+    // command (no prefetch list: removed before each sample; the step records one), and
+    // the later ones (the holder reads the list the step before wrote ahead).
+    let py_step = s(&[
+        "srun", "-w", "n1", "-n", "1", &py_path, "python3", "-c", IMPORTS,
+    ]);
+    let lists = "\"$HOME\"/.cache/warren/prefetch/*.python3";
+    let mut first_step = row(
+        "python imports, squashfuse (PATH), first step (no prefetch list)",
+        py_step.clone(),
+        Measure::Printed,
+    );
+    first_step.before = Some(s(&["sh", "-c", &format!("rm -f {lists}")]));
+    let mut later_step = row(
+        "python imports, squashfuse (PATH), later steps (prefetch list)",
+        py_step,
+        Measure::Printed,
+    );
+    // The list is written as the step before ends on the node: wait for it (untimed).
+    later_step.before = Some(s(&[
+        "sh",
+        "-c",
+        &format!(
+            "for i in $(seq 100); do ls {lists} >/dev/null 2>&1 && exit 0; sleep 0.1; done; \
+             echo no prefetch list >&2; exit 1"
+        ),
+    ]));
     let mut rows = vec![
         row(
             "srun -n 16 true",
@@ -204,13 +232,8 @@ fn main() {
             ]),
             Measure::Printed,
         ),
-        row(
-            "python imports, squashfuse (--container-image=PATH)",
-            s(&[
-                "srun", "-w", "n1", "-n", "1", &py_path, "python3", "-c", IMPORTS,
-            ]),
-            Measure::Printed,
-        ),
+        first_step,
+        later_step,
         row(
             "python imports, unpacked local dir (unshare -r chroot)",
             s(&[
