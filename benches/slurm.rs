@@ -173,11 +173,21 @@ fn main() {
     ]));
     // warren's image server under a step's fresh holder: the first step of an image and
     // command (no prefetch list: removed before each sample; the step records one), and
-    // the later ones (the holder reads the list the step before wrote ahead).
+    // the later ones (the holder reads the list the step before wrote ahead). The command
+    // is called `python3.11` here, a name no other row or test uses, so that removing
+    // its lists removes no other list of the user's.
     let py_step = s(&[
-        "srun", "-w", "n1", "-n", "1", &py_path, "python3", "-c", IMPORTS,
+        "srun",
+        "-w",
+        "n1",
+        "-n",
+        "1",
+        &py_path,
+        "python3.11",
+        "-c",
+        IMPORTS,
     ]);
-    let lists = "\"$HOME\"/.cache/warren/prefetch/*.python3";
+    let lists = "\"$HOME\"/.cache/warren/prefetch/*.python3.11";
     let mut first_step = row(
         "python imports, squashfuse (PATH), first step (no prefetch list)",
         py_step.clone(),

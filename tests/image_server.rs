@@ -1,5 +1,5 @@
 //! warren's own squashfs reader (`runtime::sqfs`, what the built-in image server
-//! serves): every path of images made by tar2sqfs (zstd and gzip, small blocks so that
+//! serves): every path of images made by tar2sqfs (zstd, gzip and lz4, small blocks so that
 //! files span several blocks and directories several headers) reads back exactly as
 //! `sqfs2tar` reads it; corrupted and truncated images give errors, never a panic.
 
@@ -149,7 +149,7 @@ fn open(img: &std::path::Path) -> Image {
 fn reads_every_path_as_sqfs2tar_does() {
     need!(need_programs(&["tar2sqfs", "sqfs2tar"]));
     let dir = TestDir::new("sqfs-reader");
-    for codec in ["zstd", "gzip"] {
+    for codec in ["zstd", "gzip", "lz4"] {
         let img = make_image(&dir, codec);
         let got = walk(&open(&img)).unwrap();
         let mut want = sqfs_tree(&img);
@@ -195,15 +195,18 @@ fn images_it_does_not_read_are_refused_as_unsupported() {
     );
 }
 
-/// The zstd image's bytes, made once for the property test.
-fn image_bytes() -> Option<Vec<u8>> {
-    static B: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
-    B.get_or_init(|| {
-        need_programs(&["tar2sqfs"]).ok()?;
-        let dir = TestDir::new("sqfs-fuzz");
-        Some(std::fs::read(make_image(&dir, "zstd")).unwrap())
-    })
-    .clone()
+/// The zstd and the lz4 image's bytes, made once for the property test.
+fn image_bytes(lz4: bool) -> Option<Vec<u8>> {
+    type Once = std::sync::OnceLock<Option<Vec<u8>>>;
+    static B: [Once; 2] = [Once::new(), Once::new()];
+    let codec = if lz4 { "lz4" } else { "zstd" };
+    B[usize::from(lz4)]
+        .get_or_init(|| {
+            need_programs(&["tar2sqfs"]).ok()?;
+            let dir = TestDir::new(&format!("sqfs-fuzz-{codec}"));
+            Some(std::fs::read(make_image(&dir, codec)).unwrap())
+        })
+        .clone()
 }
 
 proptest! {
@@ -215,8 +218,9 @@ proptest! {
     fn corrupt_images_never_panic(
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
         cut in prop::option::of(any::<prop::sample::Index>()),
+        lz4 in any::<bool>(),
     ) {
-        let Some(mut b) = image_bytes() else {
+        let Some(mut b) = image_bytes(lz4) else {
             // The skip is reported by the tests above.
             return Ok(());
         };

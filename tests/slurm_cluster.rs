@@ -908,6 +908,34 @@ fn a_sigkilled_slurmstepd_leaves_nothing_after_job_end() {
     assert_eq!(container_tasks_of_job(job), vec![]);
 }
 
+/// The user's prefetch lists of the command `cmd` (`DIGEST.cmd` in `~/.cache/warren/prefetch`).
+fn lists_of(c: &Cluster, cmd: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(c.user.home.join(".cache/warren/prefetch"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == cmd))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Wait (bounded) for a list of `cmd`: it is written as the step's holder ends.
+fn wait_for_list_of(c: &Cluster, cmd: &str) -> Vec<std::path::PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lists = lists_of(c, cmd);
+        if !lists.is_empty() {
+            return lists;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no list of `{cmd}` in the user's cache"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_step_records_its_commands_prefetch_list() {
     // docs/run.md, "The prefetch list": a step's holder is started with the tasks'
@@ -915,18 +943,7 @@ fn a_step_records_its_commands_prefetch_list() {
     // in the user's cache, and writes it when the step ends. `tac` names it: no other
     // test runs it.
     let c = need!(cluster());
-    let dir = c.user.home.join(".cache/warren/prefetch");
-    let tac_lists = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "tac"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    for p in tac_lists() {
+    for p in lists_of(c, "tac") {
         std::fs::remove_file(p).unwrap();
     }
     let out = c.srun(&[
@@ -937,16 +954,7 @@ fn a_step_records_its_commands_prefetch_list() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("PRETTY_NAME"), "{}", stdout(&out));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tac_lists().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no list of `tac` in {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let lists = tac_lists();
+    let lists = wait_for_list_of(c, "tac");
     assert_eq!(lists.len(), 1, "{lists:?}");
     let text = String::from_utf8_lossy(&std::fs::read(&lists[0]).unwrap()).into_owned();
     assert!(text.starts_with("warren-prefetch-list 1\n"), "{text:?}");
@@ -962,22 +970,11 @@ fn a_step_records_its_commands_prefetch_list() {
 fn a_fresh_step_holder_reads_the_commands_list_ahead() {
     // docs/slurm.md: a holder the plugin starts on a fresh image mount records the tasks'
     // command's prefetch list when there is none yet, and reads it ahead when there is
-    // one (its reader holds `prefetch/LIST.lock` in the holder's runtime dir while the
-    // job runs). `nl` names the list: no other test runs it. A named container's holder
+    // one (its reader locks `prefetch/LIST.lock` in the holder's runtime dir, there
+    // while the job runs). `nl` names the list: no other test runs it. A named container's holder
     // outlives its step, so the batch script can look into its runtime dir.
     let c = need!(cluster());
-    let dir = c.user.home.join(".cache/warren/prefetch");
-    let nl_lists = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "nl"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    for p in nl_lists() {
+    for p in lists_of(c, "nl") {
         std::fs::remove_file(p).unwrap();
     }
     // Files of the image, so that the list is long enough to be read ahead (8 entries).
@@ -997,16 +994,7 @@ fn a_fresh_step_holder_reads_the_commands_list_ahead() {
         !text.contains(".nl.lock"),
         "nothing to read ahead yet: {text}"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while nl_lists().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no list of `nl` in {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let lists = nl_lists();
+    let lists = wait_for_list_of(c, "nl");
     let list = String::from_utf8_lossy(&std::fs::read(&lists[0]).unwrap()).into_owned();
     assert!(list.matches('\0').count() >= 8, "{list:?}");
     assert!(

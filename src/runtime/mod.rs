@@ -10,7 +10,8 @@
 //!   staging tmpfs, image, writable layer, user files, mounts, pivot_root → `Prepared`),
 //!   with `readonly` (the read-only root), `identity` (pure: IDs and home inside),
 //!   `userns` (maps: newuidmap/newgidmap or a single-ID self map), `fuse`, `squashfuse`
-//!   (with warren's own image server: `sqfs` reads squashfs, `sqfs_serve` speaks FUSE),
+//!   (with warren's own image server: `sqfs` reads squashfs, `lz4` decodes lz4 blocks,
+//!   `sqfs_serve` speaks FUSE),
 //!   `overlay`, `probe` (does kernel overlayfs work, cached per boot), `rootfs` (standard
 //!   mounts, pivot_root), `resolve` (in-root path work with openat2), `passwd`/`userdb`
 //!   (the user's passwd/group inside), `prefetch`/`elfdeps` (warm the page cache),
@@ -50,6 +51,7 @@ pub mod idmap;
 pub mod image_config;
 pub mod inject;
 pub mod libguard;
+pub mod lz4;
 pub mod messages;
 pub mod mounts;
 pub mod mpi_abi;

@@ -1,7 +1,7 @@
 //! A read-only squashfs 4.0 reader for warren's own image server (`sqfs_serve`): the
 //! superblock, metadata blocks, inodes, directory listings, extended attributes, file
-//! data and fragments of the images warren's squash code writes (zstd or gzip; see
-//! `image/squash.rs`).
+//! data and fragments of the images warren's squash code writes (zstd, gzip or lz4;
+//! see `image/squash.rs`).
 //!
 //! The image file is external input (a store can hold a corrupt or hostile file): every
 //! offset, size and count is checked before use, allocations are bounded by what was
@@ -85,6 +85,7 @@ thread_local! {
 pub enum Codec {
     Gzip,
     Zstd,
+    Lz4,
 }
 
 impl Codec {
@@ -95,7 +96,7 @@ impl Codec {
             2 => Err(Error::Unsupported("compressed with lzma".into())),
             3 => Err(Error::Unsupported("compressed with lzo".into())),
             4 => Err(Error::Unsupported("compressed with xz".into())),
-            5 => Err(Error::Unsupported("compressed with lz4".into())),
+            5 => Ok(Codec::Lz4),
             n => corrupt(format!("unknown compressor {n}")),
         }
     }
@@ -117,6 +118,7 @@ impl Codec {
                 *slot = Some(d);
                 out.or_else(|e| corrupt(format!("zstd block: {e}")))
             }),
+            Codec::Lz4 => super::lz4::decompress(src, max).or_else(|e| corrupt(e.to_string())),
             Codec::Gzip => {
                 let mut d = flate2::Decompress::new(true);
                 let mut out = Vec::with_capacity(max);
