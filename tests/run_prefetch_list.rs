@@ -254,3 +254,49 @@ fn a_join_reads_the_list_ahead_once_the_caches_were_dropped() {
     }
     nothing_left(&f.ci, &img);
 }
+
+#[test]
+fn a_list_a_week_old_is_made_again() {
+    // docs/run.md, "The prefetch list": a list is recorded from one start; after a week
+    // the next fresh mount records it again instead of reading it ahead.
+    let Some((f, img, cache)) = own("stale") else {
+        return;
+    };
+    run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
+    let names = lists(&cache);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let path = cache.join("warren/prefetch").join(&names[0]);
+    let age = |days: u64| {
+        let t = std::time::SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    // Six days old: read ahead, kept as it is.
+    age(6);
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let t = run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
+    assert!(t.contains("replay"), "{t}");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        before
+    );
+    // Eight days old: not read ahead, recorded anew (a new file, of today).
+    age(8);
+    let t = run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
+    assert!(!t.contains("replay"), "a stale list is not read ahead: {t}");
+    assert_eq!(lists(&cache), names);
+    let fresh = std::fs::metadata(&path).unwrap().modified().unwrap();
+    assert!(
+        fresh.elapsed().unwrap() < Duration::from_secs(600),
+        "{fresh:?}"
+    );
+    assert!(entries(&cache).contains(&"d /work".to_string()));
+    // And the new list is read ahead by the next fresh mount.
+    let t = run(f, &f.ci, &cache, &img, &[&["--no-join"], WALK].concat());
+    assert!(t.contains("replay"), "{t}");
+    nothing_left(&f.ci, &img);
+}

@@ -25,6 +25,19 @@ pub const MAX_PATH: usize = 4096;
 /// A list's largest size on disk (bounded by the two limits above).
 const MAX_FILE: u64 = (MAX_ENTRIES * (MAX_PATH + 24)) as u64;
 
+/// A list older than this is made again by the next fresh mount that would read it: it
+/// was recorded from one start, which may not have been a typical one.
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Whether the list with metadata `md` is older than [`MAX_AGE`] (a modification time
+/// in the future is not).
+pub fn stale(md: &std::fs::Metadata) -> bool {
+    md.modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > MAX_AGE)
+}
+
 /// What an entry asks to read ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -283,6 +296,21 @@ mod tests {
         let back = decode(&encode(&list)).unwrap();
         assert_eq!(back.len(), MAX_ENTRIES);
         assert_eq!(back[0], f("/ok", 1));
+    }
+
+    #[test]
+    fn a_list_is_stale_after_a_week() {
+        use std::time::{Duration, SystemTime};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x");
+        let f = std::fs::File::create(&p).unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        for (age_days, want) in [(0, false), (6, false), (8, true)] {
+            f.set_modified(SystemTime::now() - day * age_days).unwrap();
+            assert_eq!(stale(&p.metadata().unwrap()), want, "{age_days} days");
+        }
+        f.set_modified(SystemTime::now() + day).unwrap();
+        assert!(!stale(&p.metadata().unwrap()), "in the future");
     }
 
     #[test]

@@ -167,16 +167,21 @@ pub fn stage(spec: &RunSpec, log: &mut Log) -> Result<Staged, SetupError> {
 }
 
 /// Where warren's image server is to record the image's prefetch list: only when the
-/// user has none for it yet (a list is made once; a replayed mount would record its own
-/// replay). Best effort: no place for it, no list.
+/// user has none for it yet, or only one older than a week (a replayed mount would
+/// record its own replay: the stale list is removed, so that this mount does not read
+/// it). Best effort: no place for it, no list.
 fn record_target(spec: &RunSpec) -> Option<super::sqfs_record::Target> {
     use std::os::unix::fs::DirBuilderExt;
     let path = spec
         .prefetch_list
         .as_ref()
         .filter(|_| spec.builtin_server)?;
-    if path.symlink_metadata().is_ok() {
-        return None;
+    match path.symlink_metadata() {
+        Ok(md) if !super::prefetch_list::stale(&md) => return None,
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
     }
     let (dir, name) = (path.parent()?, path.file_name()?.to_str()?);
     std::fs::DirBuilder::new()
