@@ -1,7 +1,8 @@
 //! A decoder of the LZ4 block format, for squashfs images compressed with lz4 (each
 //! metadata and data block is one raw LZ4 block, no frame) that warren's image server
-//! reads. LZ4 decodes ~5× faster than zstd at level 3 (3.7 against 0.7 GB/s on the lab
-//! VM), which is what a fresh image mount spends its CPU on (docs/performance.md).
+//! reads (before, they went to squashfuse_ll, without the prefetch list). LZ4 decodes ~5×
+//! faster than zstd at level 3 (3.7 against 0.7 GB/s on the lab VM) for images ~30 %
+//! bigger; measured, that buys a start little (docs/performance.md, "lz4 images").
 //!
 //! The block is external input: every length and match offset is checked, the output
 //! never grows past the caller's bound, and bad bytes give an [`Error`], never a panic.

@@ -202,8 +202,8 @@ fn record_target(spec: &RunSpec) -> Option<super::sqfs_record::Target> {
 }
 
 /// The image's prefetch list read ahead beside the set-up and the command
-/// (`prefetch_replay`); its reader's PID when one started. A list that does not parse is removed (it is
-/// a cache: the next fresh mount makes it again), with a notice.
+/// (`prefetch_replay`); its reader's PID when one started. A list that does not parse is
+/// removed (it is a cache: the next fresh mount makes it again), with a notice.
 fn replay_list(spec: &RunSpec, image: &OwnedFd, log: &mut Log) -> Option<i32> {
     let path = spec.prefetch_list.as_ref()?;
     match super::prefetch_list::load(path) {
