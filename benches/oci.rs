@@ -10,9 +10,11 @@
 //! `cargo bench --bench oci [RUNS]` (default 20; the srun rows use a third of it).
 //! Rounds interleave the commands so load changes hit all of them alike.
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 const USER: &str = "warren-ci";
 
@@ -51,24 +53,9 @@ fn as_user(uid: u32, home: &str, argv: &[String]) -> Vec<String> {
 }
 
 fn time_once(argv: &[String]) -> Result<f64, String> {
-    let t = Instant::now();
-    let o = Command::new(&argv[0])
-        .args(&argv[1..])
-        .current_dir("/tmp")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("{}: {e}", argv[0]))?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    if !o.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    Ok(ms)
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]).current_dir("/tmp").stdout(Stdio::null());
+    timing::timed(c, argv).map(|(ms, _)| ms)
 }
 
 /// Two bundles on one rootfs copy each: warren's (no maps: its own from the range) and

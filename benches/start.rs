@@ -20,6 +20,9 @@
 //! on the same store and holder: an A/B of a change in one run.
 //!   cargo bench --bench start [-- ITERATIONS]
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -51,22 +54,9 @@ fn command(argv: &[String]) -> Command {
 
 /// One timed run of `argv` in ms, or its error.
 fn time_once(argv: &[String]) -> Result<f64, String> {
-    let t = Instant::now();
-    let o = command(argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("{}: {e}", argv[0]))?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    if !o.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    Ok(ms)
+    let mut c = command(argv);
+    c.stdout(Stdio::null());
+    timing::timed(c, argv).map(|(ms, _)| ms)
 }
 
 /// Run every planned command once per round, round after round (so that a change in

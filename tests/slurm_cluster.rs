@@ -12,7 +12,7 @@
 mod slurm_support;
 mod support;
 
-use slurm_support::{sh, unique, Cancel, Cluster, DEBIAN, IMAGE, NODES, RUNTIME};
+use slurm_support::{sh, unique, Cluster, DEBIAN, IMAGE, NODES, RUNTIME};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{stderr, stdout};
@@ -303,20 +303,10 @@ fn sbatch_container_image_runs_the_batch_script_in_the_container() {
 #[test]
 fn scancel_mid_run_leaves_nothing() {
     let c = need!(cluster());
-    let file = c.work.path().join(format!("long-{}.sh", unique()));
-    std::fs::write(
-        &file,
-        format!("#!/bin/sh\n#SBATCH -N2\nsrun -N2 --container-image={IMAGE} sleep 300\n"),
-    )
-    .unwrap();
-    c.work.give(&file);
-    let out = c
-        .cmd("sbatch", &["--parsable", "-o", "/dev/null"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let job: u32 = stdout(&out).trim().parse().expect("job id");
-    let _cancel = Cancel(job);
+    let cancel = c.submit(&format!(
+        "#!/bin/sh\n#SBATCH -N2\nsrun -N2 --container-image={IMAGE} sleep 300\n"
+    ));
+    let job = cancel.0;
     // Wait (bounded) until both nodes' step holders run, then cancel.
     let uid = c.user.uid;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -864,20 +854,10 @@ fn a_task_killed_like_by_the_oom_killer_leaves_nothing() {
 #[test]
 fn a_sigkilled_slurmstepd_leaves_nothing_after_job_end() {
     let c = need!(cluster());
-    let file = c.work.path().join(format!("stepd-{}.sh", unique()));
-    std::fs::write(
-        &file,
-        format!("#!/bin/sh\n#SBATCH -N1 -w n1\nsrun --container-image={IMAGE} sleep 300\n"),
-    )
-    .unwrap();
-    c.work.give(&file);
-    let out = c
-        .cmd("sbatch", &["--parsable", "-o", "/dev/null"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let job: u32 = stdout(&out).trim().parse().expect("job id");
-    let _cancel = Cancel(job);
+    let cancel = c.submit(&format!(
+        "#!/bin/sh\n#SBATCH -N1 -w n1\nsrun --container-image={IMAGE} sleep 300\n"
+    ));
+    let job = cancel.0;
     // Wait (bounded) until the task runs in its container.
     let deadline = Instant::now() + Duration::from_secs(60);
     while container_tasks_of_job(job).is_empty() && Instant::now() < deadline {

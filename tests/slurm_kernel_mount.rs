@@ -5,28 +5,18 @@
 mod slurm_support;
 mod support;
 
-use slurm_support::{unique, Cancel, IMAGE};
+use slurm_support::IMAGE;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{stderr, stdout};
+use support::stderr;
 
 #[test]
 fn kernel_mount_serves_admin_owned_shared_images() {
     let c = need!(slurm_support::cluster(true));
-    let file = c.work.path().join(format!("km-{}.sh", unique()));
-    std::fs::write(
-        &file,
-        format!("#!/bin/sh\n#SBATCH -N1 -w n2\nsrun --container-image={IMAGE} sh -c 'cat /bin/busybox >/dev/null; sleep 300'\n"),
-    )
-    .unwrap();
-    c.work.give(&file);
-    let out = c
-        .cmd("sbatch", &["--parsable", "-o", "/dev/null"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let job: u32 = stdout(&out).trim().parse().expect("job id");
-    let _cancel = Cancel(job);
+    let cancel = c.submit(&format!(
+        "#!/bin/sh\n#SBATCH -N1 -w n2\nsrun --container-image={IMAGE} sh -c 'cat /bin/busybox >/dev/null; sleep 300'\n"
+    ));
+    let job = cancel.0;
     // The step's holder: its mount namespace has the kernel's squashfs over squashfuse.
     let deadline = Instant::now() + Duration::from_secs(60);
     let holder_mounts = || {

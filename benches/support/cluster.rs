@@ -2,9 +2,11 @@
 //! benches/mpi.rs): shell steps, timing a command, the plugin installed from this tree,
 //! becoming the test user, failing cleanly. Run as root.
 
+#[path = "timing.rs"]
+mod timing;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 /// The unprivileged user the rows run as (scripts/setup-host.sh).
 pub const USER: &str = "warren-ci";
@@ -27,21 +29,9 @@ pub fn sh(cmd: &str) -> Result<String, String> {
 
 /// Wall time (ms) and stdout of `argv` with `env` added; a failure is an error.
 pub fn run(argv: &[String], env: &[(&str, &str)]) -> Result<(f64, String), String> {
-    let t = Instant::now();
-    let o = Command::new(&argv[0])
-        .args(&argv[1..])
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", argv[0]))?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    if !o.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]).envs(env.iter().copied());
+    let (ms, o) = timing::timed(c, argv)?;
     Ok((ms, String::from_utf8_lossy(&o.stdout).into_owned()))
 }
 

@@ -178,6 +178,24 @@ impl Cluster {
         (id, text)
     }
 
+    /// Submit `script` with sbatch without waiting for it (its output discarded); the
+    /// job is cancelled when the returned guard drops.
+    pub fn submit(&self, script: &str) -> Cancel {
+        let file = self.work.path().join(format!("bg-{}.sh", unique()));
+        std::fs::write(&file, script).unwrap();
+        self.work.give(&file);
+        let out = self
+            .cmd("sbatch", &["--parsable", "-o", "/dev/null"])
+            .arg(&file)
+            .output()
+            .expect("sbatch");
+        let job = stdout(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("sbatch: {}{}", stdout(&out), stderr(&out)));
+        Cancel(job)
+    }
+
     /// Wait (bounded) until `job` has left the queue.
     pub fn wait_job(&self, job: u32) {
         let deadline = Instant::now() + Duration::from_secs(120);
