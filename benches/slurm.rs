@@ -189,13 +189,13 @@ fn main() {
     ]);
     let lists = "\"$HOME\"/.cache/warren/prefetch/*.python3.11";
     let mut first_step = row(
-        "python imports, squashfuse (PATH), first step (no prefetch list)",
+        "python imports, warren's server (PATH), first step (no prefetch list)",
         py_step.clone(),
         Measure::Printed,
     );
     first_step.before = Some(s(&["sh", "-c", &format!("rm -f {lists}")]));
     let mut later_step = row(
-        "python imports, squashfuse (PATH), later steps (prefetch list)",
+        "python imports, warren's server (PATH), later steps (prefetch list)",
         py_step,
         Measure::Printed,
     );

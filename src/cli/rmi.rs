@@ -5,6 +5,7 @@ use crate::store::layout::Store;
 use crate::store::lock::Lock;
 use crate::store::{gc, refs, Stores};
 use anyhow::{bail, Result};
+use std::path::Path;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,13 +20,18 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let stores = Stores::open(&ctx.config)?;
     let store = stores.writable(a.store.shared()?)?;
+    // Where the caller's prefetch lists are, found once for every image deleted.
+    let lists = super::caller::current(&ctx.config.run)
+        .ok()
+        .and_then(|c| crate::runtime::spec::prefetch_dir(&c));
+    let lists = lists.as_deref();
     for image in &a.images {
         let by_name = stores
             .candidate_names(image)
             .into_iter()
             .find(|n| !refs::named(&store, n).is_empty());
         if let Some(n) = by_name {
-            untag(ctx, &store, &n)?;
+            untag(&store, &n, lists)?;
             continue;
         }
         // A digest or digest prefix: every tag naming it, then the image itself.
@@ -43,40 +49,37 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .into_iter()
             .filter(|r| r.manifest == e.digest)
         {
-            untag(ctx, &store, &r.name)?;
+            untag(&store, &r.name, lists)?;
         }
         if store.image(&e.digest).is_some() {
             let _l = Lock::exclusive(&store.lock_file("image", &e.digest))?;
             gc::remove_image_dir(&store, &e.digest)?;
-            forget_prefetch_lists(ctx, &e.digest.to_string());
+            forget_prefetch_lists(lists, &e.digest.to_string());
             println!("deleted {}", e.digest);
         }
     }
     Ok(0)
 }
 
-fn untag(ctx: &Ctx, store: &Store, name: &str) -> Result<()> {
+fn untag(store: &Store, name: &str, lists: Option<&Path>) -> Result<()> {
     let gone = gc::rmi(store, name)?;
     println!("untagged {name}");
     for d in gone {
-        forget_prefetch_lists(ctx, &d.to_string());
+        forget_prefetch_lists(lists, &d.to_string());
         println!("deleted {d}");
     }
     Ok(())
 }
 
 /// The user's prefetch lists of a deleted image (docs/run.md, "The prefetch list"): a
-/// cache of it, gone with it. Best effort.
-fn forget_prefetch_lists(ctx: &Ctx, digest: &str) {
+/// cache of it, gone with it (`dir`: where they are, if anywhere). Best effort.
+fn forget_prefetch_lists(dir: Option<&Path>, digest: &str) {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    let Some(dir) = super::caller::current(&ctx.config.run)
-        .ok()
-        .and_then(|c| crate::runtime::spec::prefetch_dir(&c))
-    else {
+    let Some(dir) = dir else {
         return;
     };
     let prefix = format!("{hex}.");
-    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with(&prefix) {
             let _ = std::fs::remove_file(e.path());
         }
