@@ -377,7 +377,6 @@ fn at_start<'a>(p: &'a Prepared, dir: &Dir) -> impl Fn(&[u8]) -> Result<(), Stri
     let st = hook_state(dir, Status::Created, std::process::id() as i32, p);
     move |msg: &[u8]| {
         let _ = msg;
-        // Hooks run while SIGPIPE is still ignored (a hook need not read its stdin).
         let r = hooks::run_all("startContainer", &p.plan.hooks.start_container, &st, None)
             .map_err(|e| e.to_string());
         // The container gets the default disposition back.

@@ -5,7 +5,7 @@
 //! (joined through a pidfd of the container's process).
 
 use super::bundle::Hook;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -175,7 +175,7 @@ fn run_inner(
     cmd.args(h.args.iter().skip(1))
         .env_clear()
         .envs(h.env.iter().filter_map(|e| e.split_once('=')))
-        .stdin(Stdio::piped())
+        .stdin(state_stdin(state).map_err(|e| format!("its stdin: {e}"))?)
         .stderr(Stdio::piped());
     let enter = enter.map(|fd| fd.as_raw_fd());
     if enter.is_some() || as_root {
@@ -201,10 +201,6 @@ fn run_inner(
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     drop(exe);
     *stderr = child.stderr.take().map(collect);
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine.
-        let _ = stdin.write_all(state);
-    }
     let deadline = h
         .timeout
         .map(|t| Instant::now() + Duration::from_secs(t as u64));
@@ -222,6 +218,18 @@ fn run_inner(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The state as a hook's stdin: an in-memory file, not a pipe. A hook need not read it:
+/// writing to a pipe whose hook had exited raised SIGPIPE, which kills a Slurm task
+/// (its SIGPIPE is not ignored, as Rust's `main` ignores it), and a state larger than a
+/// pipe's buffer blocked the write past the hook's timeout while it did not read.
+fn state_stdin(state: &[u8]) -> std::io::Result<std::fs::File> {
+    let fd = nix::sys::memfd::memfd_create(c"oci-state", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(state)?;
+    f.rewind()?;
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -281,5 +289,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("timed out"), "{e}");
+    }
+
+    #[test]
+    fn a_hook_need_not_read_its_state() {
+        // A state larger than a pipe's buffer, a hook that never reads it: its timeout
+        // still holds (the write to a pipe blocked until the hook exited), and one that
+        // exits at once succeeds.
+        let state = vec![b' '; 1 << 20];
+        let t = Instant::now();
+        let e = run_all("prestart", &[hook("sleep 20", Some(1))], &state, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timed out"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        run_all("prestart", &[hook("exit 0", None)], &state, None).unwrap();
+        // And one that reads it gets all of it.
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("n");
+        run_all(
+            "prestart",
+            &[hook(&format!("wc -c > {}", out.display()), None)],
+            &state,
+            None,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "1048576");
     }
 }
